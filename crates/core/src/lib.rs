@@ -1,0 +1,1 @@
+//! dask-serverless-core (under construction).

@@ -1,0 +1,1 @@
+//! dask-serverless-emulator (under construction).

@@ -1,0 +1,1 @@
+//! dask-serverless-graph (under construction).

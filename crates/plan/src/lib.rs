@@ -1,0 +1,1 @@
+//! dask-serverless-plan (under construction).

@@ -1,0 +1,1 @@
+//! dask-serverless-platform (under construction).

@@ -1,0 +1,1 @@
+//! dask-serverless-store (under construction).
