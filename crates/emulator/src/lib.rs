@@ -1,1 +1,79 @@
-//! dask-serverless-emulator (under construction).
+//! The local platform: a Lambda-compatible service that runs functions as warm local processes.
+//!
+//! It serves the AWS Lambda **Invoke API** to callers and the Lambda **Runtime API** to its
+//! workers, so that the same handler and the same invoker code run locally and on AWS. Workers are
+//! processes running a Lambda runtime interface client (`python -m awslambdaric module.handler`),
+//! started lazily (cold starts) up to each function's reserved concurrency and reused while warm.
+//! Lambda's limits are enforced with Lambda's error types: concurrency (429 throttles for
+//! synchronous calls; asynchronous calls wait in a queue), payload sizes (413), response size
+//! (`Function.ResponseSizeTooLarge`), timeout (`Sandbox.Timedout`), memory size
+//! (`Runtime.OutOfMemory`), crashes (`Runtime.ExitError`) and initialization failures
+//! (`Runtime.InitError`). Failed asynchronous invocations are delivered as destination records to
+//! an on-failure queue of the built-in queue service, which speaks a subset of the SQS JSON
+//! protocol.
+//!
+//! It runs embedded (started on the caller's tokio runtime) or standalone
+//! (`dask-serverless emulator --port N`).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), dask_serverless_emulator::EmulatorError> {
+//! use dask_serverless_emulator::{Emulator, EmulatorConfig, FunctionConfig};
+//! let emulator = Emulator::start(EmulatorConfig::default()).await?;
+//! let command = ["python3", "-m", "awslambdaric", "handlers.handle"].map(String::from).to_vec();
+//! emulator.create_function(FunctionConfig::new("squares", command)).await?;
+//! // POST http://{address}/2015-03-31/functions/squares/invocations
+//! println!("{}", emulator.address());
+//! emulator.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Module map: [`config`] (functions and limits), `emulator` (registry, start, shutdown),
+//! `function` (worker phases and invocation lifecycle), `worker` (processes), `runtime_api`,
+//! `invoke_api`, `limits` (timeout and memory enforcement), `queue` (queue service),
+//! `destination` (failure records), `statistics`.
+
+mod body;
+pub mod config;
+mod destination;
+mod emulator;
+mod function;
+mod invoke_api;
+mod limits;
+mod queue;
+mod runtime_api;
+mod statistics;
+mod worker;
+
+use std::net::SocketAddr;
+
+pub use config::{
+    ASYNCHRONOUS_PAYLOAD_LIMIT, EmulatorConfig, FunctionConfig, QUEUE_MESSAGE_LIMIT,
+    SYNCHRONOUS_PAYLOAD_LIMIT,
+};
+pub use emulator::{Emulator, EmulatorHandle};
+pub use statistics::EmulatorStatistics;
+
+/// Why the emulator refused an operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmulatorError {
+    #[error("could not listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("function '{name}' already exists")]
+    FunctionExists { name: String },
+    #[error("function '{name}' does not exist")]
+    FunctionNotFound { name: String },
+    #[error("invalid function '{name}': {message}")]
+    InvalidFunction { name: String, message: String },
+    #[error("the emulator is shutting down")]
+    ShuttingDown,
+}

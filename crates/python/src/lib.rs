@@ -1,7 +1,44 @@
 //! The private native module `dask_serverless._core`.
+//!
+//! The only crate that touches Python. It wraps the planner ([`plan::Plan`]), the local
+//! platform ([`platform::LocalPlatform`]), the shared-memory store, the client's run
+//! ([`run::ClientRun`]) and the function's executor ([`worker::Worker`]). Blocking calls release
+//! the GIL and run on one process-wide tokio runtime. Rust errors become Python exceptions in
+//! exactly one place, [`error`].
+
+use std::sync::OnceLock;
+
 use pyo3::prelude::*;
 
+mod buffer;
+mod error;
+mod plan;
+mod platform;
+mod run;
+mod store;
+mod worker;
+
+/// The process-wide runtime that every blocking call runs on.
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("dask-serverless")
+            .enable_all()
+            .build()
+            .expect("the tokio runtime starts")
+    })
+}
+
 #[pymodule]
-fn _core(_module: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    error::register(module)?;
+    module.add_class::<buffer::Buffer>()?;
+    module.add_class::<plan::Plan>()?;
+    module.add_class::<platform::LocalPlatform>()?;
+    module.add_class::<store::SharedMemoryStore>()?;
+    module.add_class::<run::ClientRun>()?;
+    module.add_class::<worker::Worker>()?;
     Ok(())
 }

@@ -1,1 +1,113 @@
-//! dask-serverless-store (under construction).
+//! The store through which serverless functions exchange task outputs and resolve fan-in.
+//!
+//! # Model
+//!
+//! A store holds two kinds of things, each named by a [key](validate_key) (a relative,
+//! `/`-separated path such as `run-17/output/task-3`):
+//!
+//! - **Objects**: immutable byte strings. A function writes an output other functions need with
+//!   [`Store::put`]; the others read it with [`Store::get`]. A put is atomic: a reader sees the
+//!   whole old object, the whole new one, or none — never a mix or a prefix. Writing an existing
+//!   key replaces the object.
+//! - **Fan-in sets**: sets of member names used to release a task once all its parents are done.
+//!   Each finished parent calls [`Store::fan_in`] with its own name; exactly one call — the first
+//!   add that makes the set reach the expected number of distinct members — returns `true`, and
+//!   its caller runs the child. Re-adding a member (a retried or duplicated delivery) returns
+//!   `false`, so a child is never released twice.
+//!
+//! Objects and fan-in sets live in separate namespaces: the same key may name one of each.
+//! [`Store::list`] and [`Store::delete`] see objects only; [`Store::delete_prefix`] removes both,
+//! which is how the client deletes everything a computation wrote when it ends, successful or
+//! not. A key may also be a folder of other keys (`a` and `a/b` can both hold objects).
+//!
+//! # Contract
+//!
+//! [`Store`] is the minimal contract each backend implements; conveniences built on it live in
+//! [`StoreExt`], implemented for every store. All methods are async and report failures as one
+//! backend-neutral [`StoreError`]. Arguments are validated before any effect. Every backend must
+//! pass the conformance suite (the `conformance` module, behind the `conformance` feature).
+//!
+//! Backends: [`MemoryStore`] (in-process) and [`SharedMemoryStore`] (files in a shared-memory
+//! directory, safe across processes, zero-copy reads). [`frame`] lays several buffers out in one
+//! object so that Python's pickle protocol 5 buffers come back zero-copy and aligned.
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod error;
+pub mod frame;
+mod key;
+mod memory;
+mod payload;
+mod shared_memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use error::StoreError;
+pub use key::{MAX_KEY_LENGTH, MAX_MEMBER_LENGTH, MAX_SEGMENT_LENGTH, validate_key};
+pub use memory::MemoryStore;
+pub use payload::Payload;
+pub use shared_memory::SharedMemoryStore;
+
+/// A place where functions exchange objects and resolve fan-in. See the crate documentation for
+/// the model.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Writes an object atomically: readers see the whole object or nothing. Replaces any object
+    /// already stored under `key`.
+    async fn put(&self, key: &str, payload: Payload) -> Result<(), StoreError>;
+
+    /// Reads a whole object, or [`StoreError::NotFound`] naming the key if there is none.
+    ///
+    /// The bytes stay valid after the object is deleted or replaced.
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+
+    /// Deletes an object. Deleting an absent object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Deletes every object and fan-in set whose key starts with `prefix` (which ends with `/`),
+    /// and returns how many objects were deleted.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
+
+    /// Adds `member` to the fan-in set at `key`, whose final size is `expected` distinct members.
+    ///
+    /// Returns `true` for exactly one call: the first add that makes the set reach `expected`
+    /// members. Re-adding a member returns `false`. Adding a new member to a complete set is a
+    /// [`StoreError::InvalidFanIn`]. Safe for concurrent callers in many processes.
+    async fn fan_in(&self, key: &str, member: &str, expected: u32) -> Result<bool, StoreError>;
+
+    /// Lists the keys of the objects under `prefix` (which ends with `/`, or is empty for all
+    /// objects), at any depth, in lexicographic order.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// Conveniences built on [`Store`], available on every store (including `dyn Store`).
+#[async_trait]
+pub trait StoreExt: Store {
+    /// Writes `parts` as one [framed](frame) object, without copying them.
+    async fn put_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<(), StoreError> {
+        self.put(key, frame::encode(parts)).await
+    }
+
+    /// Reads a [framed](frame) object back as its parts (zero-copy slices of the object).
+    async fn get_parts(&self, key: &str) -> Result<Vec<Bytes>, StoreError> {
+        let object = self.get(key).await?;
+        frame::decode(&object).map_err(|error| match error {
+            StoreError::Corrupt { message } => StoreError::Corrupt {
+                message: format!("object {key:?}: {message}"),
+            },
+            other => other,
+        })
+    }
+
+    /// Reads an object, or `None` if there is none.
+    async fn get_optional(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.get(key).await {
+            Ok(object) => Ok(Some(object)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}

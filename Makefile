@@ -1,0 +1,51 @@
+# dask-serverless developer loop. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PYTHON    := $(VENV)/bin/python
+STAMP_DEV := $(VENV)/.requirements-installed
+export CARGO_TERM_COLOR ?= never
+# Workers of the local platform run this interpreter.
+export DASK_SERVERLESS_PYTHON := $(abspath $(PYTHON))
+# cargo and maturin configure PyO3 for the same interpreter, so they share one build.
+export PYO3_PYTHON := $(abspath $(PYTHON))
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+
+$(STAMP_DEV): requirements-dev.txt | $(PYTHON)
+	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+.PHONY: install
+install: $(STAMP_DEV) ## Create .venv, build the Rust workspace and the Python extension
+	cargo build --workspace --bins
+	$(VENV)/bin/maturin develop --quiet
+	@$(PYTHON) -c "import dask_serverless._core" && echo "dask_serverless installed in $(VENV)"
+
+.PHONY: demo
+demo: install ## Set everything up and run the seed demo on the local platform
+	$(PYTHON) examples/demo.py
+
+.PHONY: test
+test: install ## Run every Rust and Python test
+	cargo test --workspace --no-fail-fast
+	$(PYTHON) -m pytest -q
+
+.PHONY: lint
+lint: $(STAMP_DEV) ## cargo fmt --check, clippy -D warnings, ruff
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests examples
+	$(VENV)/bin/ruff format --check python tests examples
+
+.PHONY: clean
+clean: ## Remove build products and the virtualenv
+	cargo clean
+	rm -rf $(VENV) python/dask_serverless/*.so

@@ -1,0 +1,336 @@
+//! The executor: the protocol of one function invocation.
+//!
+//! An invocation starts with one cluster and may run several: after a cluster, the executor
+//! adds it to the fan-in set of each child; the children whose sets became complete are
+//! *released* to this executor. It becomes one of them (the plan's preferred child when it is
+//! released, otherwise the lowest id) and invokes the rest. Values the next cluster reads stay
+//! in the host's memory; everything else is dropped.
+//!
+//! States:
+//!
+//! ```text
+//!  Loading --ClusterLoaded--> [Loading inputs] --InputsLoaded--> Running --TasksFinished--> FanningIn
+//!     ^                                                                                    |
+//!     +---------------------- becomes a released child <---- all FanInAnswered ------------+
+//!                                                                  |
+//!                                                                  +--> Finished (nothing released)
+//! ```
+//!
+//! A task's exception or any failure around the tasks ends the invocation with a
+//! [`Report::ClusterFailed`]. A run whose objects are gone (the client ended it) ends the
+//! invocation silently.
+//!
+//! Invariants: each child of a cluster is asked about exactly once; a child is invoked or
+//! become only when its fan-in answered `released`; every cluster run ends in exactly one
+//! report; [`ExecutorAction::Finish`] is the last action ever emitted.
+
+use std::collections::BTreeSet;
+
+use dask_serverless_graph::TaskId;
+use dask_serverless_plan::ClusterId;
+
+use crate::Micros;
+use crate::messages::{ClusterReport, ClusterSpec, FailureReport, Report, TaskError, TaskRecord};
+
+/// What the host tells the executor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutorEvent {
+    /// The invocation starts.
+    Start,
+    /// The spec (and the tasks) of the cluster asked for are loaded.
+    ClusterLoaded { spec: ClusterSpec },
+    /// The cluster's objects are gone: the client ended the run.
+    RunGone,
+    /// The inputs asked for are in memory.
+    InputsLoaded { bytes: u64 },
+    /// Every task of the cluster ran; stored outputs are in the store.
+    TasksFinished { records: Vec<TaskRecord> },
+    /// A task raised.
+    TaskFailed { error: TaskError },
+    /// The answer of one fan-in asked for.
+    FanInAnswered { child: ClusterId, released: bool },
+    /// Something around the tasks failed (store, invoke, pickling).
+    Failed { message: String },
+}
+
+/// What the executor asks the host to do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutorAction {
+    /// Read the spec and tasks of a cluster.
+    LoadCluster { cluster: ClusterId },
+    /// Read these values from the store into memory.
+    LoadInputs { tasks: Vec<TaskId> },
+    /// Run the loaded cluster's tasks in order, storing its stored outputs as they come.
+    RunTasks,
+    /// Add `member` to the set at `key`; answer with [`ExecutorEvent::FanInAnswered`].
+    FanIn {
+        child: ClusterId,
+        key: String,
+        member: String,
+        expected: u32,
+    },
+    /// Invoke a function for this released child.
+    Invoke { cluster: ClusterId },
+    /// Keep these values in memory and drop every other.
+    Retain { tasks: Vec<TaskId> },
+    /// Send on the result channel.
+    Report(Report),
+    /// The invocation is over.
+    Finish,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Created,
+    Loading { cluster: ClusterId },
+    LoadingInputs,
+    Running,
+    FanningIn { waiting: BTreeSet<ClusterId>, released: Vec<ClusterId> },
+    Finished,
+}
+
+/// The state machine of one invocation.
+#[derive(Debug)]
+pub struct Executor {
+    run_id: String,
+    invocation: String,
+    cold: bool,
+    first_cluster: ClusterId,
+    state: State,
+    spec: Option<ClusterSpec>,
+    /// Values the host holds that the current cluster may read without loading.
+    held: BTreeSet<TaskId>,
+    records: Vec<TaskRecord>,
+    loaded_bytes: u64,
+}
+
+impl Executor {
+    pub fn new(run_id: String, invocation: String, cold: bool, cluster: ClusterId) -> Executor {
+        Executor {
+            run_id,
+            invocation,
+            cold,
+            first_cluster: cluster,
+            state: State::Created,
+            spec: None,
+            held: BTreeSet::new(),
+            records: Vec::new(),
+            loaded_bytes: 0,
+        }
+    }
+
+    /// The store key of a cluster's fan-in set.
+    pub fn fan_in_key(run_id: &str, cluster: ClusterId) -> String {
+        format!("{run_id}/fanin/{}", cluster.0)
+    }
+
+    /// The cluster being run, once loaded.
+    pub fn spec(&self) -> Option<&ClusterSpec> {
+        self.spec.as_ref()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Finished
+    }
+
+    pub fn handle(&mut self, event: ExecutorEvent, _now: Micros) -> Vec<ExecutorAction> {
+        if self.state == State::Finished {
+            return Vec::new();
+        }
+        match event {
+            ExecutorEvent::Start => self.start(),
+            ExecutorEvent::ClusterLoaded { spec } => self.cluster_loaded(spec),
+            ExecutorEvent::RunGone => {
+                self.state = State::Finished;
+                vec![ExecutorAction::Finish]
+            }
+            ExecutorEvent::InputsLoaded { bytes } => {
+                if self.state != State::LoadingInputs {
+                    return self.protocol_error("InputsLoaded");
+                }
+                self.loaded_bytes += bytes;
+                self.state = State::Running;
+                vec![ExecutorAction::RunTasks]
+            }
+            ExecutorEvent::TasksFinished { records } => self.tasks_finished(records),
+            ExecutorEvent::FanInAnswered { child, released } => {
+                self.fan_in_answered(child, released)
+            }
+            ExecutorEvent::TaskFailed { error } => {
+                self.fail(Some(error), "a task raised an exception".to_owned())
+            }
+            ExecutorEvent::Failed { message } => self.fail(None, message),
+        }
+    }
+
+    fn start(&mut self) -> Vec<ExecutorAction> {
+        if self.state != State::Created {
+            return self.protocol_error("Start");
+        }
+        self.state = State::Loading {
+            cluster: self.first_cluster,
+        };
+        vec![ExecutorAction::LoadCluster {
+            cluster: self.first_cluster,
+        }]
+    }
+
+    fn cluster_loaded(&mut self, spec: ClusterSpec) -> Vec<ExecutorAction> {
+        let expected = match self.state {
+            State::Loading { cluster } => cluster,
+            _ => return self.protocol_error("ClusterLoaded"),
+        };
+        if spec.cluster != expected {
+            return self.fail(
+                None,
+                format!(
+                    "loaded cluster {} while cluster {} was asked for",
+                    spec.cluster.0, expected.0
+                ),
+            );
+        }
+        let missing: Vec<TaskId> = spec
+            .inputs
+            .iter()
+            .copied()
+            .filter(|input| !self.held.contains(input))
+            .collect();
+        self.records.clear();
+        self.loaded_bytes = 0;
+        self.spec = Some(spec);
+        if missing.is_empty() {
+            self.state = State::Running;
+            vec![ExecutorAction::RunTasks]
+        } else {
+            self.state = State::LoadingInputs;
+            vec![ExecutorAction::LoadInputs { tasks: missing }]
+        }
+    }
+
+    fn tasks_finished(&mut self, records: Vec<TaskRecord>) -> Vec<ExecutorAction> {
+        if self.state != State::Running {
+            return self.protocol_error("TasksFinished");
+        }
+        self.records = records;
+        let spec = self.spec.as_ref().expect("running implies a loaded spec");
+        self.held = spec
+            .stored_outputs
+            .iter()
+            .chain(&spec.memory_outputs)
+            .copied()
+            .collect();
+        if spec.children.is_empty() {
+            return self.conclude(Vec::new());
+        }
+        let member = spec.cluster.0.to_string();
+        let actions = spec
+            .children
+            .iter()
+            .map(|child| ExecutorAction::FanIn {
+                child: child.cluster,
+                key: Self::fan_in_key(&self.run_id, child.cluster),
+                member: member.clone(),
+                expected: child.parent_count,
+            })
+            .collect();
+        self.state = State::FanningIn {
+            waiting: spec.children.iter().map(|child| child.cluster).collect(),
+            released: Vec::new(),
+        };
+        actions
+    }
+
+    fn fan_in_answered(&mut self, child: ClusterId, was_released: bool) -> Vec<ExecutorAction> {
+        // An answer for a child not asked about, or a repeated one, changes nothing.
+        let State::FanningIn { waiting, released } = &mut self.state else {
+            return Vec::new();
+        };
+        if !waiting.remove(&child) {
+            return Vec::new();
+        }
+        if was_released {
+            released.push(child);
+        }
+        if !waiting.is_empty() {
+            return Vec::new();
+        }
+        let released = std::mem::take(released);
+        self.conclude(released)
+    }
+
+    /// Ends the current cluster: invoke released children but one, report, become that one.
+    fn conclude(&mut self, mut released: Vec<ClusterId>) -> Vec<ExecutorAction> {
+        let spec = self.spec.take().expect("concluding implies a loaded spec");
+        released.sort_unstable();
+        let became = spec
+            .preferred_child
+            .filter(|preferred| released.contains(preferred))
+            .or_else(|| released.first().copied());
+        let invoked: Vec<ClusterId> = released
+            .iter()
+            .copied()
+            .filter(|&child| Some(child) != became)
+            .collect();
+        let mut actions: Vec<ExecutorAction> = invoked
+            .iter()
+            .map(|&cluster| ExecutorAction::Invoke { cluster })
+            .collect();
+        actions.push(ExecutorAction::Report(Report::ClusterFinished(ClusterReport {
+            run_id: self.run_id.clone(),
+            cluster: spec.cluster,
+            invocation: self.invocation.clone(),
+            cold: self.cold,
+            tasks: std::mem::take(&mut self.records),
+            loaded_bytes: self.loaded_bytes,
+            invoked,
+            became,
+        })));
+        // Only the first cluster of an invocation pays the cold start.
+        self.cold = false;
+        match became {
+            Some(child) => {
+                actions.push(ExecutorAction::Retain {
+                    tasks: self.held.iter().copied().collect(),
+                });
+                self.state = State::Loading { cluster: child };
+                actions.push(ExecutorAction::LoadCluster { cluster: child });
+            }
+            None => {
+                self.held.clear();
+                self.state = State::Finished;
+                actions.push(ExecutorAction::Retain { tasks: Vec::new() });
+                actions.push(ExecutorAction::Finish);
+            }
+        }
+        actions
+    }
+
+    fn fail(&mut self, task_error: Option<TaskError>, message: String) -> Vec<ExecutorAction> {
+        let cluster = match (&self.spec, &self.state) {
+            (Some(spec), _) => spec.cluster,
+            (None, State::Loading { cluster }) => *cluster,
+            (None, _) => self.first_cluster,
+        };
+        self.state = State::Finished;
+        self.held.clear();
+        vec![
+            ExecutorAction::Report(Report::ClusterFailed(FailureReport {
+                run_id: self.run_id.clone(),
+                cluster,
+                invocation: self.invocation.clone(),
+                task_error,
+                message,
+            })),
+            ExecutorAction::Retain { tasks: Vec::new() },
+            ExecutorAction::Finish,
+        ]
+    }
+
+    fn protocol_error(&mut self, event: &str) -> Vec<ExecutorAction> {
+        let message = format!(
+            "internal protocol error: {event} arrived in state {:?}",
+            self.state
+        );
+        self.fail(None, message)
+    }
+}

@@ -1,0 +1,155 @@
+//! Wire messages: everything that crosses a process boundary during a run.
+//!
+//! * [`Invocation`] is the event a function is invoked with. It is small (a few hundred bytes)
+//!   whatever the size of the cluster: the cluster's tasks travel through the store.
+//! * [`ClusterSpec`] is what an executor needs to know about one cluster; the client stores it
+//!   beside the cluster's pickled tasks.
+//! * [`Report`] travels on the result channel from functions to the client.
+//!
+//! All are JSON through serde: they are few per cluster, never per value.
+
+use dask_serverless_graph::TaskId;
+use dask_serverless_plan::{ClusterId, Plan};
+use serde::{Deserialize, Serialize};
+
+/// Where the functions of a run find the store, the platform and the result channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunContext {
+    /// Unique per compute; every object of the run lives under `"{run_id}/"` in the store.
+    pub run_id: String,
+    /// The function that runs clusters (invoked again for released children).
+    pub function: String,
+    /// Store location, interpreted by the runtime (for example `shm:///dev/shm/...`).
+    pub store: String,
+    /// Base address of the platform's Invoke API.
+    pub invoke_endpoint: String,
+    /// Base address of the result channel's queue service and the queue's name.
+    pub queue_endpoint: String,
+    pub queue: String,
+}
+
+/// The event of one function invocation: run this cluster of this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    pub run: RunContext,
+    pub cluster: ClusterId,
+}
+
+/// A child cluster and the number of distinct parent clusters its fan-in waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildSpec {
+    pub cluster: ClusterId,
+    pub parent_count: u32,
+}
+
+/// Everything an executor needs to run one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub cluster: ClusterId,
+    /// Execution order.
+    pub tasks: Vec<TaskId>,
+    /// Values produced by other clusters.
+    pub inputs: Vec<TaskId>,
+    /// Values written to the store when computed (read by other invocations or the client).
+    pub stored_outputs: Vec<TaskId>,
+    /// Values handed in memory to the preferred child, never stored.
+    pub memory_outputs: Vec<TaskId>,
+    /// Values the client asked for.
+    pub sinks: Vec<TaskId>,
+    pub children: Vec<ChildSpec>,
+    pub preferred_child: Option<ClusterId>,
+    /// `release_after[i]`: values no longer needed once `tasks[i]` has run.
+    pub release_after: Vec<Vec<TaskId>>,
+}
+
+impl ClusterSpec {
+    /// The spec of one cluster of a plan.
+    pub fn from_plan(plan: &Plan, cluster: ClusterId) -> ClusterSpec {
+        let planned = plan.cluster(cluster);
+        ClusterSpec {
+            cluster,
+            tasks: planned.tasks.clone(),
+            inputs: planned.inputs.clone(),
+            stored_outputs: planned.stored_outputs.clone(),
+            memory_outputs: planned.memory_outputs.clone(),
+            sinks: planned.sinks.clone(),
+            children: planned
+                .children
+                .iter()
+                .map(|&child| ChildSpec {
+                    cluster: child,
+                    parent_count: plan.cluster(child).parents.len() as u32,
+                })
+                .collect(),
+            preferred_child: planned.preferred_child,
+            release_after: planned.release_after.clone(),
+        }
+    }
+}
+
+/// One task as it ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub task: TaskId,
+    /// Microseconds since the Unix epoch on the function's clock.
+    pub start_us: u64,
+    pub duration_us: u64,
+    /// Bytes written to the store for this value (0 when kept in memory).
+    pub stored_bytes: u64,
+}
+
+/// A task's exception, as the function saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub task: TaskId,
+    /// Qualified name of the exception type, for messages when it cannot be rebuilt.
+    pub type_name: String,
+    pub message: String,
+    pub traceback: String,
+    /// The pickled exception, base64 encoded, when it could be pickled.
+    pub pickled: Option<String>,
+}
+
+/// A cluster ran to the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterReport {
+    pub run_id: String,
+    pub cluster: ClusterId,
+    pub invocation: String,
+    pub cold: bool,
+    pub tasks: Vec<TaskRecord>,
+    pub loaded_bytes: u64,
+    /// Children this invocation invoked.
+    pub invoked: Vec<ClusterId>,
+    /// The child this invocation runs next.
+    pub became: Option<ClusterId>,
+}
+
+/// A cluster could not run to the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReport {
+    pub run_id: String,
+    pub cluster: ClusterId,
+    pub invocation: String,
+    /// The task's own exception, when a task raised.
+    pub task_error: Option<TaskError>,
+    /// Otherwise what went wrong around the tasks (store, invocation, pickling).
+    pub message: String,
+}
+
+/// A message on the result channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Report {
+    ClusterFinished(ClusterReport),
+    ClusterFailed(FailureReport),
+}
+
+impl Report {
+    pub fn run_id(&self) -> &str {
+        match self {
+            Report::ClusterFinished(report) => &report.run_id,
+            Report::ClusterFailed(report) => &report.run_id,
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The executor through its actions: each test feeds events and checks what comes out,
+//! ending with a check that nothing unexpected is left.
+
+use dask_serverless_core::{
+    ChildSpec, ClusterSpec, Executor, ExecutorAction, ExecutorEvent, Report, TaskError,
+    TaskRecord,
+};
+use dask_serverless_graph::TaskId;
+use dask_serverless_plan::ClusterId;
+
+fn spec(cluster: u32, tasks: &[u32], inputs: &[u32], children: &[(u32, u32)]) -> ClusterSpec {
+    ClusterSpec {
+        cluster: ClusterId(cluster),
+        tasks: tasks.iter().map(|&t| TaskId(t)).collect(),
+        inputs: inputs.iter().map(|&t| TaskId(t)).collect(),
+        stored_outputs: tasks.last().map(|&t| TaskId(t)).into_iter().collect(),
+        memory_outputs: Vec::new(),
+        sinks: Vec::new(),
+        children: children
+            .iter()
+            .map(|&(cluster, parent_count)| ChildSpec {
+                cluster: ClusterId(cluster),
+                parent_count,
+            })
+            .collect(),
+        preferred_child: None,
+        release_after: vec![Vec::new(); tasks.len()],
+    }
+}
+
+fn record(task: u32) -> TaskRecord {
+    TaskRecord {
+        task: TaskId(task),
+        start_us: 1,
+        duration_us: 2,
+        stored_bytes: 3,
+    }
+}
+
+fn executor(cluster: u32) -> Executor {
+    Executor::new("run-1".into(), "request-1".into(), true, ClusterId(cluster))
+}
+
+fn reports(actions: &[ExecutorAction]) -> Vec<&Report> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            ExecutorAction::Report(report) => Some(report),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lone_cluster_loads_runs_reports_and_finishes() {
+    let mut executor = executor(0);
+    assert_eq!(
+        executor.handle(ExecutorEvent::Start, 0),
+        vec![ExecutorAction::LoadCluster {
+            cluster: ClusterId(0)
+        }]
+    );
+    let actions = executor.handle(
+        ExecutorEvent::ClusterLoaded {
+            spec: spec(0, &[0, 1], &[], &[]),
+        },
+        1,
+    );
+    assert_eq!(actions, vec![ExecutorAction::RunTasks]);
+    let actions = executor.handle(
+        ExecutorEvent::TasksFinished {
+            records: vec![record(0), record(1)],
+        },
+        2,
+    );
+    let [ExecutorAction::Report(Report::ClusterFinished(report)), ExecutorAction::Retain { tasks }, ExecutorAction::Finish] =
+        actions.as_slice()
+    else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(report.cluster, ClusterId(0));
+    assert_eq!(report.tasks.len(), 2);
+    assert!(report.cold);
+    assert_eq!(report.became, None);
+    assert!(report.invoked.is_empty());
+    assert!(tasks.is_empty());
+    assert!(executor.is_finished());
+    assert!(executor.handle(ExecutorEvent::Start, 3).is_empty());
+}
+
+#[test]
+fn inputs_not_in_memory_are_loaded() {
+    let mut executor = executor(2);
+    executor.handle(ExecutorEvent::Start, 0);
+    let actions = executor.handle(
+        ExecutorEvent::ClusterLoaded {
+            spec: spec(2, &[5], &[3, 4], &[]),
+        },
+        1,
+    );
+    assert_eq!(
+        actions,
+        vec![ExecutorAction::LoadInputs {
+            tasks: vec![TaskId(3), TaskId(4)]
+        }]
+    );
+    assert_eq!(
+        executor.handle(ExecutorEvent::InputsLoaded { bytes: 10 }, 2),
+        vec![ExecutorAction::RunTasks]
+    );
+}
+
+#[test]
+fn becomes_the_released_child_and_reuses_values_in_memory() {
+    let mut executor = executor(0);
+    executor.handle(ExecutorEvent::Start, 0);
+    executor.handle(
+        ExecutorEvent::ClusterLoaded {
+            spec: spec(0, &[0, 1], &[], &[(1, 1), (2, 2)]),
+        },
+        1,
+    );
+    let actions = executor.handle(
+        ExecutorEvent::TasksFinished {
+            records: vec![record(0), record(1)],
+        },
+        2,
+    );
+    assert_eq!(actions.len(), 2);
+    assert!(actions.iter().all(|a| matches!(a, ExecutorAction::FanIn { member, .. } if member == "0")));
+    assert!(matches!(&actions[0], ExecutorAction::FanIn { key, expected: 1, .. } if key == "run-1/fanin/1"));
+
+    assert!(executor
+        .handle(ExecutorEvent::FanInAnswered { child: ClusterId(2), released: false }, 3)
+        .is_empty());
+    // A repeated answer changes nothing.
+    assert!(executor
+        .handle(ExecutorEvent::FanInAnswered { child: ClusterId(2), released: true }, 3)
+        .is_empty());
+    let actions = executor.handle(
+        ExecutorEvent::FanInAnswered {
+            child: ClusterId(1),
+            released: true,
+        },
+        4,
+    );
+    let [ExecutorAction::Report(Report::ClusterFinished(report)), ExecutorAction::Retain { tasks }, ExecutorAction::LoadCluster { cluster }] =
+        actions.as_slice()
+    else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(report.became, Some(ClusterId(1)));
+    assert!(report.invoked.is_empty());
+    assert_eq!(tasks, &vec![TaskId(1)]);
+    assert_eq!(*cluster, ClusterId(1));
+
+    // The child's input is held: no load.
+    let actions = executor.handle(
+        ExecutorEvent::ClusterLoaded {
+            spec: spec(1, &[7], &[1], &[]),
+        },
+        5,
+    );
+    assert_eq!(actions, vec![ExecutorAction::RunTasks]);
+    let actions = executor.handle(ExecutorEvent::TasksFinished { records: vec![record(7)] }, 6);
+    let finished = reports(&actions);
+    assert_eq!(finished.len(), 1);
+    let Report::ClusterFinished(report) = finished[0] else { panic!() };
+    assert!(!report.cold, "only the first cluster of an invocation is cold");
+    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
+}
+
+#[test]
+fn invokes_every_released_child_but_the_preferred_one() {
+    let mut executor = executor(0);
+    executor.handle(ExecutorEvent::Start, 0);
+    let mut with_preference = spec(0, &[0], &[], &[(1, 1), (2, 1), (3, 1)]);
+    with_preference.preferred_child = Some(ClusterId(2));
+    executor.handle(ExecutorEvent::ClusterLoaded { spec: with_preference }, 1);
+    executor.handle(ExecutorEvent::TasksFinished { records: vec![record(0)] }, 2);
+    let mut actions = Vec::new();
+    for child in [3, 1, 2] {
+        actions = executor.handle(
+            ExecutorEvent::FanInAnswered { child: ClusterId(child), released: true },
+            3,
+        );
+    }
+    assert_eq!(actions[0], ExecutorAction::Invoke { cluster: ClusterId(1) });
+    assert_eq!(actions[1], ExecutorAction::Invoke { cluster: ClusterId(3) });
+    let Report::ClusterFinished(report) = reports(&actions)[0] else { panic!() };
+    assert_eq!(report.became, Some(ClusterId(2)));
+    assert_eq!(report.invoked, vec![ClusterId(1), ClusterId(3)]);
+    assert_eq!(actions.last(), Some(&ExecutorAction::LoadCluster { cluster: ClusterId(2) }));
+}
+
+#[test]
+fn a_task_error_is_reported_once_and_ends_the_invocation() {
+    let mut executor = executor(4);
+    executor.handle(ExecutorEvent::Start, 0);
+    executor.handle(ExecutorEvent::ClusterLoaded { spec: spec(4, &[9], &[], &[(5, 1)]) }, 1);
+    let error = TaskError {
+        task: TaskId(9),
+        type_name: "builtins.ValueError".into(),
+        message: "bad".into(),
+        traceback: String::new(),
+        pickled: None,
+    };
+    let actions = executor.handle(ExecutorEvent::TaskFailed { error: error.clone() }, 2);
+    let [ExecutorAction::Report(Report::ClusterFailed(failure)), ExecutorAction::Retain { .. }, ExecutorAction::Finish] =
+        actions.as_slice()
+    else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(failure.cluster, ClusterId(4));
+    assert_eq!(failure.task_error.as_ref(), Some(&error));
+    assert!(executor.handle(ExecutorEvent::TasksFinished { records: vec![] }, 3).is_empty());
+}
+
+#[test]
+fn a_run_that_is_gone_ends_silently() {
+    let mut executor = executor(1);
+    executor.handle(ExecutorEvent::Start, 0);
+    assert_eq!(executor.handle(ExecutorEvent::RunGone, 1), vec![ExecutorAction::Finish]);
+}
+
+#[test]
+fn events_out_of_order_fail_the_cluster_with_a_message() {
+    let mut executor = executor(1);
+    executor.handle(ExecutorEvent::Start, 0);
+    let actions = executor.handle(ExecutorEvent::TasksFinished { records: vec![] }, 1);
+    let Report::ClusterFailed(failure) = reports(&actions)[0] else { panic!() };
+    assert!(failure.message.contains("protocol"), "{}", failure.message);
+    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
+}
+
+#[test]
+fn a_spec_of_another_cluster_is_refused() {
+    let mut executor = executor(1);
+    executor.handle(ExecutorEvent::Start, 0);
+    let actions = executor.handle(ExecutorEvent::ClusterLoaded { spec: spec(2, &[0], &[], &[]) }, 1);
+    let Report::ClusterFailed(failure) = reports(&actions)[0] else { panic!() };
+    assert!(failure.message.contains("cluster 2"));
+}

@@ -1,0 +1,233 @@
+//! The whole protocol in a virtual loop: a driver, executors for every invocation, a fan-in
+//! store with set semantics, and a queue of invocations — no processes, no clock.
+//!
+//! On random graphs and plans it checks that every task runs exactly once after all its
+//! dependencies, that inputs are only loaded after they were stored, that values handed over
+//! in memory are held by the invocation that needs them, and that the driver completes.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use dask_serverless_core::{
+    ClusterSpec, Driver, DriverAction, DriverEvent, Executor, ExecutorAction, ExecutorEvent,
+    Report, TaskRecord,
+};
+use dask_serverless_graph::strategies::acyclic_graph;
+use dask_serverless_graph::{Graph, TaskId};
+use dask_serverless_plan::{ClusterId, Plan, PlanOptions};
+use proptest::prelude::*;
+
+#[derive(Default)]
+struct World {
+    fan_in: HashMap<String, BTreeSet<String>>,
+    stored: HashSet<TaskId>,
+    done: HashSet<TaskId>,
+    run_order: Vec<TaskId>,
+    invocations: VecDeque<ClusterId>,
+    reports: VecDeque<Report>,
+    invocation_count: usize,
+    /// Deliver every fan-in twice, as a retried parent would.
+    repeat_fan_in: bool,
+}
+
+impl World {
+    fn run_invocation(&mut self, graph: &Graph, plan: &Plan, first: ClusterId) {
+        self.invocation_count += 1;
+        let mut executor = Executor::new("run".into(), "inv".into(), false, first);
+        let mut held: HashSet<TaskId> = HashSet::new();
+        let mut queue: VecDeque<ExecutorAction> = executor.handle(ExecutorEvent::Start, 0).into();
+        while let Some(action) = queue.pop_front() {
+            let events = match action {
+                ExecutorAction::LoadCluster { cluster } => vec![ExecutorEvent::ClusterLoaded {
+                    spec: ClusterSpec::from_plan(plan, cluster),
+                }],
+                ExecutorAction::LoadInputs { tasks } => {
+                    for task in &tasks {
+                        assert!(self.stored.contains(task), "input {task} loaded before stored");
+                        held.insert(*task);
+                    }
+                    vec![ExecutorEvent::InputsLoaded { bytes: 0 }]
+                }
+                ExecutorAction::RunTasks => {
+                    let spec = executor.spec().unwrap().clone();
+                    for input in &spec.inputs {
+                        assert!(held.contains(input), "input {input} not in memory");
+                    }
+                    let mut records = Vec::new();
+                    for &task in &spec.tasks {
+                        for dependency in graph.dependencies(task) {
+                            assert!(self.done.contains(dependency), "{task} before {dependency}");
+                        }
+                        assert!(self.done.insert(task), "task {task} ran twice");
+                        self.run_order.push(task);
+                        held.insert(task);
+                        if spec.stored_outputs.contains(&task) {
+                            self.stored.insert(task);
+                        }
+                        records.push(TaskRecord { task, start_us: 0, duration_us: 0, stored_bytes: 0 });
+                    }
+                    vec![ExecutorEvent::TasksFinished { records }]
+                }
+                ExecutorAction::FanIn { child, key, member, expected } => {
+                    let set = self.fan_in.entry(key).or_default();
+                    let added = set.insert(member.clone());
+                    let released = added && set.len() == expected as usize;
+                    let mut events = vec![ExecutorEvent::FanInAnswered { child, released }];
+                    if self.repeat_fan_in {
+                        // The repeat adds nothing: set semantics.
+                        assert!(!set.insert(member));
+                        events.push(ExecutorEvent::FanInAnswered { child, released: false });
+                    }
+                    events
+                }
+                ExecutorAction::Invoke { cluster } => {
+                    self.invocations.push_back(cluster);
+                    vec![]
+                }
+                ExecutorAction::Report(report) => {
+                    self.reports.push_back(report);
+                    vec![]
+                }
+                ExecutorAction::Retain { tasks } => {
+                    let keep: HashSet<TaskId> = tasks.into_iter().collect();
+                    held.retain(|task| keep.contains(task));
+                    vec![]
+                }
+                ExecutorAction::Finish => {
+                    assert!(queue.is_empty(), "actions after Finish: {queue:?}");
+                    return;
+                }
+            };
+            for event in events {
+                queue.extend(executor.handle(event, 0));
+            }
+        }
+        panic!("the invocation ended without Finish");
+    }
+}
+
+fn simulate(graph: &Graph, options: &PlanOptions, repeat_fan_in: bool) -> World {
+    let plan = Plan::build(graph, options);
+    let mut world = World { repeat_fan_in, ..World::default() };
+    let mut driver = Driver::new("run".into(), &plan, 1_000_000);
+    let mut completed = false;
+    for action in driver.handle(DriverEvent::Start, 0) {
+        match action {
+            DriverAction::Invoke { cluster } => world.invocations.push_back(cluster),
+            DriverAction::Completed => completed = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut finished_tasks = 0;
+    while let Some(cluster) = world.invocations.pop_front() {
+        world.run_invocation(graph, &plan, cluster);
+        while let Some(report) = world.reports.pop_front() {
+            for action in driver.handle(DriverEvent::Report(report), 1) {
+                match action {
+                    DriverAction::TasksFinished { records } => finished_tasks += records.len(),
+                    DriverAction::Completed => completed = true,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+    assert!(completed, "the driver did not complete");
+    assert_eq!(finished_tasks, graph.len());
+    assert_eq!(world.done.len(), graph.len());
+    for output in graph.outputs() {
+        assert!(world.stored.contains(output), "output {output} not stored");
+    }
+    assert!(world.invocation_count <= plan.clusters().len());
+    world
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_task_runs_once_in_dependency_order(
+        graph in acyclic_graph(1..=120, 4),
+        parallelism in 1usize..6,
+        clusters_per_worker in 1usize..5,
+        repeat in any::<bool>(),
+    ) {
+        let options = PlanOptions { parallelism, clusters_per_worker, ..PlanOptions::default() };
+        simulate(&graph, &options, repeat);
+    }
+}
+
+#[test]
+fn a_tree_reduction_needs_few_invocations() {
+    // 64 leaves summed pairwise: 127 tasks.
+    let mut keys = Vec::new();
+    let mut dependencies = Vec::new();
+    for leaf in 0..64 {
+        keys.push(format!("leaf-{leaf}"));
+        dependencies.push(vec![]);
+    }
+    let mut level: Vec<u32> = (0..64).collect();
+    while level.len() > 1 {
+        let mut next = Vec::new();
+        for pair in level.chunks(2) {
+            next.push(keys.len() as u32);
+            keys.push(format!("add-{}", keys.len()));
+            dependencies.push(pair.to_vec());
+        }
+        level = next;
+    }
+    let graph = Graph::new(keys, dependencies, vec![], level).unwrap();
+    let options = PlanOptions { parallelism: 2, clusters_per_worker: 2, ..PlanOptions::default() };
+    let world = simulate(&graph, &options, false);
+    // 127 tasks in about parallelism * clusters_per_worker leaf clusters; the fan-ins above
+    // them are run by the parent that completes them, without a new invocation.
+    assert!(world.invocation_count <= 6, "{} invocations", world.invocation_count);
+}
+
+#[test]
+fn the_driver_ignores_other_runs_and_repeats_and_notices_silence() {
+    let graph = Graph::new(vec!["a".into(), "b".into()], vec![vec![], vec![0]], vec![], vec![1]).unwrap();
+    let plan = Plan::build(&graph, &PlanOptions::default());
+    let mut driver = Driver::new("run".into(), &plan, 100);
+    assert!(!driver.handle(DriverEvent::Start, 0).is_empty());
+    let finished = |run: &str| {
+        Report::ClusterFinished(dask_serverless_core::ClusterReport {
+            run_id: run.into(),
+            cluster: ClusterId(0),
+            invocation: String::new(),
+            cold: false,
+            tasks: vec![],
+            loaded_bytes: 0,
+            invoked: vec![],
+            became: None,
+        })
+    };
+    assert!(driver.handle(DriverEvent::Report(finished("other-run")), 10).is_empty());
+    assert!(driver.handle(DriverEvent::Tick, 50).is_empty());
+    let mut silent = Driver::new("run".into(), &plan, 100);
+    silent.handle(DriverEvent::Start, 0);
+    let actions = silent.handle(DriverEvent::Tick, 500);
+    assert!(matches!(actions.as_slice(), [DriverAction::Failed(dask_serverless_core::RunFailure::Lost { .. })]));
+    assert!(silent.handle(DriverEvent::Tick, 600).is_empty());
+
+    if plan.clusters().len() == 1 {
+        let actions = driver.handle(DriverEvent::Report(finished("run")), 20);
+        assert_eq!(actions.last(), Some(&DriverAction::Completed));
+        assert!(driver.handle(DriverEvent::Report(finished("run")), 21).is_empty());
+    }
+}
+
+#[test]
+fn a_platform_failure_fails_the_run_once() {
+    let graph = Graph::new(vec!["a".into()], vec![vec![]], vec![], vec![0]).unwrap();
+    let plan = Plan::build(&graph, &PlanOptions::default());
+    let mut driver = Driver::new("run".into(), &plan, 100);
+    driver.handle(DriverEvent::Start, 0);
+    let failure = DriverEvent::PlatformFailure {
+        cluster: Some(ClusterId(0)),
+        error_type: "Runtime.ExitError".into(),
+        message: "Runtime exited".into(),
+    };
+    let actions = driver.handle(failure.clone(), 1);
+    assert!(matches!(actions.as_slice(), [DriverAction::Failed(_)]));
+    assert!(driver.is_over());
+    assert!(driver.handle(failure, 2).is_empty());
+}

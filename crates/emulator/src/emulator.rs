@@ -1,0 +1,328 @@
+//! The emulator as a whole: start, function registry, statistics and shutdown.
+//!
+//! [`Emulator::start`] binds the listener of the Invoke API and queue service, starts serving it
+//! and starts the limit enforcer. Functions are created and deleted through the returned
+//! [`EmulatorHandle`] or over HTTP. Shutdown stops accepting invocations, deletes every function
+//! (abandoning their invocations and killing every worker's process group), wakes every queue
+//! long poll, stops serving and waits until every worker process has been reaped: nothing is left
+//! running. Dropping the handle without shutting down still kills every worker's process group.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{EmulatorConfig, FunctionConfig};
+use crate::function::Function;
+use crate::queue::QueueService;
+use crate::statistics::{Counters, EmulatorStatistics, add_gauges};
+use crate::worker::{WorkerOutput, abandon, kill_process_group};
+use crate::EmulatorError;
+
+/// How long deletion and shutdown wait for killed workers to be reaped.
+const REAP_WAIT: Duration = Duration::from_secs(10);
+/// How long shutdown lets open HTTP requests finish.
+const SERVE_GRACE: Duration = Duration::from_secs(2);
+
+/// State shared by the HTTP handlers, the workers' supervisors and the limit enforcer.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    functions: Mutex<HashMap<String, Arc<Function>>>,
+    pub(crate) queues: QueueService,
+    pub(crate) statistics: Counters,
+    pub(crate) worker_output: WorkerOutput,
+    /// Interpreter for functions created over HTTP without a command.
+    pub(crate) python: PathBuf,
+    progress_directory: tempfile::TempDir,
+    shutting_down: AtomicBool,
+}
+
+impl Shared {
+    fn functions(&self) -> MutexGuard<'_, HashMap<String, Arc<Function>>> {
+        self.functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn function(&self, name: &str) -> Option<Arc<Function>> {
+        self.functions().get(name).cloned()
+    }
+
+    pub(crate) fn function_list(&self) -> Vec<Arc<Function>> {
+        self.functions().values().cloned().collect()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn create_function(&self, config: FunctionConfig) -> Result<Arc<Function>, EmulatorError> {
+        if self.is_shutting_down() {
+            return Err(EmulatorError::ShuttingDown);
+        }
+        config.validate()?;
+        let mut functions = self.functions();
+        if functions.contains_key(&config.name) {
+            return Err(EmulatorError::FunctionExists { name: config.name });
+        }
+        if let Some(queue) = &config.on_failure_queue {
+            self.queues.create(queue);
+        }
+        let function = Arc::new(Function::new(config, self.progress_directory.path()));
+        functions.insert(function.config.name.clone(), Arc::clone(&function));
+        Ok(function)
+    }
+
+    /// Removes a function, abandons its invocations and waits until its workers are reaped.
+    pub(crate) async fn delete_function(&self, name: &str, reason: &str) -> Result<(), EmulatorError> {
+        let function = self
+            .functions()
+            .remove(name)
+            .ok_or_else(|| EmulatorError::FunctionNotFound { name: name.to_string() })?;
+        let abandoned = function.delete();
+        abandon(self, &function, abandoned, reason);
+        wait_for_workers(&function).await;
+        Ok(())
+    }
+
+    pub(crate) fn statistics(&self) -> EmulatorStatistics {
+        let mut statistics = self.statistics.snapshot();
+        for function in self.function_list() {
+            add_gauges(&mut statistics, &function.lock());
+        }
+        statistics
+    }
+
+    pub(crate) fn function_statistics(&self, name: &str) -> Option<EmulatorStatistics> {
+        let function = self.function(name)?;
+        let mut statistics = function.statistics.snapshot();
+        add_gauges(&mut statistics, &function.lock());
+        Some(statistics)
+    }
+
+    /// SIGKILL to every worker's process group, without waiting.
+    fn kill_every_worker(&self) {
+        for function in self.function_list() {
+            let state = function.lock();
+            for worker in state.workers.values() {
+                if let Some(process_id) = worker.process_id {
+                    kill_process_group(process_id);
+                }
+            }
+        }
+    }
+}
+
+/// Waits (bounded) until every worker of a deleted function has been reaped and removed.
+async fn wait_for_workers(function: &Function) {
+    let deadline = tokio::time::Instant::now() + REAP_WAIT;
+    loop {
+        let remaining: Vec<u32> = {
+            let state = function.lock();
+            if state.workers.is_empty() {
+                return;
+            }
+            state.workers.values().filter_map(|worker| worker.process_id).collect()
+        };
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                function = %function.config.name,
+                "workers {remaining:?} were not reaped within {REAP_WAIT:?}"
+            );
+            return;
+        }
+        // Workers launched after the deletion are killed by their launcher; kill again in case.
+        for process_id in remaining {
+            kill_process_group(process_id);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The local Lambda-compatible platform.
+#[derive(Debug)]
+pub struct Emulator;
+
+impl Emulator {
+    /// Binds the configured address and starts serving the Invoke API and the queue service on
+    /// the current tokio runtime (which must be multi-threaded or stay alive as long as the
+    /// emulator: workers die with the thread that launched them).
+    pub async fn start(config: EmulatorConfig) -> Result<EmulatorHandle, EmulatorError> {
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| EmulatorError::Bind {
+                address: config.bind,
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| EmulatorError::Bind {
+            address: config.bind,
+            source,
+        })?;
+        let progress_directory = tempfile::Builder::new()
+            .prefix("dask-serverless-emulator-")
+            .tempdir()
+            .map_err(|source| EmulatorError::Io {
+                what: "could not create the progress directory".to_string(),
+                source,
+            })?;
+        let worker_output =
+            WorkerOutput::open(config.worker_log.as_deref()).map_err(|source| EmulatorError::Io {
+                what: format!("could not open the worker log {:?}", config.worker_log),
+                source,
+            })?;
+        let shared = Arc::new(Shared {
+            functions: Mutex::new(HashMap::new()),
+            queues: QueueService::new(format!("http://{address}")),
+            statistics: Counters::default(),
+            worker_output,
+            python: config.python,
+            progress_directory,
+            shutting_down: AtomicBool::new(false),
+        });
+        let (stop_serving, stopped) = oneshot::channel::<()>();
+        let router = crate::invoke_api::router(Arc::clone(&shared));
+        let server = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!("the emulator stopped serving: {error}");
+            }
+        });
+        let enforcer = tokio::spawn(crate::limits::enforce_limits(Arc::clone(&shared)));
+        tracing::info!("emulator listening on http://{address}");
+        Ok(EmulatorHandle {
+            shared,
+            address,
+            server: Some(server),
+            stop_serving: Some(stop_serving),
+            enforcer,
+        })
+    }
+}
+
+/// A running emulator. Shut it down with [`EmulatorHandle::shutdown`]; dropping it kills the
+/// workers but cannot wait for them.
+#[derive(Debug)]
+pub struct EmulatorHandle {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+    server: Option<JoinHandle<()>>,
+    stop_serving: Option<oneshot::Sender<()>>,
+    enforcer: JoinHandle<()>,
+}
+
+impl EmulatorHandle {
+    /// The address of the Invoke API and queue service.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://<address>`, the endpoint to give clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The URL of a queue of the queue service (which need not exist yet).
+    pub fn queue_url(&self, name: &str) -> String {
+        self.shared.queues.url(name)
+    }
+
+    /// Creates a function; its workers start on its first invocations.
+    pub async fn create_function(&self, config: FunctionConfig) -> Result<(), EmulatorError> {
+        self.shared.create_function(config).map(drop)
+    }
+
+    /// Deletes a function: abandons its invocations, kills its workers and waits for them.
+    pub async fn delete_function(&self, name: &str) -> Result<(), EmulatorError> {
+        self.shared
+            .delete_function(name, &format!("function '{name}' was deleted"))
+            .await
+    }
+
+    /// The configurations of the functions hosted now, by name.
+    pub fn functions(&self) -> Vec<FunctionConfig> {
+        let mut configs: Vec<FunctionConfig> = self
+            .shared
+            .function_list()
+            .iter()
+            .map(|function| function.config.clone())
+            .collect();
+        configs.sort_by(|left, right| left.name.cmp(&right.name));
+        configs
+    }
+
+    /// Counters for the whole emulator (including deleted functions) and current gauges.
+    pub fn statistics(&self) -> EmulatorStatistics {
+        self.shared.statistics()
+    }
+
+    /// Counters and gauges of one function.
+    pub fn function_statistics(&self, name: &str) -> Option<EmulatorStatistics> {
+        self.shared.function_statistics(name)
+    }
+
+    /// Process ids of every live worker (each also the id of its process group).
+    pub fn worker_process_ids(&self) -> Vec<u32> {
+        let mut process_ids = Vec::new();
+        for function in self.shared.function_list() {
+            process_ids.extend(function.lock().workers.values().filter_map(|worker| worker.process_id));
+        }
+        process_ids.sort_unstable();
+        process_ids
+    }
+
+    /// Stops serving, kills every worker's process group and waits for the workers: when this
+    /// returns nothing the emulator started is still running.
+    pub async fn shutdown(mut self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        let names: Vec<String> = self
+            .shared
+            .function_list()
+            .iter()
+            .map(|function| function.config.name.clone())
+            .collect();
+        for name in names {
+            let _ = self
+                .shared
+                .delete_function(&name, "the emulator is shutting down")
+                .await;
+        }
+        self.shared.queues.close();
+        if let Some(stop_serving) = self.stop_serving.take() {
+            let _ = stop_serving.send(());
+        }
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(SERVE_GRACE, &mut server).await.is_err()
+        {
+            server.abort();
+        }
+        self.enforcer.abort();
+        tracing::info!("emulator at http://{} shut down", self.address);
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            // Not shut down: make sure no worker outlives the handle.
+            self.shared.shutting_down.store(true, Ordering::SeqCst);
+            for function in self.shared.function_list() {
+                let abandoned = function.delete();
+                abandon(&self.shared, &function, abandoned, "the emulator was dropped");
+            }
+            self.shared.kill_every_worker();
+            self.shared.queues.close();
+            if let Some(server) = self.server.take() {
+                server.abort();
+            }
+        }
+        self.enforcer.abort();
+    }
+}

@@ -1,0 +1,412 @@
+//! Worker processes: launching, output forwarding and supervision.
+//!
+//! Launching a worker (already reserved in its function's state, phase `Starting`):
+//! 1. bind its own Runtime API listener on 127.0.0.1 with an ephemeral port and serve it, so the
+//!    emulator knows which process asks for and answers which invocation;
+//! 2. start the function's command with a clean environment: a few host variables (`PATH`,
+//!    `HOME`, `LANG`, `LC_ALL`, `LC_CTYPE`, `TZ`, `TMPDIR`, `USER`, `LD_LIBRARY_PATH`), Lambda's
+//!    (`AWS_LAMBDA_RUNTIME_API`, `LAMBDA_TASK_ROOT`, `_HANDLER`, `AWS_LAMBDA_FUNCTION_NAME`,
+//!    `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION`, `AWS_REGION`,
+//!    `AWS_DEFAULT_REGION`), `DASK_SERVERLESS_PROGRESS_PATH`, then the function's own variables;
+//! 3. in its own process group (so that a kill reaches whatever it started) and with
+//!    `PR_SET_PDEATHSIG = SIGKILL`, so that it dies with the emulator's process even if the
+//!    emulator never gets to kill it. The death signal is tied to the thread that forked the
+//!    process: workers are always launched from a task of the emulator's tokio runtime, whose
+//!    threads live as long as the runtime;
+//! 4. forward its standard output and error, line by line and prefixed by function name and
+//!    worker id, to the emulator's standard error or worker log, keeping the last lines for
+//!    initialization failures.
+//!
+//! A supervisor task then waits for the process to exit, kills what is left of its group,
+//! removes the worker from its function, fails the invocation it held (an initialization failure
+//! if it never asked for work, a crash otherwise, unless the limit enforcer already failed it)
+//! and lets queued events take the freed place.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use crate::emulator::Shared;
+use crate::function::{
+    Failure, FailureKind, Function, Invocation, Outcome, WorkerId, WorkerPhase, complete,
+    while_running,
+};
+
+/// Host variables a worker inherits; everything else comes from Lambda's set and the function.
+const INHERITED_VARIABLES: [&str; 9] = [
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "LD_LIBRARY_PATH",
+];
+
+/// Lines of output kept per worker for initialization failures.
+const TAIL_LINES: usize = 30;
+/// Longest line kept in the tail.
+const TAIL_LINE_LENGTH: usize = 1_000;
+
+/// Sends SIGKILL to a worker's whole process group.
+pub(crate) fn kill_process_group(process_id: u32) {
+    let Ok(group) = libc::pid_t::try_from(process_id) else {
+        return;
+    };
+    if group > 1 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+    }
+}
+
+/// The last lines a worker wrote.
+#[derive(Debug, Default)]
+pub(crate) struct OutputTail {
+    lines: Mutex<VecDeque<String>>,
+}
+
+impl OutputTail {
+    fn lines(&self) -> MutexGuard<'_, VecDeque<String>> {
+        self.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self, line: &str) {
+        let mut lines = self.lines();
+        if lines.len() == TAIL_LINES {
+            lines.pop_front();
+        }
+        let mut end = line.len().min(TAIL_LINE_LENGTH);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        lines.push_back(line[..end].to_string());
+    }
+
+    pub(crate) fn text(&self) -> String {
+        self.lines().iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Where worker output goes.
+#[derive(Debug)]
+pub(crate) enum WorkerOutput {
+    StandardError,
+    File(Mutex<File>),
+}
+
+impl WorkerOutput {
+    pub(crate) fn open(path: Option<&Path>) -> std::io::Result<Self> {
+        Ok(match path {
+            None => Self::StandardError,
+            Some(path) => Self::File(Mutex::new(
+                File::options().create(true).append(true).open(path)?,
+            )),
+        })
+    }
+
+    fn write_line(&self, prefix: &str, line: &str) {
+        match self {
+            Self::StandardError => eprintln!("{prefix} {line}"),
+            Self::File(file) => {
+                let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let _ = writeln!(file, "{prefix} {line}");
+            }
+        }
+    }
+}
+
+/// Launches a reserved worker and supervises it until it exits.
+pub(crate) async fn start_worker(shared: Arc<Shared>, function: Arc<Function>, worker_id: WorkerId) {
+    let launched = launch(&shared, &function, worker_id).await;
+    let (child, process_id, forwarders, server) = match launched {
+        Ok(launched) => launched,
+        Err(message) => {
+            let failed = {
+                let mut state = function.lock();
+                let failed = state
+                    .workers
+                    .remove(&worker_id)
+                    .and_then(|mut worker| worker.assignment.take());
+                let launches = function.dispatch_queued(&mut state);
+                drop(state);
+                function.launch(&shared, launches);
+                failed
+            };
+            tracing::warn!(function = %function.config.name, "{message}");
+            if let Some(assignment) = failed {
+                let failure = Failure::new(FailureKind::Initialization, "Runtime.InitError", message);
+                complete(
+                    &shared,
+                    &function,
+                    assignment.invocation,
+                    Outcome::Failure(failure),
+                );
+            }
+            return;
+        }
+    };
+    {
+        let mut state = function.lock();
+        let keep = !state.deleted
+            && state
+                .workers
+                .get(&worker_id)
+                .is_some_and(|worker| worker.phase != WorkerPhase::Stopping);
+        if let Some(worker) = state.workers.get_mut(&worker_id) {
+            worker.process_id = Some(process_id);
+        }
+        if !keep {
+            // Deleted or stopped while launching: it never gets to run anything.
+            kill_process_group(process_id);
+        }
+    }
+    supervise(shared, function, worker_id, child, process_id, forwarders, server).await;
+}
+
+type Launched = (Child, u32, Vec<JoinHandle<()>>, JoinHandle<()>);
+
+async fn launch(shared: &Arc<Shared>, function: &Arc<Function>, worker_id: WorkerId) -> Result<Launched, String> {
+    let config = &function.config;
+    let (wake, progress_path, output_tail) = {
+        let state = function.lock();
+        let worker = state
+            .workers
+            .get(&worker_id)
+            .ok_or_else(|| format!("{worker_id} of function '{}' vanished", config.name))?;
+        (
+            Arc::clone(&worker.wake),
+            worker.progress_path.clone(),
+            Arc::clone(&worker.output_tail),
+        )
+    };
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|error| format!("could not open a Runtime API listener: {error}"))?;
+    let runtime_address = listener
+        .local_addr()
+        .map_err(|error| format!("could not read the Runtime API address: {error}"))?;
+    let router = crate::runtime_api::router(crate::runtime_api::WorkerContext {
+        shared: Arc::clone(shared),
+        function: Arc::clone(function),
+        worker_id,
+        wake,
+    });
+    let server = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::warn!("Runtime API server failed: {error}");
+        }
+    });
+    let task_root = match &config.working_directory {
+        Some(directory) => directory.clone(),
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+    };
+    let _ = std::fs::write(&progress_path, b"");
+
+    let mut command = Command::new(&config.command[0]);
+    command
+        .args(&config.command[1..])
+        .env_clear()
+        .current_dir(&task_root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for name in INHERITED_VARIABLES {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_address.to_string())
+        .env("LAMBDA_TASK_ROOT", &task_root)
+        .env("_HANDLER", config.handler())
+        .env("AWS_LAMBDA_FUNCTION_NAME", &config.name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", config.memory_mb.to_string())
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_REGION", "local")
+        .env("AWS_DEFAULT_REGION", "local")
+        .env("DASK_SERVERLESS_PROGRESS_PATH", &progress_path)
+        .envs(config.environment.iter().map(|(key, value)| (key, value)));
+    let parent = std::process::id() as libc::pid_t;
+    let arm_death_signal = move || {
+        // SAFETY: plain system calls without pointers, async-signal-safe as required between
+        // fork and exec.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The emulator died before the death signal was armed.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (prctl, getppid, _exit); it allocates nothing.
+    unsafe {
+        command.pre_exec(arm_death_signal);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            server.abort();
+            return Err(format!(
+                "could not start a worker of function '{}' with command {:?}: {error}",
+                config.name, config.command
+            ));
+        }
+    };
+    let Some(process_id) = child.id() else {
+        server.abort();
+        return Err("the worker exited before it could be supervised".to_string());
+    };
+    let prefix = format!("[{} {worker_id}]", config.name);
+    let mut forwarders = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        forwarders.push(forward(stdout, prefix.clone(), Arc::clone(shared), Arc::clone(&output_tail)));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        forwarders.push(forward(stderr, prefix, Arc::clone(shared), output_tail));
+    }
+    Ok((child, process_id, forwarders, server))
+}
+
+fn forward(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    prefix: String,
+    shared: Arc<Shared>,
+    tail: Arc<OutputTail>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_end_matches(['\n', '\r']);
+                    shared.worker_output.write_line(&prefix, text);
+                    tail.push(text);
+                }
+            }
+        }
+    })
+}
+
+async fn supervise(
+    shared: Arc<Shared>,
+    function: Arc<Function>,
+    worker_id: WorkerId,
+    mut child: Child,
+    process_id: u32,
+    forwarders: Vec<JoinHandle<()>>,
+    server: JoinHandle<()>,
+) {
+    let status = child.wait().await;
+    // Whatever the worker started dies with it.
+    kill_process_group(process_id);
+    // Let the forwarders write what the process printed last (bounded: a grandchild that escaped
+    // the group could hold the pipes open).
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        for forwarder in forwarders {
+            let _ = forwarder.await;
+        }
+    })
+    .await;
+    server.abort();
+    let exit = match &status {
+        Ok(status) => describe_exit(*status),
+        Err(error) => format!("unknown exit ({error})"),
+    };
+    let (failed, launches) = {
+        let mut state = function.lock();
+        let Some(mut worker) = state.workers.remove(&worker_id) else {
+            return;
+        };
+        worker.wake.notify_waiters();
+        let failed = worker.assignment.take().map(|assignment| {
+            let failure = if worker.phase == WorkerPhase::Starting {
+                initialization_failure(&function, &worker, &exit)
+            } else {
+                Failure::new(
+                    FailureKind::Crash,
+                    "Runtime.ExitError",
+                    format!(
+                        "Runtime exited with error: {exit}{}",
+                        while_running(worker.progress())
+                    ),
+                )
+            };
+            (assignment.invocation, failure)
+        });
+        let _ = std::fs::remove_file(&worker.progress_path);
+        if failed.is_none() && worker.phase != WorkerPhase::Stopping {
+            tracing::warn!(
+                function = %function.config.name,
+                "{worker_id} exited while idle: {exit}"
+            );
+        }
+        (failed, function.dispatch_queued(&mut state))
+    };
+    function.launch(&shared, launches);
+    if let Some((invocation, failure)) = failed {
+        complete(&shared, &function, invocation, Outcome::Failure(failure));
+    }
+}
+
+/// `Runtime.InitError` for a worker that exited before asking for its first invocation.
+fn initialization_failure(function: &Function, worker: &crate::function::Worker, exit: &str) -> Failure {
+    let mut message = format!(
+        "function '{}' failed to initialize: its worker exited ({exit}) before asking for an invocation",
+        function.config.name
+    );
+    if let Some(error) = &worker.initialization_error {
+        message.push_str(&format!("; init error: {error}"));
+    }
+    let tail = worker.output_tail.text();
+    if !tail.is_empty() {
+        message.push_str(&format!("; last output:\n{tail}"));
+    }
+    Failure::new(FailureKind::Initialization, "Runtime.InitError", message)
+}
+
+/// `exit status 3` or `signal: killed`, as Lambda words it.
+fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    match status.signal() {
+        Some(libc::SIGKILL) => "signal: killed".to_string(),
+        Some(libc::SIGSEGV) => "signal: segmentation fault".to_string(),
+        Some(libc::SIGABRT) => "signal: aborted".to_string(),
+        Some(libc::SIGTERM) => "signal: terminated".to_string(),
+        Some(libc::SIGBUS) => "signal: bus error".to_string(),
+        Some(signal) => format!("signal: {signal}"),
+        None => status.to_string(),
+    }
+}
+
+/// Abandons invocations ended by a deletion or shutdown.
+pub(crate) fn abandon(shared: &Shared, function: &Function, invocations: Vec<Invocation>, reason: &str) {
+    for invocation in invocations {
+        complete(shared, function, invocation, Outcome::Abandoned(reason.to_string()));
+    }
+}

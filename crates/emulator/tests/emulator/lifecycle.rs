@@ -1,0 +1,164 @@
+//! Function management over HTTP, deletion and shutdown: nothing is left running.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dask_serverless_emulator::FunctionConfig;
+use dask_serverless_platform::{Invoker, LocalInvoker, PlatformError};
+use serde_json::{Value, json};
+
+use crate::support::{
+    eventually, handlers_directory, handlers_function, invoke_raw, process_is_gone, require_python,
+    start_emulator,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_are_managed_over_http() {
+    let python = require_python!();
+    let emulator = start_emulator().await;
+    let client = reqwest::Client::new();
+    let functions = format!("{}/2015-03-31/functions", emulator.endpoint());
+    let directory = handlers_directory().display().to_string();
+    let request = json!({
+        "FunctionName": "managed",
+        "Handler": "emulator_test_handlers.handle",
+        "MemorySize": 256,
+        "Timeout": 5,
+        "Environment": {"Variables": {"PYTHONPATH": directory}},
+        "Command": [python, "-m", "awslambdaric", "emulator_test_handlers.handle"],
+        "ReservedConcurrentExecutions": 1,
+        "DestinationConfig": {"OnFailure": {"Destination": "arn:aws:sqs:local:000000000000:managed-failures"}},
+        "WorkingDirectory": directory,
+    });
+    let created = client.post(&functions).json(&request).send().await.unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["FunctionArn"], "arn:aws:lambda:local:000000000000:function:managed");
+    assert_eq!(created["MemorySize"], 256);
+    let duplicate = client.post(&functions).json(&request).send().await.unwrap();
+    assert_eq!(duplicate.status().as_u16(), 409);
+    assert_eq!(duplicate.headers()["x-amzn-ErrorType"], "ResourceConflictException");
+    let invalid = client
+        .post(&functions)
+        .json(&json!({"FunctionName": "tiny", "Handler": "a.b", "MemorySize": 64}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status().as_u16(), 400);
+
+    let configuration = emulator.functions();
+    assert_eq!(configuration.len(), 1);
+    assert_eq!(configuration[0].concurrency, 1);
+    assert_eq!(configuration[0].timeout, Duration::from_secs(5));
+    assert_eq!(configuration[0].on_failure_queue.as_deref(), Some("managed-failures"));
+    let fetched: Value = client
+        .get(format!("{functions}/managed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched["Configuration"]["Handler"], "emulator_test_handlers.handle");
+    assert_eq!(fetched["Concurrency"]["ReservedConcurrentExecutions"], 1);
+    let listed: Value = client.get(&functions).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["Functions"][0]["FunctionName"], "managed");
+
+    let answer = invoke_raw(&emulator, "managed", "RequestResponse", r#"{"action":"echo"}"#).await;
+    assert_eq!(answer.status, 200);
+    let statistics: Value = client
+        .get(format!("{}/emulator/statistics", emulator.endpoint()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(statistics["successes"], 1);
+    assert_eq!(statistics["workers"], 1);
+    let worker = emulator.worker_process_ids()[0];
+
+    let deleted = client.delete(format!("{functions}/managed")).send().await.unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert!(process_is_gone(worker), "deletion waits for the worker to be reaped");
+    let missing = invoke_raw(&emulator, "managed", "RequestResponse", "{}").await;
+    assert_eq!(missing.status, 404);
+    let deleted = client.delete(format!("{functions}/managed")).send().await.unwrap();
+    assert_eq!(deleted.status().as_u16(), 404);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_leaves_no_worker_process() {
+    let python = require_python!();
+    let emulator = start_emulator().await;
+    let config = FunctionConfig {
+        concurrency: 3,
+        ..handlers_function(&python, "busy")
+    };
+    emulator.create_function(config).await.unwrap();
+    let invoker = LocalInvoker::new(emulator.endpoint());
+
+    // A worker that started a process of its own: it is in the worker's group and dies with it.
+    let answer = invoker
+        .invoke_request_response("busy", Bytes::from_static(br#"{"action":"spawn_child"}"#))
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    let grandchild = answer["child_pid"].as_u64().unwrap() as u32;
+    assert!(!process_is_gone(grandchild));
+
+    // Three workers busy when the emulator shuts down: their callers are answered.
+    let callers: Vec<_> = (0..3)
+        .map(|_| {
+            let invoker = invoker.clone();
+            tokio::spawn(async move {
+                invoker
+                    .invoke_request_response("busy", Bytes::from_static(br#"{"action":"sleep","seconds":9}"#))
+                    .await
+            })
+        })
+        .collect();
+    eventually("three busy workers", Duration::from_secs(8), || {
+        emulator.statistics().busy_workers == 3 && emulator.worker_process_ids().len() == 3
+    })
+    .await;
+    let workers = emulator.worker_process_ids();
+
+    let started = Instant::now();
+    emulator.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(15), "liveness: {:?}", started.elapsed());
+    for process_id in workers.iter().copied().chain([grandchild]) {
+        assert!(process_is_gone(process_id), "process {process_id} survived the shutdown");
+    }
+    for caller in callers {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), caller)
+            .await
+            .expect("abandoned callers are answered")
+            .unwrap();
+        assert!(matches!(outcome, Err(PlatformError::Unavailable { .. })), "{outcome:?}");
+    }
+    // And the platform is gone: a new call fails fast.
+    let started = Instant::now();
+    let error = invoker
+        .invoke_event("busy", Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, PlatformError::Unavailable { .. }), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "liveness");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_kills_the_workers() {
+    let python = require_python!();
+    let emulator = start_emulator().await;
+    emulator.create_function(handlers_function(&python, "dropped")).await.unwrap();
+    invoke_raw(&emulator, "dropped", "RequestResponse", r#"{"action":"echo"}"#).await;
+    let workers = emulator.worker_process_ids();
+    assert_eq!(workers.len(), 1);
+    drop(emulator);
+    eventually("the worker killed on drop", Duration::from_secs(10), || {
+        workers.iter().all(|&process_id| process_is_gone(process_id))
+    })
+    .await;
+}

@@ -1,0 +1,153 @@
+//! Shared setup: the interpreter, an emulator, functions running the test handlers, and raw
+//! HTTP calls to the Invoke API.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use dask_serverless_emulator::{Emulator, EmulatorConfig, EmulatorHandle, FunctionConfig};
+use serde_json::Value;
+
+/// The Python interpreter with `awslambdaric`, or `None` (after saying so) to skip.
+pub(crate) fn python() -> Option<String> {
+    static PYTHON: OnceLock<Option<String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let imports_runtime = |python: &str| {
+                std::process::Command::new(python)
+                    .args(["-c", "import awslambdaric"])
+                    .output()
+                    .is_ok_and(|output| output.status.success())
+            };
+            match std::env::var("DASK_SERVERLESS_PYTHON") {
+                Ok(python) => {
+                    assert!(
+                        imports_runtime(&python),
+                        "DASK_SERVERLESS_PYTHON={python} cannot import awslambdaric"
+                    );
+                    Some(python)
+                }
+                Err(_) if imports_runtime("python3") => Some("python3".to_string()),
+                Err(_) => None,
+            }
+        })
+        .clone()
+        .or_else(|| {
+            eprintln!(
+                "SKIPPED: no Python interpreter with awslambdaric found; set DASK_SERVERLESS_PYTHON"
+            );
+            None
+        })
+}
+
+/// Returns from the test when no interpreter is available.
+macro_rules! require_python {
+    () => {
+        match crate::support::python() {
+            Some(python) => python,
+            None => return,
+        }
+    };
+}
+pub(crate) use require_python;
+
+pub(crate) fn handlers_directory() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/handlers")
+}
+
+pub(crate) async fn start_emulator() -> EmulatorHandle {
+    Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("the emulator starts")
+}
+
+/// A function running `module.handle` from the test handlers, with 256 MB, 10 s and 2 workers.
+pub(crate) fn test_function(python: &str, name: &str, module: &str) -> FunctionConfig {
+    let directory = handlers_directory();
+    FunctionConfig {
+        environment: vec![
+            ("PYTHONPATH".to_string(), directory.display().to_string()),
+            ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
+        ],
+        memory_mb: 256,
+        timeout: Duration::from_secs(10),
+        concurrency: 2,
+        working_directory: Some(directory),
+        ..FunctionConfig::new(
+            name,
+            vec![
+                python.to_string(),
+                "-m".to_string(),
+                "awslambdaric".to_string(),
+                format!("{module}.handle"),
+            ],
+        )
+    }
+}
+
+pub(crate) fn handlers_function(python: &str, name: &str) -> FunctionConfig {
+    test_function(python, name, "emulator_test_handlers")
+}
+
+/// A raw answer of the Invoke API.
+#[derive(Debug)]
+pub(crate) struct RawAnswer {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+impl RawAnswer {
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// `POST /2015-03-31/functions/{function}/invocations` with the given invocation type.
+pub(crate) async fn invoke_raw(
+    emulator: &EmulatorHandle,
+    function: &str,
+    invocation_type: &str,
+    payload: impl Into<reqwest::Body>,
+) -> RawAnswer {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/2015-03-31/functions/{function}/invocations",
+            emulator.endpoint()
+        ))
+        .header("X-Amz-Invocation-Type", invocation_type)
+        .body(payload)
+        .send()
+        .await
+        .expect("the emulator answers");
+    RawAnswer {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.bytes().await.expect("a body").to_vec(),
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; panics after `limit` (a liveness bound).
+pub(crate) async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process is gone (absent, or a zombie waiting for a reaper that is not us).
+pub(crate) fn process_is_gone(process_id: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{process_id}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}

@@ -1,0 +1,113 @@
+//! The planner, seen from Python.
+
+use std::sync::Arc;
+
+use dask_serverless_graph::{Graph, TaskId};
+use dask_serverless_plan::{ClusterId, PlanOptions};
+use pyo3::exceptions::PyIndexError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::error::graph_error;
+
+/// A validated graph and its plan.
+#[pyclass(frozen, module = "dask_serverless._core")]
+pub(crate) struct Plan {
+    pub(crate) graph: Arc<Graph>,
+    pub(crate) plan: Arc<dask_serverless_plan::Plan>,
+}
+
+fn ids(tasks: &[TaskId]) -> Vec<u32> {
+    tasks.iter().map(|task| task.0).collect()
+}
+
+impl Plan {
+    fn cluster(&self, cluster: u32) -> PyResult<&dask_serverless_plan::Cluster> {
+        self.plan
+            .clusters()
+            .get(cluster as usize)
+            .ok_or_else(|| PyIndexError::new_err(format!("no cluster {cluster}")))
+    }
+}
+
+#[pymethods]
+impl Plan {
+    #[new]
+    #[pyo3(signature = (keys, dependencies, missing, outputs, parallelism=2, clusters_per_worker=4, max_cluster_tasks=10_000))]
+    fn new(
+        py: Python<'_>,
+        keys: Vec<String>,
+        dependencies: Vec<Vec<u32>>,
+        missing: Vec<String>,
+        outputs: Vec<u32>,
+        parallelism: usize,
+        clusters_per_worker: usize,
+        max_cluster_tasks: usize,
+    ) -> PyResult<Plan> {
+        py.detach(|| {
+            let graph = Graph::new(keys, dependencies, missing, outputs).map_err(graph_error)?;
+            let options = PlanOptions {
+                parallelism: parallelism.max(1),
+                clusters_per_worker: clusters_per_worker.max(1),
+                max_cluster_tasks: max_cluster_tasks.max(1),
+            };
+            let plan = dask_serverless_plan::Plan::build(&graph, &options);
+            Ok(Plan {
+                graph: Arc::new(graph),
+                plan: Arc::new(plan),
+            })
+        })
+    }
+
+    /// A readable account of the plan.
+    fn explain(&self) -> String {
+        self.plan.explain(&self.graph)
+    }
+
+    fn cluster_count(&self) -> usize {
+        self.plan.clusters().len()
+    }
+
+    fn task_count(&self) -> usize {
+        self.graph.len()
+    }
+
+    fn leaves(&self) -> Vec<u32> {
+        self.plan.leaves().iter().map(|cluster| cluster.0).collect()
+    }
+
+    /// The cluster's tasks in execution order.
+    fn cluster_tasks(&self, cluster: u32) -> PyResult<Vec<u32>> {
+        Ok(ids(&self.cluster(cluster)?.tasks))
+    }
+
+    /// Values the cluster reads from other clusters.
+    fn cluster_inputs(&self, cluster: u32) -> PyResult<Vec<u32>> {
+        Ok(ids(&self.cluster(cluster)?.inputs))
+    }
+
+    fn cluster_of(&self, task: u32) -> PyResult<u32> {
+        if task as usize >= self.graph.len() {
+            return Err(PyIndexError::new_err(format!("no task {task}")));
+        }
+        Ok(self.plan.cluster_of(TaskId(task)).0)
+    }
+
+    fn cluster_parents(&self, cluster: u32) -> PyResult<Vec<u32>> {
+        let parents = &self.cluster(cluster)?.parents;
+        Ok(parents.iter().map(|parent: &ClusterId| parent.0).collect())
+    }
+
+    /// Totals of the graph and the plan.
+    fn statistics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let graph = self.graph.statistics();
+        let plan = self.plan.statistics();
+        let result = PyDict::new(py);
+        result.set_item("graph", graph.to_string())?;
+        result.set_item("plan", plan.to_string())?;
+        result.set_item("tasks", self.graph.len())?;
+        result.set_item("clusters", self.plan.clusters().len())?;
+        result.set_item("leaves", self.plan.leaves().len())?;
+        Ok(result)
+    }
+}

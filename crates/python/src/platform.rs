@@ -1,0 +1,138 @@
+//! The embedded local platform, seen from Python.
+//!
+//! `LocalPlatform()` starts the Lambda-compatible emulator on this process's runtime, bound to
+//! 127.0.0.1 on a free port. `close()` (or dropping it) stops it and kills every worker.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dask_serverless_emulator::{Emulator, EmulatorConfig, EmulatorHandle, FunctionConfig};
+use dask_serverless_platform::{Invoker, LocalInvoker, LocalQueue};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::error::{emulator_error, platform_error};
+use crate::runtime;
+
+#[pyclass(module = "dask_serverless._core")]
+pub(crate) struct LocalPlatform {
+    handle: Option<EmulatorHandle>,
+    endpoint: String,
+    invoker: LocalInvoker,
+}
+
+impl LocalPlatform {
+    fn handle(&self) -> PyResult<&EmulatorHandle> {
+        self.handle
+            .as_ref()
+            .ok_or_else(|| emulator_error("the local platform is closed"))
+    }
+}
+
+#[pymethods]
+impl LocalPlatform {
+    #[new]
+    #[pyo3(signature = (worker_log=None))]
+    fn new(py: Python<'_>, worker_log: Option<PathBuf>) -> PyResult<LocalPlatform> {
+        let config = EmulatorConfig {
+            worker_log,
+            ..EmulatorConfig::default()
+        };
+        let handle = py
+            .detach(|| runtime().block_on(Emulator::start(config)))
+            .map_err(emulator_error)?;
+        let endpoint = format!("http://{}", handle.address());
+        Ok(LocalPlatform {
+            handle: Some(handle),
+            invoker: LocalInvoker::new(endpoint.clone()),
+            endpoint,
+        })
+    }
+
+    /// Base address of the Invoke API and the queue service.
+    #[getter]
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    #[pyo3(signature = (name, command, environment, memory_mb, timeout_s, concurrency, on_failure_queue=None, working_directory=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_function(
+        &self,
+        py: Python<'_>,
+        name: String,
+        command: Vec<String>,
+        environment: Vec<(String, String)>,
+        memory_mb: u64,
+        timeout_s: f64,
+        concurrency: usize,
+        on_failure_queue: Option<String>,
+        working_directory: Option<PathBuf>,
+    ) -> PyResult<()> {
+        let mut config = FunctionConfig::new(name, command);
+        config.environment = environment;
+        config.memory_mb = memory_mb;
+        config.timeout = Duration::from_secs_f64(timeout_s);
+        config.concurrency = concurrency;
+        config.on_failure_queue = on_failure_queue;
+        config.working_directory = working_directory;
+        let handle = self.handle()?;
+        py.detach(|| runtime().block_on(handle.create_function(config)))
+            .map_err(emulator_error)
+    }
+
+    fn create_queue(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        let queue = LocalQueue::new(self.endpoint.clone(), name);
+        py.detach(|| runtime().block_on(queue.create()))
+            .map_err(platform_error)
+    }
+
+    /// An asynchronous (`Event`) invocation.
+    fn invoke_event(&self, py: Python<'_>, function: &str, payload: String) -> PyResult<()> {
+        let invoker = &self.invoker;
+        py.detach(|| runtime().block_on(invoker.invoke_event(function, Bytes::from(payload))))
+            .map_err(platform_error)
+    }
+
+    /// A synchronous (`RequestResponse`) invocation; returns the response body.
+    fn invoke(&self, py: Python<'_>, function: &str, payload: String) -> PyResult<Vec<u8>> {
+        let invoker = &self.invoker;
+        py.detach(|| {
+            runtime().block_on(invoker.invoke_request_response(function, Bytes::from(payload)))
+        })
+        .map(|bytes| bytes.to_vec())
+        .map_err(platform_error)
+    }
+
+    fn statistics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let statistics = self.handle()?.statistics();
+        let result = PyDict::new(py);
+        result.set_item("invocations", statistics.invocations)?;
+        result.set_item("cold_starts", statistics.cold_starts)?;
+        result.set_item("throttles", statistics.throttles)?;
+        result.set_item("workers", statistics.workers)?;
+        Ok(result)
+    }
+
+    /// Worker process ids, for checks that nothing is left running.
+    fn worker_pids(&self) -> PyResult<Vec<u32>> {
+        Ok(self.handle()?.worker_process_ids())
+    }
+
+    /// Stops serving and kills every worker; safe to call twice.
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(handle) = self.handle.take() {
+            py.detach(|| runtime().block_on(handle.shutdown()));
+        }
+    }
+}
+
+impl Drop for LocalPlatform {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            // Outside Python's control now: block on this thread.
+            let _ = std::thread::spawn(move || runtime().block_on(handle.shutdown())).join();
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The function's side: drives an [`Executor`] and hands control to the host (Python) only
+//! to run tasks, drop values, or finish.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use dask_serverless_core::{
+    ClusterSpec, Executor, ExecutorAction, ExecutorEvent, FailureReport, Invocation, Report,
+    RunContext, TaskError, TaskRecord,
+};
+use dask_serverless_graph::TaskId;
+use dask_serverless_plan::ClusterId;
+use dask_serverless_store::{Payload, StoreError, frame};
+use futures::future::join_all;
+
+use crate::{Connections, RuntimeError, cluster_key, now_micros, value_key};
+
+/// What the host must do next.
+#[derive(Debug)]
+pub enum HostStep {
+    /// Run the cluster's tasks in order. `tasks` is the pickled payload the client stored;
+    /// `inputs` are the framed parts of each loaded value.
+    Run {
+        spec: ClusterSpec,
+        tasks: Bytes,
+        inputs: Vec<(TaskId, Vec<Bytes>)>,
+    },
+    /// Keep these values in memory, drop the others.
+    Retain { tasks: Vec<TaskId> },
+    /// The invocation is over.
+    Finish,
+}
+
+/// One invocation of the function, from its event to its end.
+#[derive(Debug)]
+pub struct WorkerSession {
+    context: RunContext,
+    connections: Connections,
+    executor: Executor,
+    actions: VecDeque<ExecutorAction>,
+    loaded_tasks: Option<Bytes>,
+    loaded_inputs: Vec<(TaskId, Vec<Bytes>)>,
+}
+
+impl WorkerSession {
+    /// Starts an invocation from its event (an [`Invocation`] as JSON).
+    pub fn new(event: &str, invocation_id: String, cold: bool) -> Result<Self, RuntimeError> {
+        let invocation: Invocation = serde_json::from_str(event).map_err(|error| {
+            RuntimeError::Message(format!("the invocation event is not a run event: {error}"))
+        })?;
+        let connections = Connections::for_context(&invocation.run)?;
+        let mut executor = Executor::new(
+            invocation.run.run_id.clone(),
+            invocation_id,
+            cold,
+            invocation.cluster,
+        );
+        let actions = executor.handle(ExecutorEvent::Start, now_micros()).into();
+        Ok(WorkerSession {
+            context: invocation.run,
+            connections,
+            executor,
+            actions,
+            loaded_tasks: None,
+            loaded_inputs: Vec::new(),
+        })
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.context.run_id
+    }
+
+    /// Performs the executor's actions until the host must act.
+    pub async fn next_step(&mut self) -> HostStep {
+        while let Some(action) = self.actions.pop_front() {
+            match action {
+                ExecutorAction::LoadCluster { cluster } => {
+                    let event = self.load_cluster(cluster).await;
+                    self.feed(event);
+                }
+                ExecutorAction::LoadInputs { tasks } => {
+                    let event = self.load_inputs(tasks).await;
+                    self.feed(event);
+                }
+                ExecutorAction::RunTasks => {
+                    let spec = self.executor.spec().cloned();
+                    let tasks = self.loaded_tasks.take();
+                    if let (Some(spec), Some(tasks)) = (spec, tasks) {
+                        return HostStep::Run {
+                            spec,
+                            tasks,
+                            inputs: std::mem::take(&mut self.loaded_inputs),
+                        };
+                    }
+                    self.feed(ExecutorEvent::Failed {
+                        message: "internal error: tasks to run but none loaded".to_owned(),
+                    });
+                }
+                fan_in @ ExecutorAction::FanIn { .. } => {
+                    let mut batch = vec![fan_in];
+                    while matches!(self.actions.front(), Some(ExecutorAction::FanIn { .. })) {
+                        batch.extend(self.actions.pop_front());
+                    }
+                    self.fan_in(batch).await;
+                }
+                invoke @ ExecutorAction::Invoke { .. } => {
+                    let mut batch = vec![invoke];
+                    while matches!(self.actions.front(), Some(ExecutorAction::Invoke { .. })) {
+                        batch.extend(self.actions.pop_front());
+                    }
+                    self.invoke(batch).await;
+                }
+                ExecutorAction::Report(report) => self.report(report).await,
+                ExecutorAction::Retain { tasks } => return HostStep::Retain { tasks },
+                ExecutorAction::Finish => return HostStep::Finish,
+            }
+        }
+        HostStep::Finish
+    }
+
+    /// Writes one value (its framed pickle parts); returns the bytes written.
+    pub async fn put_value(&self, task: TaskId, parts: Vec<Bytes>) -> Result<u64, RuntimeError> {
+        let payload = frame::encode(parts);
+        let size = payload.len() as u64;
+        self.connections
+            .store
+            .put(&value_key(&self.context.run_id, task), payload)
+            .await?;
+        Ok(size)
+    }
+
+    /// The host ran every task of the cluster.
+    pub fn tasks_finished(&mut self, records: Vec<TaskRecord>) {
+        self.feed(ExecutorEvent::TasksFinished { records });
+    }
+
+    /// A task raised.
+    pub fn task_failed(&mut self, error: TaskError) {
+        self.feed(ExecutorEvent::TaskFailed { error });
+    }
+
+    /// Something around the tasks failed in the host (pickling an output, for example).
+    pub fn failed(&mut self, message: String) {
+        self.feed(ExecutorEvent::Failed { message });
+    }
+
+    fn feed(&mut self, event: ExecutorEvent) {
+        let actions = self.executor.handle(event, now_micros());
+        self.actions.extend(actions);
+    }
+
+    async fn load_cluster(&mut self, cluster: ClusterId) -> ExecutorEvent {
+        let key = cluster_key(&self.context.run_id, cluster);
+        let object = match self.connections.store.get(&key).await {
+            Ok(object) => object,
+            Err(StoreError::NotFound { .. }) => return ExecutorEvent::RunGone,
+            Err(error) => {
+                return ExecutorEvent::Failed {
+                    message: format!("could not read cluster {}: {error}", cluster.0),
+                };
+            }
+        };
+        let parts = match frame::decode(&object) {
+            Ok(parts) if parts.len() == 2 => parts,
+            Ok(parts) => {
+                return ExecutorEvent::Failed {
+                    message: format!("cluster object has {} parts, expected 2", parts.len()),
+                };
+            }
+            Err(error) => {
+                return ExecutorEvent::Failed {
+                    message: format!("cluster object is unreadable: {error}"),
+                };
+            }
+        };
+        match serde_json::from_slice::<ClusterSpec>(&parts[0]) {
+            Ok(spec) => {
+                self.loaded_tasks = Some(parts[1].clone());
+                ExecutorEvent::ClusterLoaded { spec }
+            }
+            Err(error) => ExecutorEvent::Failed {
+                message: format!("cluster spec is unreadable: {error}"),
+            },
+        }
+    }
+
+    async fn load_inputs(&mut self, tasks: Vec<TaskId>) -> ExecutorEvent {
+        let store = &self.connections.store;
+        let run_id = &self.context.run_id;
+        let reads = tasks.iter().map(|&task| async move {
+            let object = store.get(&value_key(run_id, task)).await?;
+            let size = object.len() as u64;
+            Ok::<_, StoreError>((task, frame::decode(&object)?, size))
+        });
+        let mut loaded = Vec::with_capacity(tasks.len());
+        let mut bytes = 0;
+        for result in join_all(reads).await {
+            match result {
+                Ok((task, parts, size)) => {
+                    bytes += size;
+                    loaded.push((task, parts));
+                }
+                Err(StoreError::NotFound { .. }) if self.run_is_gone().await => {
+                    return ExecutorEvent::RunGone;
+                }
+                Err(error) => {
+                    return ExecutorEvent::Failed {
+                        message: format!("could not read an input value: {error}"),
+                    };
+                }
+            }
+        }
+        self.loaded_inputs = loaded;
+        ExecutorEvent::InputsLoaded { bytes }
+    }
+
+    async fn run_is_gone(&self) -> bool {
+        let Some(spec) = self.executor.spec() else {
+            return false;
+        };
+        let key = cluster_key(&self.context.run_id, spec.cluster);
+        matches!(
+            self.connections.store.get(&key).await,
+            Err(StoreError::NotFound { .. })
+        )
+    }
+
+    async fn fan_in(&mut self, batch: Vec<ExecutorAction>) {
+        let store = &self.connections.store;
+        let calls = batch.into_iter().filter_map(|action| match action {
+            ExecutorAction::FanIn {
+                child,
+                key,
+                member,
+                expected,
+            } => Some(async move { (child, store.fan_in(&key, &member, expected).await) }),
+            _ => None,
+        });
+        let answers = join_all(calls).await;
+        for (child, answer) in answers {
+            match answer {
+                Ok(released) => self.feed(ExecutorEvent::FanInAnswered { child, released }),
+                Err(error) => {
+                    self.feed(ExecutorEvent::Failed {
+                        message: format!("fan-in for cluster {} failed: {error}", child.0),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn invoke(&mut self, batch: Vec<ExecutorAction>) {
+        let invoker = &self.connections.invoker;
+        let function = &self.context.function;
+        let context = &self.context;
+        let calls = batch.into_iter().filter_map(|action| match action {
+            ExecutorAction::Invoke { cluster } => Some(async move {
+                let event = Invocation {
+                    run: context.clone(),
+                    cluster,
+                };
+                let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+                (cluster, invoker.invoke_event(function, payload).await)
+            }),
+            _ => None,
+        });
+        for (cluster, result) in join_all(calls).await {
+            if let Err(error) = result {
+                let report = Report::ClusterFailed(FailureReport {
+                    run_id: self.context.run_id.clone(),
+                    cluster,
+                    invocation: String::new(),
+                    task_error: None,
+                    message: format!("could not invoke a function for cluster {}: {error}", cluster.0),
+                });
+                self.report(report).await;
+            }
+        }
+    }
+
+    async fn report(&self, report: Report) {
+        let message = match serde_json::to_vec(&report) {
+            Ok(message) => Bytes::from(message),
+            Err(error) => {
+                eprintln!("dask-serverless: could not encode a report: {error}");
+                return;
+            }
+        };
+        if let Err(error) = self.connections.channel.send(vec![message]).await {
+            // The client notices the silence; say why on the function's log.
+            eprintln!("dask-serverless: could not send a report: {error}");
+        }
+    }
+}
+
+/// Frames a cluster's spec and pickled tasks as the object workers load.
+pub(crate) fn cluster_payload(spec: &ClusterSpec, tasks: Bytes) -> Payload {
+    let spec = Bytes::from(serde_json::to_vec(spec).unwrap_or_default());
+    frame::encode(vec![spec, tasks])
+}

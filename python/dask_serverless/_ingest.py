@@ -1,0 +1,101 @@
+"""Ingest: from what Dask hands a scheduler to the compact structure the planner reads.
+
+Dask (2025.4 and later) passes ``get`` either a mapping or an expression; both become a mapping
+``{key: GraphNode}`` through ``__dask_graph__()`` and ``convert_legacy_graph`` (which also turns
+legacy tuple tasks into ``Task`` nodes). The graph is culled to what the requested keys need,
+tasks are numbered densely, and each task's dependencies become a list of numbers. Keys that
+tasks reference but nobody defines are passed on as "missing": the planner rejects them with a
+message that names both keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dask._task_spec import GraphNode, convert_legacy_graph
+from dask.core import flatten
+
+
+@dataclass
+class IngestedGraph:
+    """A culled graph with dense task numbers."""
+
+    nodes: list[GraphNode]
+    keys: list[Any]
+    dependencies: list[list[int]]
+    missing: list[Any]
+    outputs: list[int]
+    graph: dict
+
+    def key_names(self) -> list[str]:
+        return [str(key) for key in self.keys]
+
+
+def as_task_graph(dsk: Any) -> dict:
+    """``{key: GraphNode}`` from a mapping, a HighLevelGraph or an expression."""
+    if not isinstance(dsk, Mapping):
+        dsk = dsk.__dask_graph__()
+    return convert_legacy_graph(dsk)
+
+
+def flat_keys(keys: Any) -> list:
+    return list(flatten(keys)) if isinstance(keys, list) else [keys]
+
+
+def ingest(dsk: Any, keys: Any) -> IngestedGraph:
+    graph = as_task_graph(dsk)
+    outputs_keys = flat_keys(keys)
+    for key in outputs_keys:
+        if key not in graph:
+            raise KeyError(key)
+
+    # Cull: every task the outputs need, numbered in discovery order.
+    index: dict[Any, int] = {}
+    ordered: list[Any] = []
+    missing_index: dict[Any, int] = {}
+    work = list(reversed(outputs_keys))
+    for key in outputs_keys:
+        if key not in index:
+            index[key] = len(ordered)
+            ordered.append(key)
+    work = list(ordered)
+    while work:
+        key = work.pop()
+        for dependency in graph[key].dependencies:
+            if dependency in index or dependency in missing_index:
+                continue
+            if dependency in graph:
+                index[dependency] = len(ordered)
+                ordered.append(dependency)
+                work.append(dependency)
+            else:
+                missing_index[dependency] = len(missing_index)
+
+    task_count = len(ordered)
+    nodes = [graph[key] for key in ordered]
+    dependencies = []
+    for node in nodes:
+        numbers = []
+        for dependency in node.dependencies:
+            number = index.get(dependency)
+            if number is None:
+                number = task_count + missing_index[dependency]
+            numbers.append(number)
+        dependencies.append(numbers)
+    return IngestedGraph(
+        nodes=nodes,
+        keys=ordered,
+        dependencies=dependencies,
+        missing=list(missing_index),
+        outputs=[index[key] for key in outputs_keys],
+        graph=graph,
+    )
+
+
+def pack_results(keys: Any, values: dict) -> Any:
+    """Results in the nesting of ``keys`` (lists become tuples, as Dask's own ``get`` does)."""
+    if isinstance(keys, list):
+        return tuple(pack_results(key, values) for key in keys)
+    return values[keys]

@@ -1,0 +1,205 @@
+"""The Dask scheduler ``get``: one compute from Dask's graph to results.
+
+1. ingest the graph (:mod:`dask_serverless._ingest`), plan it natively (clusters of tasks);
+2. pickle each cluster's tasks at once and store them beside the cluster's spec;
+3. invoke the leaf clusters, then only listen: functions run clusters, release and invoke
+   children themselves, and report on the result channel;
+4. feed Dask's callbacks as reports arrive (``ProgressBar`` works), read the outputs, delete
+   every object of the run — whether it succeeded or failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+from dask.callbacks import local_callbacks, unpack_callbacks
+
+from dask_serverless import _core
+from dask_serverless._ingest import IngestedGraph, flat_keys, ingest, pack_results
+from dask_serverless._serialize import dumps_tasks, loads
+from dask_serverless.errors import (
+    FunctionError,
+    FunctionMemoryError,
+    FunctionTimeoutError,
+    RemoteTaskError,
+    RunLostError,
+    SerializationError,
+    ServerlessError,
+)
+
+if TYPE_CHECKING:
+    from dask_serverless.cluster import LocalCluster
+
+POLL_SECONDS = 0.05
+
+
+def compute(cluster: LocalCluster, dsk: Any, keys: Any, callbacks=None, **_ignored) -> Any:
+    """Run one Dask graph on ``cluster``; keyword arguments Dask passes but we do not use are
+    accepted and ignored."""
+    with local_callbacks(callbacks) as active_callbacks:
+        _, _, pretask, posttask, _ = unpack_callbacks(active_callbacks)
+        callback_graph: dict = {}
+        state: dict = {}
+        started: list = []
+        succeeded = False
+        try:
+            graph = ingest(dsk, keys)
+            callback_graph = graph.graph
+            for callback in active_callbacks:
+                if callback[0]:
+                    callback[0](callback_graph)
+                started.append(callback)
+            if active_callbacks:
+                state = _callback_state(graph)
+                for callback in active_callbacks:
+                    if callback[1]:
+                        callback[1](callback_graph, state)
+            values = _run(cluster, graph, state, pretask, posttask)
+            succeeded = True
+        finally:
+            for callback in started:
+                if callback[4]:
+                    callback[4](callback_graph, state, not succeeded)
+    return pack_results(keys, values)
+
+
+def _callback_state(graph: IngestedGraph) -> dict:
+    keys = graph.keys
+    dependencies = {
+        key: {keys[number] for number in numbers if number < len(keys)}
+        for key, numbers in zip(keys, graph.dependencies)
+    }
+    dependents: dict = {key: set() for key in keys}
+    for key, needed in dependencies.items():
+        for dependency in needed:
+            dependents[dependency].add(key)
+    return {
+        "cache": {},
+        "dependencies": dependencies,
+        "dependents": dependents,
+        "waiting": set(keys),
+        "waiting_data": {},
+        "ready": set(),
+        "running": set(),
+        "finished": set(),
+        "released": set(),
+    }
+
+
+def _run(cluster: LocalCluster, graph: IngestedGraph, state, pretask, posttask) -> dict:
+    plan = _core.Plan(
+        graph.key_names(),
+        graph.dependencies,
+        [str(key) for key in graph.missing],
+        graph.outputs,
+        parallelism=cluster.workers,
+        clusters_per_worker=cluster.clusters_per_worker,
+    )
+    run_id = f"run-{uuid.uuid4().hex[:16]}"
+    run = cluster._start_run(run_id, plan)
+    try:
+        _upload(run, plan, graph)
+        events = run.start()
+        while True:
+            for event in events:
+                kind = event[0]
+                if kind == "tasks":
+                    if state:
+                        _progress(graph, event[1], state, pretask, posttask)
+                elif kind == "completed":
+                    return {
+                        graph.keys[number]: loads(run.fetch(number))
+                        for number in dict.fromkeys(graph.outputs)
+                    }
+                else:
+                    raise _failure(graph, plan, event[1], event[2])
+            events = run.poll(POLL_SECONDS)
+    finally:
+        cluster._end_run(run)
+
+
+def _upload(run, plan, graph: IngestedGraph) -> None:
+    nodes, keys = graph.nodes, graph.keys
+    for cluster in range(plan.cluster_count()):
+        tasks = plan.cluster_tasks(cluster)
+        inputs = plan.cluster_inputs(cluster)
+        key_of = {number: keys[number] for number in tasks}
+        key_of.update((number, keys[number]) for number in inputs)
+        payload = (tasks, [nodes[number] for number in tasks], key_of)
+        try:
+            pickled = dumps_tasks(payload)
+        except Exception as error:  # noqa: BLE001 - find and name the culprit
+            raise _unpicklable(graph, tasks, error) from error
+        run.put_cluster(cluster, pickled)
+
+
+def _unpicklable(graph: IngestedGraph, tasks: list[int], error: Exception) -> SerializationError:
+    for number in tasks:
+        try:
+            cloudpickle.dumps(graph.nodes[number])
+        except Exception as cause:  # noqa: BLE001
+            return SerializationError(
+                f"task {graph.keys[number]!r} cannot be pickled, so it cannot be sent to a "
+                f"function: {type(cause).__name__}: {cause}. Everything a task holds (its "
+                f"function, arguments and constants) must be picklable with cloudpickle."
+            )
+    return SerializationError(f"a cluster of tasks cannot be pickled: {error}")
+
+
+def _progress(graph: IngestedGraph, records, state, pretask, posttask) -> None:
+    keys = graph.keys
+    for task, *_ in records:
+        key = keys[task]
+        state["waiting"].discard(key)
+        state["running"].add(key)
+        for callback in pretask:
+            callback(key, graph.graph, state)
+        state["running"].discard(key)
+        state["finished"].add(key)
+        for callback in posttask:
+            callback(key, None, graph.graph, state, 0)
+
+
+def _failure(graph: IngestedGraph, plan, kind: str, details: dict) -> BaseException:
+    if kind == "task":
+        key = graph.keys[details["task"]]
+        pickled = details.get("pickled")
+        if pickled:
+            try:
+                error = cloudpickle.loads(base64.b64decode(pickled))
+            except Exception:  # noqa: BLE001 - fall through to the description
+                error = None
+            if isinstance(error, BaseException):
+                error.add_note(f"Raised by task {key!r} in a function:\n{details['traceback']}")
+                return error
+        return RemoteTaskError(
+            f"task {key!r} raised {details['type_name']}: {details['message']}\n"
+            f"{details['traceback']}"
+        )
+    if kind == "function":
+        message = details["message"] or "the function failed"
+        error_type = details["error_type"]
+        cluster = details.get("cluster")
+        where = ""
+        if cluster is not None:
+            tasks = plan.cluster_tasks(cluster)
+            if tasks:
+                where = f" (cluster {cluster}: {len(tasks)} tasks from {graph.keys[tasks[0]]!r})"
+        text = f"{error_type}: {message}{where}"
+        if error_type == "Runtime.OutOfMemory":
+            return FunctionMemoryError(text, error_type, cluster)
+        if error_type == "Sandbox.Timedout":
+            return FunctionTimeoutError(text, error_type, cluster)
+        return FunctionError(text, error_type, cluster)
+    if kind == "lost":
+        return RunLostError(
+            f"no news of the run for {details['silent_for_s']:.0f} s while "
+            f"{details['pending_clusters']} clusters were pending: the platform lost them"
+        )
+    return ServerlessError(f"cluster {details.get('cluster')}: {details.get('message')}")
+
+
+__all__ = ["compute", "flat_keys"]

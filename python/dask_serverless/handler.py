@@ -1,0 +1,135 @@
+"""The function handler: the same code runs on the local platform and on AWS Lambda.
+
+An invocation event names a run and a cluster. The native executor (``_core.Worker``) loads
+the cluster's tasks and inputs, and hands control back here only to run tasks, to drop values
+or to finish; fan-in, invocations of released children and reports happen natively.
+
+Values live in ``values`` (Dask key -> value) for the whole invocation, so a cluster that this
+invocation *becomes* reads its parent's outputs from memory. After each task the values no
+later task of the cluster needs are dropped, except outputs that leave the cluster.
+
+When ``DASK_SERVERLESS_PROGRESS_PATH`` is set (the local platform sets it), the handler writes
+the task it is running to that file, so that a function stopped for its memory size or its
+timeout is reported with the task it was running.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import traceback
+from typing import Any
+
+from dask_serverless import _core
+from dask_serverless._serialize import dumps, loads
+
+import cloudpickle
+
+_invocation_count = 0
+_progress_fd: int | None = None
+_cluster_cache: dict[tuple[str, int], Any] = {}
+
+
+def _note_progress(text: str) -> None:
+    global _progress_fd
+    path = os.environ.get("DASK_SERVERLESS_PROGRESS_PATH")
+    if not path:
+        return
+    if _progress_fd is None:
+        _progress_fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    data = text.encode("utf-8", "replace")[:4096]
+    os.pwrite(_progress_fd, data, 0)
+    os.ftruncate(_progress_fd, len(data))
+
+
+def handler(event: dict, context: Any) -> dict:
+    global _invocation_count
+    _invocation_count += 1
+    if event.get("ping"):
+        return {"pong": True, "pid": os.getpid()}
+    invocation_id = getattr(context, "aws_request_id", "") or ""
+    worker = _core.Worker(json.dumps(event), invocation_id, _invocation_count == 1)
+    values: dict[Any, Any] = {}
+    key_of: dict[int, Any] = {}
+    clusters_run = 0
+    while True:
+        step = worker.step()
+        kind = step[0]
+        if kind == "run":
+            _, spec, tasks_payload, inputs = step
+            clusters_run += 1
+            _run_cluster(worker, spec, tasks_payload, inputs, values, key_of)
+        elif kind == "retain":
+            keep = {key_of[task] for task in step[1] if task in key_of}
+            for key in [key for key in values if key not in keep]:
+                del values[key]
+        else:
+            _note_progress("no task (between invocations)")
+            return {"clusters": clusters_run}
+
+
+def _run_cluster(worker, spec, tasks_payload, inputs, values, key_of) -> None:
+    cluster = spec["cluster"]
+    run_id = worker.run_id
+    try:
+        task_ids, nodes, keys = _cluster_cache.pop((run_id, cluster), None) or loads(
+            [tasks_payload]
+        )
+    except Exception as error:  # noqa: BLE001 - reported to the client with its cause
+        worker.failed(f"could not unpickle the tasks of cluster {cluster}: {error!r}")
+        return
+    key_of.update(keys)
+    try:
+        for task, parts in inputs:
+            values[key_of[task]] = loads(parts)
+    except Exception as error:  # noqa: BLE001
+        worker.failed(f"could not unpickle an input of cluster {cluster}: {error!r}")
+        return
+
+    stored = set(spec["stored_outputs"])
+    leaving = stored.union(spec["memory_outputs"])
+    release_after = spec["release_after"]
+    records = []
+    for position, (task, node) in enumerate(zip(task_ids, nodes)):
+        key = node.key
+        _note_progress(f"task {key!r} (cluster {cluster})")
+        start = time.time_ns()
+        try:
+            dependencies = node.dependencies
+            value = node({dependency: values[dependency] for dependency in dependencies})
+        except Exception as error:  # noqa: BLE001 - the task's own exception goes to the caller
+            worker.task_failed(task, *_describe(error))
+            return
+        duration = time.time_ns() - start
+        values[key] = value
+        stored_bytes = 0
+        if task in stored:
+            try:
+                parts = dumps(value)
+            except Exception as error:  # noqa: BLE001
+                worker.failed(
+                    f"the result of task {key!r} cannot be pickled, so it cannot leave the "
+                    f"function: {type(error).__name__}: {error}"
+                )
+                return
+            stored_bytes = worker.put_value(task, parts)
+        records.append((task, start // 1000, duration // 1000, stored_bytes))
+        for released in release_after[position]:
+            if released not in leaving:
+                values.pop(key_of[released], None)
+    worker.tasks_finished(records)
+
+
+def _describe(error: BaseException) -> tuple[str, str, str, str | None]:
+    """Type name, message, traceback and (when possible) the pickled exception."""
+    error_type = type(error)
+    type_name = f"{error_type.__module__}.{error_type.__qualname__}"
+    text = "".join(traceback.format_exception(error))
+    try:
+        pickled = base64.b64encode(cloudpickle.dumps(error)).decode("ascii")
+        cloudpickle.loads(base64.b64decode(pickled))
+    except Exception:  # noqa: BLE001 - fall back to type name and message
+        pickled = None
+    return type_name, str(error), text, pickled
