@@ -110,8 +110,10 @@ def allocate(megabytes):
 def small_cluster():
     with LocalCluster(workers=1, memory_mb=400, timeout_s=4, prewarm=False) as running:
         pids = []
+        root = running._store_root
         yield running, pids
         pids.extend(running._platform.worker_pids())
+    assert not os.path.exists(root)
     for pid in pids:
         for _ in range(50):
             if not os.path.exists(f"/proc/{pid}") or _is_zombie(pid):

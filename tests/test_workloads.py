@@ -36,7 +36,9 @@ def test_demo_inside_with_block_uses_engine(cluster):
 def test_tree_reduction_of_1024_numbers(cluster):
     values = [delayed(i) for i in range(1024)]
     while len(values) > 1:
-        values = [delayed(operator.add)(a, b) for a, b in zip(values[::2], values[1::2])]
+        values = [
+            delayed(operator.add)(a, b) for a, b in zip(values[::2], values[1::2], strict=True)
+        ]
     (expected,), (actual,) = both(cluster, values[0])
     assert actual == expected == sum(range(1024))
 
@@ -58,7 +60,7 @@ def test_x_plus_transpose(cluster):
 def test_tall_and_skinny_svd(cluster):
     x = da.random.RandomState(4).random((4000, 50), chunks=(500, 50))
     expected, actual = both(cluster, *da.linalg.svd(x))
-    for left, right in zip(expected, actual):
+    for left, right in zip(expected, actual, strict=True):
         np.testing.assert_array_equal(left, right)
 
 
@@ -66,7 +68,7 @@ def test_svd_compressed(cluster):
     x = da.random.RandomState(5).random((1000, 1000), chunks=(250, 250))
     u, s, v = da.linalg.svd_compressed(x, k=5, seed=0)
     expected, actual = both(cluster, u, s, v)
-    for left, right in zip(expected, actual):
+    for left, right in zip(expected, actual, strict=True):
         np.testing.assert_array_equal(left, right)
 
 

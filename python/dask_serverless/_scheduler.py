@@ -70,7 +70,7 @@ def _callback_state(graph: IngestedGraph) -> dict:
     keys = graph.keys
     dependencies = {
         key: {keys[number] for number in numbers if number < len(keys)}
-        for key, numbers in zip(keys, graph.dependencies)
+        for key, numbers in zip(keys, graph.dependencies, strict=True)
     }
     dependents: dict = {key: set() for key in keys}
     for key, needed in dependencies.items():
@@ -100,6 +100,7 @@ def _run(cluster: LocalCluster, graph: IngestedGraph, state, pretask, posttask) 
     )
     run_id = f"run-{uuid.uuid4().hex[:16]}"
     run = cluster._start_run(run_id, plan)
+    succeeded = False
     try:
         _upload(run, plan, graph)
         events = run.start()
@@ -110,6 +111,7 @@ def _run(cluster: LocalCluster, graph: IngestedGraph, state, pretask, posttask) 
                     if state:
                         _progress(graph, event[1], state, pretask, posttask)
                 elif kind == "completed":
+                    succeeded = True
                     return {
                         graph.keys[number]: loads(run.fetch(number))
                         for number in dict.fromkeys(graph.outputs)
@@ -118,7 +120,7 @@ def _run(cluster: LocalCluster, graph: IngestedGraph, state, pretask, posttask) 
                     raise _failure(graph, plan, event[1], event[2])
             events = run.poll(POLL_SECONDS)
     finally:
-        cluster._end_run(run)
+        cluster._end_run(run, succeeded)
 
 
 def _upload(run, plan, graph: IngestedGraph) -> None:

@@ -18,7 +18,7 @@ def dumps(value: Any) -> list:
     buffers: list[pickle.PickleBuffer] = []
     try:
         stream = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever pickle refuses, cloudpickle may take
         buffers = []
         stream = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     return [stream, *(buffer.raw() for buffer in buffers)]

@@ -27,6 +27,8 @@ from dask_serverless.errors import ServerlessError
 
 FUNCTION_NAME = "dask-serverless-executor"
 HANDLER = "dask_serverless.handler.handler"
+# How long a failed compute waits for its other running clusters before raising.
+DRAIN_SECONDS = 10.0
 
 
 def _default_memory_mb(workers: int) -> int:
@@ -91,6 +93,7 @@ class LocalCluster:
         self._config: Any = None
         self._lock = threading.Lock()
         self._finalizer: Any = None
+        self._stale_runs: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> LocalCluster:
@@ -179,8 +182,17 @@ class LocalCluster:
         context = dict(self._context, run_id=run_id)
         return _core.ClientRun(json.dumps(context), plan, self.timeout_s + 15.0)
 
-    def _end_run(self, run: Any) -> None:
+    def _end_run(self, run: Any, succeeded: bool) -> None:
+        """Delete the run's objects. After a failure, first stop its clusters from starting
+        and wait (briefly) for running ones; a run that does not stop in time is swept again
+        after later computes and when the cluster closes."""
+        if not succeeded and not run.drain(DRAIN_SECONDS):
+            self._stale_runs.add(run.run_id)
         run.cleanup()
+        for stale in list(self._stale_runs):
+            self._store.delete_prefix(f"{stale}/")
+            if stale != run.run_id:
+                self._stale_runs.discard(stale)
 
     def _require_running(self) -> None:
         if self._platform is None:
@@ -194,7 +206,14 @@ class LocalCluster:
         # Numeric libraries keep the client's threading, so that results are bit for bit the
         # ones Dask's own schedulers give (BLAS sums in a different order on other thread
         # counts).
-        names = ("PATH", "HOME", "LANG", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        names = (
+            "PATH",
+            "HOME",
+            "LANG",
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+        )
         for name in names:
             if name in os.environ:
                 environment[name] = os.environ[name]

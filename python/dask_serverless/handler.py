@@ -22,10 +22,10 @@ import time
 import traceback
 from typing import Any
 
+import cloudpickle
+
 from dask_serverless import _core
 from dask_serverless._serialize import dumps, loads
-
-import cloudpickle
 
 _invocation_count = 0
 _progress_fd: int | None = None
@@ -92,7 +92,7 @@ def _run_cluster(worker, spec, tasks_payload, inputs, values, key_of) -> None:
     leaving = stored.union(spec["memory_outputs"])
     release_after = spec["release_after"]
     records = []
-    for position, (task, node) in enumerate(zip(task_ids, nodes)):
+    for position, (task, node) in enumerate(zip(task_ids, nodes, strict=True)):
         key = node.key
         _note_progress(f"task {key!r} (cluster {cluster})")
         start = time.time_ns()

@@ -14,6 +14,14 @@
 //!   pending, the work is lost and the run fails instead of waiting forever.
 //!
 //! Actions after [`DriverAction::Completed`] or [`DriverAction::Failed`] are never emitted.
+//!
+//! **Draining.** When a run fails, clusters of other branches may still be running and would
+//! write values after the client cleaned up. The driver therefore knows which clusters are
+//! *running*: the leaves once invoked, and every child a report says was invoked or become,
+//! until that child's own report (or failure) arrives — reports may arrive in any order, so a
+//! child already reported is never counted as running again. After the end of the run the
+//! driver keeps following reports for this purpose only; [`Driver::is_drained`] tells the
+//! shell when nothing of the run can write any more.
 
 use dask_serverless_plan::{ClusterId, Plan};
 
@@ -70,8 +78,14 @@ pub enum RunFailure {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClusterState {
+    /// Not started as far as the driver knows.
     Pending,
+    /// Invoked or become, no report yet.
+    Running,
+    /// Reported finished.
     Finished,
+    /// Reported failed, or stopped by the platform.
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +103,7 @@ pub struct Driver {
     clusters: Vec<ClusterState>,
     task_counts: Vec<usize>,
     finished_clusters: usize,
+    running_clusters: usize,
     finished_tasks: usize,
     last_heard: Micros,
     silence_limit: Micros,
@@ -103,6 +118,7 @@ impl Driver {
             clusters: vec![ClusterState::Pending; plan.clusters().len()],
             task_counts: plan.clusters().iter().map(|c| c.tasks.len()).collect(),
             finished_clusters: 0,
+            running_clusters: 0,
             finished_tasks: 0,
             last_heard: 0,
             silence_limit,
@@ -123,8 +139,29 @@ impl Driver {
         self.finished_tasks
     }
 
+    /// No cluster of the run is known to be running: nothing of it can write any more.
+    pub fn is_drained(&self) -> bool {
+        self.running_clusters == 0
+    }
+
+    /// Clusters invoked or become that have not reported yet.
+    pub fn running_clusters(&self) -> usize {
+        self.running_clusters
+    }
+
     pub fn handle(&mut self, event: DriverEvent, now: Micros) -> Vec<DriverAction> {
         if self.state == RunState::Over {
+            // Only follow which clusters still run (see "Draining").
+            match event {
+                DriverEvent::Report(report) if report.run_id() == self.run_id => {
+                    self.follow(&report);
+                }
+                DriverEvent::PlatformFailure {
+                    cluster: Some(cluster),
+                    ..
+                } => self.set_state(cluster, ClusterState::Failed),
+                _ => {}
+            }
             return Vec::new();
         }
         match event {
@@ -134,11 +171,16 @@ impl Driver {
                 cluster,
                 error_type,
                 message,
-            } => self.fail(RunFailure::Function {
-                cluster,
-                error_type,
-                message,
-            }),
+            } => {
+                if let Some(cluster) = cluster {
+                    self.set_state(cluster, ClusterState::Failed);
+                }
+                self.fail(RunFailure::Function {
+                    cluster,
+                    error_type,
+                    message,
+                })
+            }
             DriverEvent::Tick => self.tick(now),
         }
     }
@@ -153,6 +195,9 @@ impl Driver {
             self.state = RunState::Over;
             return vec![DriverAction::Completed];
         }
+        for leaf in self.leaves.clone() {
+            self.set_state(leaf, ClusterState::Running);
+        }
         self.leaves
             .iter()
             .map(|&cluster| DriverAction::Invoke { cluster })
@@ -164,19 +209,24 @@ impl Driver {
             return Vec::new();
         }
         self.last_heard = now;
+        if let Some(unknown) = self.unknown_cluster(&report) {
+            return self.fail(RunFailure::Infrastructure {
+                cluster: unknown,
+                message: format!("a report names unknown cluster {}", unknown.0),
+            });
+        }
+        let was_finished = match &report {
+            Report::ClusterFinished(finished) => {
+                self.clusters[finished.cluster.0 as usize] == ClusterState::Finished
+            }
+            Report::ClusterFailed(_) => false,
+        };
+        self.follow(&report);
         match report {
             Report::ClusterFinished(finished) => {
-                let Some(state) = self.clusters.get_mut(finished.cluster.0 as usize) else {
-                    return self.fail(RunFailure::Infrastructure {
-                        cluster: finished.cluster,
-                        message: format!("a report names unknown cluster {}", finished.cluster.0),
-                    });
-                };
-                if *state == ClusterState::Finished {
+                if was_finished {
                     return Vec::new();
                 }
-                *state = ClusterState::Finished;
-                self.finished_clusters += 1;
                 self.finished_tasks += self.task_counts[finished.cluster.0 as usize];
                 let mut actions = vec![DriverAction::TasksFinished {
                     records: finished.tasks,
@@ -195,6 +245,55 @@ impl Driver {
                 }),
             },
         }
+    }
+
+    /// The first cluster a report names that the plan does not have.
+    fn unknown_cluster(&self, report: &Report) -> Option<ClusterId> {
+        let named: Vec<ClusterId> = match report {
+            Report::ClusterFinished(finished) => std::iter::once(finished.cluster)
+                .chain(finished.invoked.iter().copied())
+                .chain(finished.became)
+                .collect(),
+            Report::ClusterFailed(failed) => vec![failed.cluster],
+        };
+        named
+            .into_iter()
+            .find(|cluster| cluster.0 as usize >= self.clusters.len())
+    }
+
+    /// Updates which clusters run and which finished from a report of this run.
+    fn follow(&mut self, report: &Report) {
+        match report {
+            Report::ClusterFinished(finished) => {
+                self.set_state(finished.cluster, ClusterState::Finished);
+                for &child in finished.invoked.iter().chain(&finished.became) {
+                    if self.clusters.get(child.0 as usize) == Some(&ClusterState::Pending) {
+                        self.set_state(child, ClusterState::Running);
+                    }
+                }
+            }
+            Report::ClusterFailed(failed) => self.set_state(failed.cluster, ClusterState::Failed),
+        }
+    }
+
+    fn set_state(&mut self, cluster: ClusterId, state: ClusterState) {
+        let Some(current) = self.clusters.get_mut(cluster.0 as usize) else {
+            return;
+        };
+        if *current == ClusterState::Finished || *current == state {
+            return;
+        }
+        match *current {
+            ClusterState::Running => self.running_clusters -= 1,
+            ClusterState::Finished => self.finished_clusters -= 1,
+            _ => {}
+        }
+        match state {
+            ClusterState::Running => self.running_clusters += 1,
+            ClusterState::Finished => self.finished_clusters += 1,
+            _ => {}
+        }
+        *current = state;
     }
 
     fn tick(&mut self, now: Micros) -> Vec<DriverAction> {

@@ -17,8 +17,8 @@
 //! ```
 //!
 //! A task's exception or any failure around the tasks ends the invocation with a
-//! [`Report::ClusterFailed`]. A run whose objects are gone (the client ended it) ends the
-//! invocation silently.
+//! [`Report::ClusterFailed`]. So does a run whose objects are gone (the client ended it after
+//! a failure and is waiting for its running clusters to stop).
 //!
 //! Invariants: each child of a cluster is asked about exactly once; a child is invoked or
 //! become only when its fan-in answered `released`; every cluster run ends in exactly one
@@ -82,10 +82,15 @@ pub enum ExecutorAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Created,
-    Loading { cluster: ClusterId },
+    Loading {
+        cluster: ClusterId,
+    },
     LoadingInputs,
     Running,
-    FanningIn { waiting: BTreeSet<ClusterId>, released: Vec<ClusterId> },
+    FanningIn {
+        waiting: BTreeSet<ClusterId>,
+        released: Vec<ClusterId>,
+    },
     Finished,
 }
 
@@ -141,8 +146,8 @@ impl Executor {
             ExecutorEvent::Start => self.start(),
             ExecutorEvent::ClusterLoaded { spec } => self.cluster_loaded(spec),
             ExecutorEvent::RunGone => {
-                self.state = State::Finished;
-                vec![ExecutorAction::Finish]
+                // Tell the client (it may be draining the run) that this cluster never ran.
+                self.fail(None, "the run ended before this cluster started".to_owned())
             }
             ExecutorEvent::InputsLoaded { bytes } => {
                 if self.state != State::LoadingInputs {
@@ -275,16 +280,18 @@ impl Executor {
             .iter()
             .map(|&cluster| ExecutorAction::Invoke { cluster })
             .collect();
-        actions.push(ExecutorAction::Report(Report::ClusterFinished(ClusterReport {
-            run_id: self.run_id.clone(),
-            cluster: spec.cluster,
-            invocation: self.invocation.clone(),
-            cold: self.cold,
-            tasks: std::mem::take(&mut self.records),
-            loaded_bytes: self.loaded_bytes,
-            invoked,
-            became,
-        })));
+        actions.push(ExecutorAction::Report(Report::ClusterFinished(
+            ClusterReport {
+                run_id: self.run_id.clone(),
+                cluster: spec.cluster,
+                invocation: self.invocation.clone(),
+                cold: self.cold,
+                tasks: std::mem::take(&mut self.records),
+                loaded_bytes: self.loaded_bytes,
+                invoked,
+                became,
+            },
+        )));
         // Only the first cluster of an invocation pays the cold start.
         self.cold = false;
         match became {

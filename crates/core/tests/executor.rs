@@ -2,8 +2,7 @@
 //! ending with a check that nothing unexpected is left.
 
 use dask_serverless_core::{
-    ChildSpec, ClusterSpec, Executor, ExecutorAction, ExecutorEvent, Report, TaskError,
-    TaskRecord,
+    ChildSpec, ClusterSpec, Executor, ExecutorAction, ExecutorEvent, Report, TaskError, TaskRecord,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::ClusterId;
@@ -73,8 +72,11 @@ fn a_lone_cluster_loads_runs_reports_and_finishes() {
         },
         2,
     );
-    let [ExecutorAction::Report(Report::ClusterFinished(report)), ExecutorAction::Retain { tasks }, ExecutorAction::Finish] =
-        actions.as_slice()
+    let [
+        ExecutorAction::Report(Report::ClusterFinished(report)),
+        ExecutorAction::Retain { tasks },
+        ExecutorAction::Finish,
+    ] = actions.as_slice()
     else {
         panic!("unexpected actions {actions:?}");
     };
@@ -127,16 +129,38 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
         2,
     );
     assert_eq!(actions.len(), 2);
-    assert!(actions.iter().all(|a| matches!(a, ExecutorAction::FanIn { member, .. } if member == "0")));
-    assert!(matches!(&actions[0], ExecutorAction::FanIn { key, expected: 1, .. } if key == "run-1/fanin/1"));
+    assert!(
+        actions
+            .iter()
+            .all(|a| matches!(a, ExecutorAction::FanIn { member, .. } if member == "0"))
+    );
+    assert!(
+        matches!(&actions[0], ExecutorAction::FanIn { key, expected: 1, .. } if key == "run-1/fanin/1")
+    );
 
-    assert!(executor
-        .handle(ExecutorEvent::FanInAnswered { child: ClusterId(2), released: false }, 3)
-        .is_empty());
+    assert!(
+        executor
+            .handle(
+                ExecutorEvent::FanInAnswered {
+                    child: ClusterId(2),
+                    released: false
+                },
+                3
+            )
+            .is_empty()
+    );
     // A repeated answer changes nothing.
-    assert!(executor
-        .handle(ExecutorEvent::FanInAnswered { child: ClusterId(2), released: true }, 3)
-        .is_empty());
+    assert!(
+        executor
+            .handle(
+                ExecutorEvent::FanInAnswered {
+                    child: ClusterId(2),
+                    released: true
+                },
+                3
+            )
+            .is_empty()
+    );
     let actions = executor.handle(
         ExecutorEvent::FanInAnswered {
             child: ClusterId(1),
@@ -144,8 +168,11 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
         },
         4,
     );
-    let [ExecutorAction::Report(Report::ClusterFinished(report)), ExecutorAction::Retain { tasks }, ExecutorAction::LoadCluster { cluster }] =
-        actions.as_slice()
+    let [
+        ExecutorAction::Report(Report::ClusterFinished(report)),
+        ExecutorAction::Retain { tasks },
+        ExecutorAction::LoadCluster { cluster },
+    ] = actions.as_slice()
     else {
         panic!("unexpected actions {actions:?}");
     };
@@ -162,11 +189,21 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
         5,
     );
     assert_eq!(actions, vec![ExecutorAction::RunTasks]);
-    let actions = executor.handle(ExecutorEvent::TasksFinished { records: vec![record(7)] }, 6);
+    let actions = executor.handle(
+        ExecutorEvent::TasksFinished {
+            records: vec![record(7)],
+        },
+        6,
+    );
     let finished = reports(&actions);
     assert_eq!(finished.len(), 1);
-    let Report::ClusterFinished(report) = finished[0] else { panic!() };
-    assert!(!report.cold, "only the first cluster of an invocation is cold");
+    let Report::ClusterFinished(report) = finished[0] else {
+        panic!()
+    };
+    assert!(
+        !report.cold,
+        "only the first cluster of an invocation is cold"
+    );
     assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
 }
 
@@ -176,28 +213,63 @@ fn invokes_every_released_child_but_the_preferred_one() {
     executor.handle(ExecutorEvent::Start, 0);
     let mut with_preference = spec(0, &[0], &[], &[(1, 1), (2, 1), (3, 1)]);
     with_preference.preferred_child = Some(ClusterId(2));
-    executor.handle(ExecutorEvent::ClusterLoaded { spec: with_preference }, 1);
-    executor.handle(ExecutorEvent::TasksFinished { records: vec![record(0)] }, 2);
+    executor.handle(
+        ExecutorEvent::ClusterLoaded {
+            spec: with_preference,
+        },
+        1,
+    );
+    executor.handle(
+        ExecutorEvent::TasksFinished {
+            records: vec![record(0)],
+        },
+        2,
+    );
     let mut actions = Vec::new();
     for child in [3, 1, 2] {
         actions = executor.handle(
-            ExecutorEvent::FanInAnswered { child: ClusterId(child), released: true },
+            ExecutorEvent::FanInAnswered {
+                child: ClusterId(child),
+                released: true,
+            },
             3,
         );
     }
-    assert_eq!(actions[0], ExecutorAction::Invoke { cluster: ClusterId(1) });
-    assert_eq!(actions[1], ExecutorAction::Invoke { cluster: ClusterId(3) });
-    let Report::ClusterFinished(report) = reports(&actions)[0] else { panic!() };
+    assert_eq!(
+        actions[0],
+        ExecutorAction::Invoke {
+            cluster: ClusterId(1)
+        }
+    );
+    assert_eq!(
+        actions[1],
+        ExecutorAction::Invoke {
+            cluster: ClusterId(3)
+        }
+    );
+    let Report::ClusterFinished(report) = reports(&actions)[0] else {
+        panic!()
+    };
     assert_eq!(report.became, Some(ClusterId(2)));
     assert_eq!(report.invoked, vec![ClusterId(1), ClusterId(3)]);
-    assert_eq!(actions.last(), Some(&ExecutorAction::LoadCluster { cluster: ClusterId(2) }));
+    assert_eq!(
+        actions.last(),
+        Some(&ExecutorAction::LoadCluster {
+            cluster: ClusterId(2)
+        })
+    );
 }
 
 #[test]
 fn a_task_error_is_reported_once_and_ends_the_invocation() {
     let mut executor = executor(4);
     executor.handle(ExecutorEvent::Start, 0);
-    executor.handle(ExecutorEvent::ClusterLoaded { spec: spec(4, &[9], &[], &[(5, 1)]) }, 1);
+    executor.handle(
+        ExecutorEvent::ClusterLoaded {
+            spec: spec(4, &[9], &[], &[(5, 1)]),
+        },
+        1,
+    );
     let error = TaskError {
         task: TaskId(9),
         type_name: "builtins.ValueError".into(),
@@ -205,22 +277,37 @@ fn a_task_error_is_reported_once_and_ends_the_invocation() {
         traceback: String::new(),
         pickled: None,
     };
-    let actions = executor.handle(ExecutorEvent::TaskFailed { error: error.clone() }, 2);
-    let [ExecutorAction::Report(Report::ClusterFailed(failure)), ExecutorAction::Retain { .. }, ExecutorAction::Finish] =
-        actions.as_slice()
+    let actions = executor.handle(
+        ExecutorEvent::TaskFailed {
+            error: error.clone(),
+        },
+        2,
+    );
+    let [
+        ExecutorAction::Report(Report::ClusterFailed(failure)),
+        ExecutorAction::Retain { .. },
+        ExecutorAction::Finish,
+    ] = actions.as_slice()
     else {
         panic!("unexpected actions {actions:?}");
     };
     assert_eq!(failure.cluster, ClusterId(4));
     assert_eq!(failure.task_error.as_ref(), Some(&error));
-    assert!(executor.handle(ExecutorEvent::TasksFinished { records: vec![] }, 3).is_empty());
+    assert!(
+        executor
+            .handle(ExecutorEvent::TasksFinished { records: vec![] }, 3)
+            .is_empty()
+    );
 }
 
 #[test]
 fn a_run_that_is_gone_ends_silently() {
     let mut executor = executor(1);
     executor.handle(ExecutorEvent::Start, 0);
-    assert_eq!(executor.handle(ExecutorEvent::RunGone, 1), vec![ExecutorAction::Finish]);
+    assert_eq!(
+        executor.handle(ExecutorEvent::RunGone, 1),
+        vec![ExecutorAction::Finish]
+    );
 }
 
 #[test]
@@ -228,7 +315,9 @@ fn events_out_of_order_fail_the_cluster_with_a_message() {
     let mut executor = executor(1);
     executor.handle(ExecutorEvent::Start, 0);
     let actions = executor.handle(ExecutorEvent::TasksFinished { records: vec![] }, 1);
-    let Report::ClusterFailed(failure) = reports(&actions)[0] else { panic!() };
+    let Report::ClusterFailed(failure) = reports(&actions)[0] else {
+        panic!()
+    };
     assert!(failure.message.contains("protocol"), "{}", failure.message);
     assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
 }
@@ -237,7 +326,14 @@ fn events_out_of_order_fail_the_cluster_with_a_message() {
 fn a_spec_of_another_cluster_is_refused() {
     let mut executor = executor(1);
     executor.handle(ExecutorEvent::Start, 0);
-    let actions = executor.handle(ExecutorEvent::ClusterLoaded { spec: spec(2, &[0], &[], &[]) }, 1);
-    let Report::ClusterFailed(failure) = reports(&actions)[0] else { panic!() };
+    let actions = executor.handle(
+        ExecutorEvent::ClusterLoaded {
+            spec: spec(2, &[0], &[], &[]),
+        },
+        1,
+    );
+    let Report::ClusterFailed(failure) = reports(&actions)[0] else {
+        panic!()
+    };
     assert!(failure.message.contains("cluster 2"));
 }

@@ -42,7 +42,10 @@ impl World {
                 }],
                 ExecutorAction::LoadInputs { tasks } => {
                     for task in &tasks {
-                        assert!(self.stored.contains(task), "input {task} loaded before stored");
+                        assert!(
+                            self.stored.contains(task),
+                            "input {task} loaded before stored"
+                        );
                         held.insert(*task);
                     }
                     vec![ExecutorEvent::InputsLoaded { bytes: 0 }]
@@ -63,11 +66,21 @@ impl World {
                         if spec.stored_outputs.contains(&task) {
                             self.stored.insert(task);
                         }
-                        records.push(TaskRecord { task, start_us: 0, duration_us: 0, stored_bytes: 0 });
+                        records.push(TaskRecord {
+                            task,
+                            start_us: 0,
+                            duration_us: 0,
+                            stored_bytes: 0,
+                        });
                     }
                     vec![ExecutorEvent::TasksFinished { records }]
                 }
-                ExecutorAction::FanIn { child, key, member, expected } => {
+                ExecutorAction::FanIn {
+                    child,
+                    key,
+                    member,
+                    expected,
+                } => {
                     let set = self.fan_in.entry(key).or_default();
                     let added = set.insert(member.clone());
                     let released = added && set.len() == expected as usize;
@@ -75,7 +88,10 @@ impl World {
                     if self.repeat_fan_in {
                         // The repeat adds nothing: set semantics.
                         assert!(!set.insert(member));
-                        events.push(ExecutorEvent::FanInAnswered { child, released: false });
+                        events.push(ExecutorEvent::FanInAnswered {
+                            child,
+                            released: false,
+                        });
                     }
                     events
                 }
@@ -107,7 +123,10 @@ impl World {
 
 fn simulate(graph: &Graph, options: &PlanOptions, repeat_fan_in: bool) -> World {
     let plan = Plan::build(graph, options);
-    let mut world = World { repeat_fan_in, ..World::default() };
+    let mut world = World {
+        repeat_fan_in,
+        ..World::default()
+    };
     let mut driver = Driver::new("run".into(), &plan, 1_000_000);
     let mut completed = false;
     for action in driver.handle(DriverEvent::Start, 0) {
@@ -131,6 +150,11 @@ fn simulate(graph: &Graph, options: &PlanOptions, repeat_fan_in: bool) -> World 
         }
     }
     assert!(completed, "the driver did not complete");
+    assert!(
+        driver.is_drained(),
+        "{} clusters still running",
+        driver.running_clusters()
+    );
     assert_eq!(finished_tasks, graph.len());
     assert_eq!(world.done.len(), graph.len());
     for output in graph.outputs() {
@@ -175,16 +199,30 @@ fn a_tree_reduction_needs_few_invocations() {
         level = next;
     }
     let graph = Graph::new(keys, dependencies, vec![], level).unwrap();
-    let options = PlanOptions { parallelism: 2, clusters_per_worker: 2, ..PlanOptions::default() };
+    let options = PlanOptions {
+        parallelism: 2,
+        clusters_per_worker: 2,
+        ..PlanOptions::default()
+    };
     let world = simulate(&graph, &options, false);
     // 127 tasks in about parallelism * clusters_per_worker leaf clusters; the fan-ins above
     // them are run by the parent that completes them, without a new invocation.
-    assert!(world.invocation_count <= 6, "{} invocations", world.invocation_count);
+    assert!(
+        world.invocation_count <= 6,
+        "{} invocations",
+        world.invocation_count
+    );
 }
 
 #[test]
 fn the_driver_ignores_other_runs_and_repeats_and_notices_silence() {
-    let graph = Graph::new(vec!["a".into(), "b".into()], vec![vec![], vec![0]], vec![], vec![1]).unwrap();
+    let graph = Graph::new(
+        vec!["a".into(), "b".into()],
+        vec![vec![], vec![0]],
+        vec![],
+        vec![1],
+    )
+    .unwrap();
     let plan = Plan::build(&graph, &PlanOptions::default());
     let mut driver = Driver::new("run".into(), &plan, 100);
     assert!(!driver.handle(DriverEvent::Start, 0).is_empty());
@@ -200,18 +238,31 @@ fn the_driver_ignores_other_runs_and_repeats_and_notices_silence() {
             became: None,
         })
     };
-    assert!(driver.handle(DriverEvent::Report(finished("other-run")), 10).is_empty());
+    assert!(
+        driver
+            .handle(DriverEvent::Report(finished("other-run")), 10)
+            .is_empty()
+    );
     assert!(driver.handle(DriverEvent::Tick, 50).is_empty());
     let mut silent = Driver::new("run".into(), &plan, 100);
     silent.handle(DriverEvent::Start, 0);
     let actions = silent.handle(DriverEvent::Tick, 500);
-    assert!(matches!(actions.as_slice(), [DriverAction::Failed(dask_serverless_core::RunFailure::Lost { .. })]));
+    assert!(matches!(
+        actions.as_slice(),
+        [DriverAction::Failed(
+            dask_serverless_core::RunFailure::Lost { .. }
+        )]
+    ));
     assert!(silent.handle(DriverEvent::Tick, 600).is_empty());
 
     if plan.clusters().len() == 1 {
         let actions = driver.handle(DriverEvent::Report(finished("run")), 20);
         assert_eq!(actions.last(), Some(&DriverAction::Completed));
-        assert!(driver.handle(DriverEvent::Report(finished("run")), 21).is_empty());
+        assert!(
+            driver
+                .handle(DriverEvent::Report(finished("run")), 21)
+                .is_empty()
+        );
     }
 }
 
@@ -230,4 +281,71 @@ fn a_platform_failure_fails_the_run_once() {
     assert!(matches!(actions.as_slice(), [DriverAction::Failed(_)]));
     assert!(driver.is_over());
     assert!(driver.handle(failure, 2).is_empty());
+}
+
+fn finished_report(cluster: u32, invoked: &[u32], became: Option<u32>) -> Report {
+    Report::ClusterFinished(dask_serverless_core::ClusterReport {
+        run_id: "run".into(),
+        cluster: ClusterId(cluster),
+        invocation: String::new(),
+        cold: false,
+        tasks: vec![],
+        loaded_bytes: 0,
+        invoked: invoked.iter().map(|&c| ClusterId(c)).collect(),
+        became: became.map(ClusterId),
+    })
+}
+
+#[test]
+fn after_a_failure_the_driver_follows_running_clusters_until_drained() {
+    // Eight independent sources feeding one sum: several leaf clusters and a fan-in.
+    let mut keys: Vec<String> = (0..8).map(|i| format!("source-{i}")).collect();
+    let mut dependencies: Vec<Vec<u32>> = vec![vec![]; 8];
+    keys.push("sum".into());
+    dependencies.push((0..8).collect());
+    let graph = Graph::new(keys, dependencies, vec![], vec![8]).unwrap();
+    let options = PlanOptions {
+        parallelism: 2,
+        clusters_per_worker: 2,
+        ..PlanOptions::default()
+    };
+    let plan = Plan::build(&graph, &options);
+    let leaves: Vec<u32> = plan.leaves().iter().map(|c| c.0).collect();
+    assert!(leaves.len() >= 2, "{}", plan.explain(&graph));
+    let mut driver = Driver::new("run".into(), &plan, 1_000_000);
+    driver.handle(DriverEvent::Start, 0);
+    assert_eq!(driver.running_clusters(), leaves.len());
+
+    // The first leaf fails: the run is over but the other leaves still run.
+    let failure = Report::ClusterFailed(dask_serverless_core::FailureReport {
+        run_id: "run".into(),
+        cluster: ClusterId(leaves[0]),
+        invocation: String::new(),
+        task_error: None,
+        message: "broken".into(),
+    });
+    let actions = driver.handle(DriverEvent::Report(failure), 1);
+    assert!(matches!(actions.as_slice(), [DriverAction::Failed(_)]));
+    assert!(!driver.is_drained());
+
+    // A child's report may arrive before the report of the parent that invoked it.
+    let last = plan.clusters().len() as u32 - 1;
+    assert!(
+        driver
+            .handle(DriverEvent::Report(finished_report(last, &[], None)), 2)
+            .is_empty()
+    );
+    for &leaf in &leaves[1..] {
+        let became = (leaf == leaves[leaves.len() - 1]).then_some(last);
+        assert!(
+            driver
+                .handle(DriverEvent::Report(finished_report(leaf, &[], became)), 3)
+                .is_empty()
+        );
+    }
+    assert!(
+        driver.is_drained(),
+        "{} still running",
+        driver.running_clusters()
+    );
 }

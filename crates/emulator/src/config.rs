@@ -144,9 +144,9 @@ pub(crate) fn default_concurrency() -> usize {
 
 fn is_valid_function_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|character| character.is_ascii_alphanumeric() || character == '-' || character == '_')
+        && name.chars().all(|character| {
+            character.is_ascii_alphanumeric() || character == '-' || character == '_'
+        })
 }
 
 /// The ARN Lambda would give the function, in the emulator's `local` region.

@@ -21,9 +21,9 @@ pub(crate) fn failure_record(
     // Events are checked to be JSON when accepted; keep any other payload as text.
     let request_payload: Value = serde_json::from_slice(payload)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()));
-    let response_payload: Value = serde_json::from_slice(&failure.body).unwrap_or_else(|_| {
-        json!({ "errorType": failure.error_type, "errorMessage": failure.message })
-    });
+    let response_payload: Value = serde_json::from_slice(&failure.body).unwrap_or_else(
+        |_| json!({ "errorType": failure.error_type, "errorMessage": failure.message }),
+    );
     json!({
         "version": "1.0",
         "timestamp": format_timestamp(SystemTime::now()),
@@ -66,11 +66,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let shifted = days + 719_468;
     let era = shifted.div_euclid(146_097);
     let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -93,7 +98,11 @@ mod tests {
 
     #[test]
     fn record_has_the_destination_shape() {
-        let failure = Failure::new(FailureKind::Timeout, "Sandbox.Timedout", "Task timed out".to_string());
+        let failure = Failure::new(
+            FailureKind::Timeout,
+            "Sandbox.Timedout",
+            "Task timed out".to_string(),
+        );
         let record = failure_record("arn:fn", "request-1", br#"{"n": 1}"#, &failure);
         let record: Value = serde_json::from_str(&record).unwrap();
         assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");

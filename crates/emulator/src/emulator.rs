@@ -18,12 +18,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::EmulatorError;
 use crate::config::{EmulatorConfig, FunctionConfig};
 use crate::function::Function;
 use crate::queue::QueueService;
 use crate::statistics::{Counters, EmulatorStatistics, add_gauges};
 use crate::worker::{WorkerOutput, abandon, kill_process_group};
-use crate::EmulatorError;
 
 /// How long deletion and shutdown wait for killed workers to be reaped.
 const REAP_WAIT: Duration = Duration::from_secs(10);
@@ -45,7 +45,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn functions(&self) -> MutexGuard<'_, HashMap<String, Arc<Function>>> {
-        self.functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.functions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn function(&self, name: &str) -> Option<Arc<Function>> {
@@ -60,7 +62,10 @@ impl Shared {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn create_function(&self, config: FunctionConfig) -> Result<Arc<Function>, EmulatorError> {
+    pub(crate) fn create_function(
+        &self,
+        config: FunctionConfig,
+    ) -> Result<Arc<Function>, EmulatorError> {
         if self.is_shutting_down() {
             return Err(EmulatorError::ShuttingDown);
         }
@@ -78,11 +83,17 @@ impl Shared {
     }
 
     /// Removes a function, abandons its invocations and waits until its workers are reaped.
-    pub(crate) async fn delete_function(&self, name: &str, reason: &str) -> Result<(), EmulatorError> {
-        let function = self
-            .functions()
-            .remove(name)
-            .ok_or_else(|| EmulatorError::FunctionNotFound { name: name.to_string() })?;
+    pub(crate) async fn delete_function(
+        &self,
+        name: &str,
+        reason: &str,
+    ) -> Result<(), EmulatorError> {
+        let function =
+            self.functions()
+                .remove(name)
+                .ok_or_else(|| EmulatorError::FunctionNotFound {
+                    name: name.to_string(),
+                })?;
         let abandoned = function.delete();
         abandon(self, &function, abandoned, reason);
         wait_for_workers(&function).await;
@@ -126,7 +137,11 @@ async fn wait_for_workers(function: &Function) {
             if state.workers.is_empty() {
                 return;
             }
-            state.workers.values().filter_map(|worker| worker.process_id).collect()
+            state
+                .workers
+                .values()
+                .filter_map(|worker| worker.process_id)
+                .collect()
         };
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(
@@ -152,16 +167,19 @@ impl Emulator {
     /// the current tokio runtime (which must be multi-threaded or stay alive as long as the
     /// emulator: workers die with the thread that launched them).
     pub async fn start(config: EmulatorConfig) -> Result<EmulatorHandle, EmulatorError> {
-        let listener = TcpListener::bind(config.bind)
-            .await
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|source| EmulatorError::Bind {
+                    address: config.bind,
+                    source,
+                })?;
+        let address = listener
+            .local_addr()
             .map_err(|source| EmulatorError::Bind {
                 address: config.bind,
                 source,
             })?;
-        let address = listener.local_addr().map_err(|source| EmulatorError::Bind {
-            address: config.bind,
-            source,
-        })?;
         let progress_directory = tempfile::Builder::new()
             .prefix("dask-serverless-emulator-")
             .tempdir()
@@ -169,11 +187,12 @@ impl Emulator {
                 what: "could not create the progress directory".to_string(),
                 source,
             })?;
-        let worker_output =
-            WorkerOutput::open(config.worker_log.as_deref()).map_err(|source| EmulatorError::Io {
+        let worker_output = WorkerOutput::open(config.worker_log.as_deref()).map_err(|source| {
+            EmulatorError::Io {
                 what: format!("could not open the worker log {:?}", config.worker_log),
                 source,
-            })?;
+            }
+        })?;
         let shared = Arc::new(Shared {
             functions: Mutex::new(HashMap::new()),
             queues: QueueService::new(format!("http://{address}")),
@@ -272,7 +291,13 @@ impl EmulatorHandle {
     pub fn worker_process_ids(&self) -> Vec<u32> {
         let mut process_ids = Vec::new();
         for function in self.shared.function_list() {
-            process_ids.extend(function.lock().workers.values().filter_map(|worker| worker.process_id));
+            process_ids.extend(
+                function
+                    .lock()
+                    .workers
+                    .values()
+                    .filter_map(|worker| worker.process_id),
+            );
         }
         process_ids.sort_unstable();
         process_ids
@@ -299,7 +324,9 @@ impl EmulatorHandle {
             let _ = stop_serving.send(());
         }
         if let Some(mut server) = self.server.take()
-            && tokio::time::timeout(SERVE_GRACE, &mut server).await.is_err()
+            && tokio::time::timeout(SERVE_GRACE, &mut server)
+                .await
+                .is_err()
         {
             server.abort();
         }
@@ -315,7 +342,12 @@ impl Drop for EmulatorHandle {
             self.shared.shutting_down.store(true, Ordering::SeqCst);
             for function in self.shared.function_list() {
                 let abandoned = function.delete();
-                abandon(&self.shared, &function, abandoned, "the emulator was dropped");
+                abandon(
+                    &self.shared,
+                    &function,
+                    abandoned,
+                    "the emulator was dropped",
+                );
             }
             self.shared.kill_every_worker();
             self.shared.queues.close();

@@ -199,7 +199,9 @@ impl Worker {
             kill_process_group(process_id);
         }
         self.wake.notify_waiters();
-        self.assignment.take().map(|assignment| assignment.invocation)
+        self.assignment
+            .take()
+            .map(|assignment| assignment.invocation)
     }
 
     /// What the handler last said it was doing, from its progress file.
@@ -248,11 +250,17 @@ impl Function {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, FunctionState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Admits an invocation: to an idle worker, to a new worker, or (events only) to the queue.
-    pub(crate) fn submit(self: &Arc<Self>, shared: &Arc<Shared>, invocation: Invocation) -> Submission {
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        invocation: Invocation,
+    ) -> Submission {
         let synchronous = matches!(invocation.caller, Caller::Waiting(_));
         let launches = {
             let mut state = self.lock();
@@ -383,7 +391,12 @@ impl Function {
 }
 
 /// Ends an invocation: answers its caller, or records a failed event in the on-failure queue.
-pub(crate) fn complete(shared: &Shared, function: &Function, invocation: Invocation, outcome: Outcome) {
+pub(crate) fn complete(
+    shared: &Shared,
+    function: &Function,
+    invocation: Invocation,
+    outcome: Outcome,
+) {
     let counter = match &outcome {
         Outcome::Success(_) => Counter::Successes,
         Outcome::Abandoned(_) => Counter::Abandoned,

@@ -46,7 +46,10 @@ const RETRY_AFTER_SECONDS: u64 = 1;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
-        .route("/2015-03-31/functions", post(create_function).get(list_functions))
+        .route(
+            "/2015-03-31/functions",
+            post(create_function).get(list_functions),
+        )
         .route(
             "/2015-03-31/functions/{name}",
             get(get_function).delete(delete_function),
@@ -61,7 +64,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 /// An AWS service error answer.
 fn aws_error(status: StatusCode, error_type: &str, message: impl Into<String>) -> Response {
-    let kind = if status.is_server_error() { "Service" } else { "User" };
+    let kind = if status.is_server_error() {
+        "Service"
+    } else {
+        "User"
+    };
     let mut response = (
         status,
         axum::Json(json!({ "Type": kind, "message": message.into() })),
@@ -137,7 +144,9 @@ async fn invoke(
             return aws_error(
                 StatusCode::BAD_REQUEST,
                 "InvalidParameterValueException",
-                format!("invalid invocation type '{other}': expected RequestResponse, Event or DryRun"),
+                format!(
+                    "invalid invocation type '{other}': expected RequestResponse, Event or DryRun"
+                ),
             );
         }
     };
@@ -158,7 +167,11 @@ async fn invoke(
             );
         }
         LimitedBody::Failed(message) => {
-            return aws_error(StatusCode::BAD_REQUEST, "InvalidRequestContentException", message);
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContentException",
+                message,
+            );
         }
     };
     if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
@@ -178,7 +191,9 @@ async fn invoke(
                 caller: Caller::Event,
             };
             match function.submit(&shared, invocation) {
-                Submission::Accepted => with_request_id(StatusCode::ACCEPTED.into_response(), &request_id),
+                Submission::Accepted => {
+                    with_request_id(StatusCode::ACCEPTED.into_response(), &request_id)
+                }
                 Submission::Deleted | Submission::Throttled => function_not_found(name),
             }
         }
@@ -223,10 +238,19 @@ async fn invoke(
 fn synchronous_answer(body: Bytes, failed: bool) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert("X-Amz-Executed-Version", HeaderValue::from_static("$LATEST"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "X-Amz-Executed-Version",
+        HeaderValue::from_static("$LATEST"),
+    );
     if failed {
-        headers.insert("X-Amz-Function-Error", HeaderValue::from_static("Unhandled"));
+        headers.insert(
+            "X-Amz-Function-Error",
+            HeaderValue::from_static("Unhandled"),
+        );
     }
     response
 }
@@ -333,7 +357,11 @@ async fn create_function(State(shared): State<Arc<Shared>>, body: Body) -> Respo
         ..defaults
     };
     match shared.create_function(config) {
-        Ok(function) => (StatusCode::CREATED, axum::Json(function_configuration(&function))).into_response(),
+        Ok(function) => (
+            StatusCode::CREATED,
+            axum::Json(function_configuration(&function)),
+        )
+            .into_response(),
         Err(error) => emulator_error(error),
     }
 }
@@ -382,7 +410,11 @@ fn function_configuration(function: &Function) -> Value {
         "FunctionArn": function.arn,
         "Handler": config.handler(),
         "MemorySize": config.memory_mb,
-        "Timeout": config.timeout.as_secs_f64(),
+        "Timeout": if config.timeout.subsec_nanos() == 0 {
+            json!(config.timeout.as_secs())
+        } else {
+            json!(config.timeout.as_secs_f64())
+        },
         "Environment": { "Variables": variables },
         "Version": "$LATEST",
         "State": "Active",
@@ -445,7 +477,13 @@ mod tests {
             "squares"
         );
         assert_eq!(queue_name_of_destination("failures"), "failures");
-        assert_eq!(queue_name_of_destination("arn:aws:sqs:local:000000000000:failures"), "failures");
-        assert_eq!(queue_name_of_destination("http://127.0.0.1:1/queues/failures"), "failures");
+        assert_eq!(
+            queue_name_of_destination("arn:aws:sqs:local:000000000000:failures"),
+            "failures"
+        );
+        assert_eq!(
+            queue_name_of_destination("http://127.0.0.1:1/queues/failures"),
+            "failures"
+        );
     }
 }

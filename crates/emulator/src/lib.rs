@@ -77,3 +77,15 @@ pub enum EmulatorError {
     #[error("the emulator is shutting down")]
     ShuttingDown,
 }
+
+#[cfg(test)]
+mod tests {
+    /// The handle is shared with other threads by embedders (e.g. the Python extension).
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<super::EmulatorHandle>();
+        send_and_sync::<super::EmulatorError>();
+        send_and_sync::<super::EmulatorStatistics>();
+    }
+}

@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::INITIALIZATION_TIMEOUT;
 use crate::emulator::Shared;
-use crate::function::{Failure, FailureKind, Function, Invocation, Outcome, WorkerId, WorkerPhase, complete, while_running};
+use crate::function::{
+    Failure, FailureKind, Function, Invocation, Outcome, WorkerId, WorkerPhase, complete,
+    while_running,
+};
 
 /// How often limits are checked.
 pub(crate) const TICK: Duration = Duration::from_millis(25);
@@ -36,7 +39,11 @@ pub(crate) async fn enforce_limits(shared: Arc<Shared>) {
     loop {
         interval.tick().await;
         tick += 1;
-        enforce_once(&shared, &mut groups, tick % MEMBERSHIP_REFRESH_TICKS == 0);
+        enforce_once(
+            &shared,
+            &mut groups,
+            tick.is_multiple_of(MEMBERSHIP_REFRESH_TICKS),
+        );
     }
 }
 
@@ -61,7 +68,9 @@ fn enforce_once(shared: &Arc<Shared>, groups: &mut ProcessGroups, refresh: bool)
                     .as_ref()
                     .and_then(|assignment| assignment.deadline)
                     .is_some_and(|deadline| now >= deadline),
-                WorkerPhase::Starting => now.duration_since(worker.started_at) >= INITIALIZATION_TIMEOUT,
+                WorkerPhase::Starting => {
+                    now.duration_since(worker.started_at) >= INITIALIZATION_TIMEOUT
+                }
                 WorkerPhase::Idle | WorkerPhase::Stopping => false,
             };
             if timed_out {
@@ -112,7 +121,13 @@ fn enforce_once(shared: &Arc<Shared>, groups: &mut ProcessGroups, refresh: bool)
 
     if !measured.is_empty() {
         let wanted: HashSet<u32> = measured.iter().map(|worker| worker.process_id).collect();
-        groups.refresh_if(refresh || wanted.iter().any(|group| !groups.members.contains_key(group)), &wanted);
+        groups.refresh_if(
+            refresh
+                || wanted
+                    .iter()
+                    .any(|group| !groups.members.contains_key(group)),
+            &wanted,
+        );
         for worker in measured {
             let used = groups.resident_bytes(worker.process_id);
             let limit = worker.function.config.memory_mb * 1024 * 1024;
@@ -139,7 +154,8 @@ fn enforce_once(shared: &Arc<Shared>, groups: &mut ProcessGroups, refresh: bool)
             );
             match entry.stop() {
                 Some(invocation) => {
-                    let failure = Failure::new(FailureKind::OutOfMemory, "Runtime.OutOfMemory", message);
+                    let failure =
+                        Failure::new(FailureKind::OutOfMemory, "Runtime.OutOfMemory", message);
                     failed.push((Arc::clone(&function), invocation, failure));
                 }
                 None => tracing::warn!("{} of {message}; stopped", worker.worker_id),
@@ -163,10 +179,15 @@ impl ProcessGroups {
         if !refresh {
             return;
         }
-        let mut members: HashMap<u32, Vec<u32>> = wanted.iter().map(|&group| (group, Vec::new())).collect();
+        let mut members: HashMap<u32, Vec<u32>> =
+            wanted.iter().map(|&group| (group, Vec::new())).collect();
         if let Ok(entries) = std::fs::read_dir("/proc") {
             for entry in entries.flatten() {
-                let Some(process_id) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+                let Some(process_id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| name.parse::<u32>().ok())
+                else {
                     continue;
                 };
                 if let Some(group) = process_group_of(process_id)
@@ -182,7 +203,10 @@ impl ProcessGroups {
     /// Resident bytes of the group led by `group`: its known members, or the leader alone.
     fn resident_bytes(&self, group: u32) -> u64 {
         match self.members.get(&group) {
-            Some(members) if !members.is_empty() => members.iter().map(|&process_id| resident_bytes(process_id)).sum(),
+            Some(members) if !members.is_empty() => members
+                .iter()
+                .map(|&process_id| resident_bytes(process_id))
+                .sum(),
             _ => resident_bytes(group),
         }
     }

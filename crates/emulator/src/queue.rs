@@ -44,9 +44,9 @@ pub(crate) fn is_valid_queue_name(name: &str) -> bool {
     let base = name.strip_suffix(".fifo").unwrap_or(name);
     (1..=80).contains(&name.len())
         && !base.is_empty()
-        && base
-            .chars()
-            .all(|character| character.is_ascii_alphanumeric() || character == '-' || character == '_')
+        && base.chars().all(|character| {
+            character.is_ascii_alphanumeric() || character == '-' || character == '_'
+        })
 }
 
 #[derive(Debug)]
@@ -66,7 +66,9 @@ struct Queue {
 
 impl Queue {
     fn messages(&self) -> MutexGuard<'_, VecDeque<Message>> {
-        self.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn push(&self, body: String) -> (String, String) {
@@ -100,7 +102,9 @@ impl QueueService {
     }
 
     fn queues(&self) -> MutexGuard<'_, HashMap<String, Arc<Queue>>> {
-        self.queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn url(&self, name: &str) -> String {
@@ -271,14 +275,22 @@ struct DeleteEntry {
 }
 
 /// The queue service's HTTP entry point.
-pub(crate) async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match handle_action(&shared.queues, &headers, body).await {
         Ok(answer) => Json(answer).into_response(),
         Err(error) => error.into_response(),
     }
 }
 
-async fn handle_action(service: &QueueService, headers: &HeaderMap, body: Body) -> Result<Value, QueueError> {
+async fn handle_action(
+    service: &QueueService,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, QueueError> {
     let target = headers
         .get("x-amz-target")
         .and_then(|value| value.to_str().ok())
@@ -355,11 +367,17 @@ async fn handle_action(service: &QueueService, headers: &HeaderMap, body: Body) 
             let request: SendMessageBatchRequest = parse(body)?;
             let queue = lookup(service, &request.queue_url)?;
             check_batch(request.entries.iter().map(|entry| entry.id.as_str()))?;
-            let total: usize = request.entries.iter().map(|entry| entry.message_body.len()).sum();
+            let total: usize = request
+                .entries
+                .iter()
+                .map(|entry| entry.message_body.len())
+                .sum();
             if total > QUEUE_MESSAGE_LIMIT {
                 return Err(QueueError::new(
                     "BatchRequestTooLong",
-                    format!("Batch requests cannot be longer than {QUEUE_MESSAGE_LIMIT} bytes. You have sent {total} bytes."),
+                    format!(
+                        "Batch requests cannot be longer than {QUEUE_MESSAGE_LIMIT} bytes. You have sent {total} bytes."
+                    ),
                 ));
             }
             for entry in &request.entries {
@@ -430,12 +448,17 @@ async fn handle_action(service: &QueueService, headers: &HeaderMap, body: Body) 
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, QueueError> {
-    serde_json::from_slice(body).map_err(|error| QueueError::invalid(format!("invalid request: {error}")))
+    serde_json::from_slice(body)
+        .map_err(|error| QueueError::invalid(format!("invalid request: {error}")))
 }
 
 /// The queue name of a queue URL: its last path segment.
 fn queue_name(queue_url: &str) -> &str {
-    queue_url.trim_end_matches('/').rsplit('/').next().unwrap_or_default()
+    queue_url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
 }
 
 fn lookup(service: &QueueService, queue_url: &str) -> Result<Arc<Queue>, QueueError> {
@@ -444,7 +467,11 @@ fn lookup(service: &QueueService, queue_url: &str) -> Result<Arc<Queue>, QueueEr
         .ok_or_else(QueueError::queue_does_not_exist)
 }
 
-fn wait_time(value: i64, milliseconds_per_unit: i64, parameter: &str) -> Result<Duration, QueueError> {
+fn wait_time(
+    value: i64,
+    milliseconds_per_unit: i64,
+    parameter: &str,
+) -> Result<Duration, QueueError> {
     let milliseconds = value.saturating_mul(milliseconds_per_unit);
     if !(0..=LONGEST_WAIT.as_millis() as i64).contains(&milliseconds) {
         return Err(QueueError::invalid(format!(
@@ -466,9 +493,7 @@ fn check_body(body: &str) -> Result<(), QueueError> {
             "One or more parameters are invalid. Reason: Message must be shorter than {QUEUE_MESSAGE_LIMIT} bytes."
         )));
     }
-    let allowed = |character: char| {
-        matches!(character, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
-    };
+    let allowed = |character: char| matches!(character, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}');
     if !body.chars().all(allowed) {
         return Err(QueueError::new(
             "InvalidMessageContents",
@@ -489,7 +514,9 @@ fn check_batch<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> Result<(), Qu
     if count > BATCH_LIMIT {
         return Err(QueueError::new(
             "TooManyEntriesInBatchRequest",
-            format!("Maximum number of entries per request are {BATCH_LIMIT}. You have sent {count}."),
+            format!(
+                "Maximum number of entries per request are {BATCH_LIMIT}. You have sent {count}."
+            ),
         ));
     }
     let mut seen = HashSet::new();
@@ -516,7 +543,10 @@ mod tests {
         assert!(!is_valid_queue_name("with space"));
         assert!(!is_valid_queue_name(&"x".repeat(81)));
         assert_eq!(queue_name("http://127.0.0.1:9/queues/results"), "results");
-        assert_eq!(queue_name("https://sqs.eu-west-1.amazonaws.com/123456789012/results/"), "results");
+        assert_eq!(
+            queue_name("https://sqs.eu-west-1.amazonaws.com/123456789012/results/"),
+            "results"
+        );
     }
 
     #[test]

@@ -31,7 +31,9 @@ use tokio::sync::Notify;
 use crate::body::{LimitedBody, read_limited};
 use crate::config::SYNCHRONOUS_PAYLOAD_LIMIT;
 use crate::emulator::Shared;
-use crate::function::{Failure, FailureKind, Function, Invocation, Outcome, WorkerId, WorkerPhase, complete};
+use crate::function::{
+    Failure, FailureKind, Function, Invocation, Outcome, WorkerId, WorkerPhase, complete,
+};
 
 /// What one worker's Runtime API knows: whose it is.
 #[derive(Debug, Clone)]
@@ -45,8 +47,14 @@ pub(crate) struct WorkerContext {
 pub(crate) fn router(context: WorkerContext) -> Router {
     Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
-        .route("/2018-06-01/runtime/invocation/{request_id}/response", post(invocation_response))
-        .route("/2018-06-01/runtime/invocation/{request_id}/error", post(invocation_error))
+        .route(
+            "/2018-06-01/runtime/invocation/{request_id}/response",
+            post(invocation_response),
+        )
+        .route(
+            "/2018-06-01/runtime/invocation/{request_id}/error",
+            post(invocation_error),
+        )
         .route("/2018-06-01/runtime/init/error", post(initialization_error))
         .layer(DefaultBodyLimit::disable())
         .with_state(context)
@@ -87,7 +95,9 @@ async fn next_invocation(State(context): State<WorkerContext>) -> Response {
             };
             match worker.phase {
                 WorkerPhase::Stopping => return gone(),
-                WorkerPhase::Starting if worker.assignment.is_some() => worker.phase = WorkerPhase::Busy,
+                WorkerPhase::Starting if worker.assignment.is_some() => {
+                    worker.phase = WorkerPhase::Busy
+                }
                 WorkerPhase::Starting => worker.phase = WorkerPhase::Idle,
                 WorkerPhase::Idle | WorkerPhase::Busy => {}
             }
@@ -138,38 +148,33 @@ fn delivery(function_arn: &str, invocation: &Invocation, deadline_epoch_ms: u128
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Takes the worker's delivered invocation `request_id` and frees the worker; the caller
-/// completes the invocation.
-fn finish(context: &WorkerContext, request_id: &str) -> Result<Invocation, Response> {
+/// Ends the worker's delivered invocation `request_id` with `outcome` and frees the worker.
+fn finish(context: &WorkerContext, request_id: &str, outcome: Outcome) -> Response {
     let function = &context.function;
     let (invocation, launches) = {
         let mut state = function.lock();
         let Some(worker) = state.workers.get_mut(&context.worker_id) else {
-            return Err(gone());
+            return gone();
         };
         if worker.phase == WorkerPhase::Stopping {
-            return Err(gone());
+            return gone();
         }
         let delivered = worker.assignment.as_ref().is_some_and(|assignment| {
             assignment.deadline.is_some() && assignment.invocation.request_id == request_id
         });
-        if !delivered {
-            return Err(runtime_error(
+        let Some(assignment) = worker.assignment.take_if(|_| delivered) else {
+            return runtime_error(
                 StatusCode::BAD_REQUEST,
                 "InvalidRequestID",
                 &format!("{request_id} is not the invocation this worker is running"),
-            ));
-        }
-        let invocation = worker
-            .assignment
-            .take()
-            .map(|assignment| assignment.invocation)
-            .ok_or_else(gone)?;
+            );
+        };
         worker.phase = WorkerPhase::Idle;
-        (invocation, function.dispatch_queued(&mut state))
+        (assignment.invocation, function.dispatch_queued(&mut state))
     };
     function.launch(&context.shared, launches);
-    Ok(invocation)
+    complete(&context.shared, function, invocation, outcome);
+    accepted()
 }
 
 async fn invocation_response(
@@ -190,13 +195,7 @@ async fn invocation_response(
             return runtime_error(StatusCode::BAD_REQUEST, "InvalidRequest", &message);
         }
     };
-    match finish(&context, &request_id) {
-        Ok(invocation) => {
-            complete(&context.shared, &context.function, invocation, outcome);
-            accepted()
-        }
-        Err(response) => response,
-    }
+    finish(&context, &request_id, outcome)
 }
 
 async fn invocation_error(
@@ -218,21 +217,14 @@ async fn invocation_error(
         }
     };
     let failure = Failure::reported(body, error_type);
-    match finish(&context, &request_id) {
-        Ok(invocation) => {
-            complete(
-                &context.shared,
-                &context.function,
-                invocation,
-                Outcome::Failure(failure),
-            );
-            accepted()
-        }
-        Err(response) => response,
-    }
+    finish(&context, &request_id, Outcome::Failure(failure))
 }
 
-async fn initialization_error(State(context): State<WorkerContext>, headers: HeaderMap, body: Body) -> Response {
+async fn initialization_error(
+    State(context): State<WorkerContext>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let body = match read_limited(body, SYNCHRONOUS_PAYLOAD_LIMIT).await {
         LimitedBody::Complete(bytes) => bytes,
         LimitedBody::TooLarge { .. } | LimitedBody::Failed(_) => Bytes::new(),

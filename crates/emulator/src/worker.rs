@@ -81,7 +81,9 @@ pub(crate) struct OutputTail {
 
 impl OutputTail {
     fn lines(&self) -> MutexGuard<'_, VecDeque<String>> {
-        self.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn push(&self, line: &str) {
@@ -130,7 +132,11 @@ impl WorkerOutput {
 }
 
 /// Launches a reserved worker and supervises it until it exits.
-pub(crate) async fn start_worker(shared: Arc<Shared>, function: Arc<Function>, worker_id: WorkerId) {
+pub(crate) async fn start_worker(
+    shared: Arc<Shared>,
+    function: Arc<Function>,
+    worker_id: WorkerId,
+) {
     let launched = launch(&shared, &function, worker_id).await;
     let (child, process_id, forwarders, server) = match launched {
         Ok(launched) => launched,
@@ -148,7 +154,8 @@ pub(crate) async fn start_worker(shared: Arc<Shared>, function: Arc<Function>, w
             };
             tracing::warn!(function = %function.config.name, "{message}");
             if let Some(assignment) = failed {
-                let failure = Failure::new(FailureKind::Initialization, "Runtime.InitError", message);
+                let failure =
+                    Failure::new(FailureKind::Initialization, "Runtime.InitError", message);
                 complete(
                     &shared,
                     &function,
@@ -174,12 +181,19 @@ pub(crate) async fn start_worker(shared: Arc<Shared>, function: Arc<Function>, w
             kill_process_group(process_id);
         }
     }
-    supervise(shared, function, worker_id, child, process_id, forwarders, server).await;
+    supervise(
+        shared, function, worker_id, child, process_id, forwarders, server,
+    )
+    .await;
 }
 
 type Launched = (Child, u32, Vec<JoinHandle<()>>, JoinHandle<()>);
 
-async fn launch(shared: &Arc<Shared>, function: &Arc<Function>, worker_id: WorkerId) -> Result<Launched, String> {
+async fn launch(
+    shared: &Arc<Shared>,
+    function: &Arc<Function>,
+    worker_id: WorkerId,
+) -> Result<Launched, String> {
     let config = &function.config;
     let (wake, progress_path, output_tail) = {
         let state = function.lock();
@@ -236,7 +250,10 @@ async fn launch(shared: &Arc<Shared>, function: &Arc<Function>, worker_id: Worke
         .env("LAMBDA_TASK_ROOT", &task_root)
         .env("_HANDLER", config.handler())
         .env("AWS_LAMBDA_FUNCTION_NAME", &config.name)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", config.memory_mb.to_string())
+        .env(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            config.memory_mb.to_string(),
+        )
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_REGION", "local")
         .env("AWS_DEFAULT_REGION", "local")
@@ -247,7 +264,14 @@ async fn launch(shared: &Arc<Shared>, function: &Arc<Function>, worker_id: Worke
         // SAFETY: plain system calls without pointers, async-signal-safe as required between
         // fork and exec.
         unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The emulator died before the death signal was armed.
@@ -279,7 +303,12 @@ async fn launch(shared: &Arc<Shared>, function: &Arc<Function>, worker_id: Worke
     let prefix = format!("[{} {worker_id}]", config.name);
     let mut forwarders = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        forwarders.push(forward(stdout, prefix.clone(), Arc::clone(shared), Arc::clone(&output_tail)));
+        forwarders.push(forward(
+            stdout,
+            prefix.clone(),
+            Arc::clone(shared),
+            Arc::clone(&output_tail),
+        ));
     }
     if let Some(stderr) = child.stderr.take() {
         forwarders.push(forward(stderr, prefix, Arc::clone(shared), output_tail));
@@ -302,9 +331,11 @@ fn forward(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line);
-                    let text = text.trim_end_matches(['\n', '\r']);
-                    shared.worker_output.write_line(&prefix, text);
-                    tail.push(text);
+                    // Lambda runtimes write multi-line records with `\r` between their lines.
+                    for text in text.trim_end_matches(['\n', '\r']).split('\r') {
+                        shared.worker_output.write_line(&prefix, text);
+                        tail.push(text);
+                    }
                 }
             }
         }
@@ -373,7 +404,11 @@ async fn supervise(
 }
 
 /// `Runtime.InitError` for a worker that exited before asking for its first invocation.
-fn initialization_failure(function: &Function, worker: &crate::function::Worker, exit: &str) -> Failure {
+fn initialization_failure(
+    function: &Function,
+    worker: &crate::function::Worker,
+    exit: &str,
+) -> Failure {
     let mut message = format!(
         "function '{}' failed to initialize: its worker exited ({exit}) before asking for an invocation",
         function.config.name
@@ -405,8 +440,18 @@ fn describe_exit(status: ExitStatus) -> String {
 }
 
 /// Abandons invocations ended by a deletion or shutdown.
-pub(crate) fn abandon(shared: &Shared, function: &Function, invocations: Vec<Invocation>, reason: &str) {
+pub(crate) fn abandon(
+    shared: &Shared,
+    function: &Function,
+    invocations: Vec<Invocation>,
+    reason: &str,
+) {
     for invocation in invocations {
-        complete(shared, function, invocation, Outcome::Abandoned(reason.to_string()));
+        complete(
+            shared,
+            function,
+            invocation,
+            Outcome::Abandoned(reason.to_string()),
+        );
     }
 }

@@ -31,7 +31,11 @@ impl Answer {
     /// The AWS error type (`x-amzn-ErrorType`, or the body's `__type`) and message.
     pub(crate) fn aws_error(&self) -> (String, String) {
         let body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
-        let text = |key: &str| body.get(key).and_then(serde_json::Value::as_str).map(str::to_string);
+        let text = |key: &str| {
+            body.get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
         let error_type = self
             .headers
             .get("x-amzn-errortype")
@@ -41,7 +45,11 @@ impl Answer {
             .unwrap_or_default();
         // `ResourceNotFoundException:http://internal...` and `com.amazonaws.sqs#QueueDoesNotExist`.
         let error_type = error_type.split(':').next().unwrap_or_default();
-        let error_type = error_type.rsplit('#').next().unwrap_or_default().to_string();
+        let error_type = error_type
+            .rsplit('#')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let message = text("message")
             .or_else(|| text("Message"))
             .or_else(|| text("errorMessage"))
@@ -94,7 +102,10 @@ impl HttpClient {
                 Ok(response) => {
                     let status = response.status();
                     let response_headers = response.headers().clone();
-                    let body = response.bytes().await.map_err(|error| self.failure(what, started, &error))?;
+                    let body = response
+                        .bytes()
+                        .await
+                        .map_err(|error| self.failure(what, started, &error))?;
                     let answer = Answer {
                         status,
                         headers: response_headers,
@@ -110,10 +121,12 @@ impl HttpClient {
                         .and_then(|value| value.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
                     let delay = self.retry.delay(attempt, retry_after);
-                    if !self
-                        .retry
-                        .allows(attempt, started.elapsed(), delay, self.retry.maximum_elapsed)
-                    {
+                    if !self.retry.allows(
+                        attempt,
+                        started.elapsed(),
+                        delay,
+                        self.retry.maximum_elapsed,
+                    ) {
                         return Err(PlatformError::Throttled {
                             what: what.to_string(),
                             attempts: attempt,
@@ -131,10 +144,12 @@ impl HttpClient {
                 return Err(self.failure(what, started, &error));
             }
             let delay = self.retry.delay(attempt, None);
-            if !self
-                .retry
-                .allows(attempt, started.elapsed(), delay, self.retry.connection_elapsed)
-            {
+            if !self.retry.allows(
+                attempt,
+                started.elapsed(),
+                delay,
+                self.retry.connection_elapsed,
+            ) {
                 return Err(self.failure(what, started, &error));
             }
             tracing::debug!("{what} could not connect (attempt {attempt}); retrying in {delay:?}");

@@ -5,7 +5,9 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 
 use crate::http::{Answer, HttpClient};
-use crate::{ASYNCHRONOUS_PAYLOAD_LIMIT, Invoker, PlatformError, RetryPolicy, SYNCHRONOUS_PAYLOAD_LIMIT};
+use crate::{
+    ASYNCHRONOUS_PAYLOAD_LIMIT, Invoker, PlatformError, RetryPolicy, SYNCHRONOUS_PAYLOAD_LIMIT,
+};
 
 /// Invokes functions through the Lambda Invoke API at an HTTP endpoint
 /// (`POST /2015-03-31/functions/{name}/invocations`). Throttles (429) and connection failures are
@@ -57,9 +59,11 @@ impl LocalInvoker {
         }
         let (error_type, message) = answer.aws_error();
         Err(match (answer.status, error_type.as_str()) {
-            (StatusCode::NOT_FOUND, _) | (_, "ResourceNotFoundException") => PlatformError::NotFound {
-                what: format!("function '{function}'"),
-            },
+            (StatusCode::NOT_FOUND, _) | (_, "ResourceNotFoundException") => {
+                PlatformError::NotFound {
+                    what: format!("function '{function}'"),
+                }
+            }
             (StatusCode::PAYLOAD_TOO_LARGE, _) | (_, "RequestEntityTooLargeException") => {
                 PlatformError::PayloadTooLarge {
                     size,
@@ -94,19 +98,23 @@ impl Invoker for LocalInvoker {
         Ok(())
     }
 
-    async fn invoke_request_response(&self, function: &str, payload: Bytes) -> Result<Bytes, PlatformError> {
+    async fn invoke_request_response(
+        &self,
+        function: &str,
+        payload: Bytes,
+    ) -> Result<Bytes, PlatformError> {
         let answer = self.invoke(function, payload, "RequestResponse").await?;
         if answer.headers.contains_key("x-amz-function-error") {
             let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
             let text = |key: &str| {
                 body.get(key)
                     .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
+                    .map(str::to_string)
             };
             return Err(PlatformError::FunctionError {
-                error_type: text("errorType"),
-                message: text("errorMessage"),
+                error_type: text("errorType").unwrap_or_else(|| "Unhandled".to_string()),
+                message: text("errorMessage")
+                    .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).into_owned()),
             });
         }
         Ok(answer.body)

@@ -44,7 +44,11 @@ pub trait Invoker: Send + Sync + Debug {
 
     /// Runs the function and returns its response; a handler error is
     /// [`PlatformError::FunctionError`].
-    async fn invoke_request_response(&self, function: &str, payload: Bytes) -> Result<Bytes, PlatformError>;
+    async fn invoke_request_response(
+        &self,
+        function: &str,
+        payload: Bytes,
+    ) -> Result<Bytes, PlatformError>;
 }
 
 /// Carries messages from functions back to the client.

@@ -90,7 +90,8 @@ impl LocalQueue {
     /// Deletes the queue and the messages in it.
     pub async fn delete(&self) -> Result<(), PlatformError> {
         let queue_url = self.queue_url().await?;
-        self.call("DeleteQueue", json!({ "QueueUrl": queue_url })).await?;
+        self.call("DeleteQueue", json!({ "QueueUrl": queue_url }))
+            .await?;
         Ok(())
     }
 
@@ -108,7 +109,11 @@ impl LocalQueue {
     }
 
     /// One SQS action; an error answer becomes a [`PlatformError`].
-    async fn call(&self, action: &str, request: serde_json::Value) -> Result<Answer, PlatformError> {
+    async fn call(
+        &self,
+        action: &str,
+        request: serde_json::Value,
+    ) -> Result<Answer, PlatformError> {
         let target = format!("AmazonSQS.{action}");
         let what = format!("{action} on queue '{}'", self.queue_name);
         let answer = self
@@ -128,10 +133,14 @@ impl LocalQueue {
         }
         let (error_type, _) = answer.aws_error();
         Err(match error_type.as_str() {
-            "QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue" => PlatformError::NotFound {
-                what: format!("queue '{}'", self.queue_name),
-            },
-            _ if answer.status.is_server_error() || answer.status == StatusCode::SERVICE_UNAVAILABLE => {
+            "QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue" => {
+                PlatformError::NotFound {
+                    what: format!("queue '{}'", self.queue_name),
+                }
+            }
+            _ if answer.status.is_server_error()
+                || answer.status == StatusCode::SERVICE_UNAVAILABLE =>
+            {
                 PlatformError::Unavailable {
                     endpoint: self.http.endpoint.clone(),
                     message: answer.aws_error().1,
@@ -179,9 +188,11 @@ impl ResultChannel for LocalQueue {
                     limit: MESSAGE_LIMIT,
                 });
             }
-            let text = String::from_utf8(message.to_vec()).map_err(|_| PlatformError::Protocol {
-                message: "queue messages are text: encode binary data before sending it".to_string(),
-            })?;
+            let text =
+                String::from_utf8(message.to_vec()).map_err(|_| PlatformError::Protocol {
+                    message: "queue messages are text: encode binary data before sending it"
+                        .to_string(),
+                })?;
             texts.push(text);
         }
         if texts.is_empty() {

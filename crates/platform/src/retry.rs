@@ -58,7 +58,13 @@ impl RetryPolicy {
 
     /// Whether another attempt may start after `attempt` attempts, `elapsed` time, and the
     /// coming `delay`, within a budget.
-    pub(crate) fn allows(&self, attempt: u32, elapsed: Duration, delay: Duration, budget: Duration) -> bool {
+    pub(crate) fn allows(
+        &self,
+        attempt: u32,
+        elapsed: Duration,
+        delay: Duration,
+        budget: Duration,
+    ) -> bool {
         attempt < self.maximum_attempts && elapsed + delay <= budget
     }
 }
@@ -72,8 +78,12 @@ mod tests {
         let policy = RetryPolicy::default();
         for attempt in 1..30 {
             let delay = policy.delay(attempt, None);
-            let ceiling = (policy.initial_backoff * 2u32.pow((attempt - 1).min(20))).min(policy.maximum_backoff);
-            assert!(delay <= ceiling, "attempt {attempt}: {delay:?} over {ceiling:?}");
+            let ceiling = (policy.initial_backoff * 2u32.pow((attempt - 1).min(20)))
+                .min(policy.maximum_backoff);
+            assert!(
+                delay <= ceiling,
+                "attempt {attempt}: {delay:?} over {ceiling:?}"
+            );
         }
         let with_server_hint = policy.delay(1, Some(Duration::from_secs(1)));
         assert!(with_server_hint >= Duration::from_secs(1));
@@ -84,8 +94,18 @@ mod tests {
     fn bounds_are_respected() {
         let policy = RetryPolicy::default();
         assert!(policy.allows(1, Duration::ZERO, Duration::ZERO, policy.maximum_elapsed));
-        assert!(!policy.allows(policy.maximum_attempts, Duration::ZERO, Duration::ZERO, policy.maximum_elapsed));
-        assert!(!policy.allows(1, Duration::from_secs(59), Duration::from_secs(2), policy.maximum_elapsed));
+        assert!(!policy.allows(
+            policy.maximum_attempts,
+            Duration::ZERO,
+            Duration::ZERO,
+            policy.maximum_elapsed
+        ));
+        assert!(!policy.allows(
+            1,
+            Duration::from_secs(59),
+            Duration::from_secs(2),
+            policy.maximum_elapsed
+        ));
         assert!(!RetryPolicy::never().allows(1, Duration::ZERO, Duration::ZERO, Duration::MAX));
     }
 }

@@ -5,26 +5,35 @@
 //! keeps the Rust error's message, which says what went wrong and what to do.
 
 use dask_serverless_graph::GraphError;
-use dask_serverless_platform::PlatformError;
+use dask_serverless_platform::PlatformError as NativePlatformError;
 use dask_serverless_runtime::RuntimeError;
-use dask_serverless_store::StoreError;
+use dask_serverless_store::StoreError as NativeStoreError;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 create_exception!(_core, GraphValidationError, PyValueError);
-create_exception!(_core, StoreFailure, PyRuntimeError);
-create_exception!(_core, StoreUnavailable, PyConnectionError);
-create_exception!(_core, PlatformFailure, PyRuntimeError);
-create_exception!(_core, PlatformUnavailable, PyConnectionError);
+create_exception!(_core, StoreError, PyRuntimeError);
+create_exception!(_core, StoreUnavailableError, PyConnectionError);
+create_exception!(_core, PlatformError, PyRuntimeError);
+create_exception!(_core, PlatformUnavailableError, PyConnectionError);
 
 pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
-    module.add("GraphValidationError", py.get_type::<GraphValidationError>())?;
-    module.add("StoreFailure", py.get_type::<StoreFailure>())?;
-    module.add("StoreUnavailable", py.get_type::<StoreUnavailable>())?;
-    module.add("PlatformFailure", py.get_type::<PlatformFailure>())?;
-    module.add("PlatformUnavailable", py.get_type::<PlatformUnavailable>())?;
+    module.add(
+        "GraphValidationError",
+        py.get_type::<GraphValidationError>(),
+    )?;
+    module.add("StoreError", py.get_type::<StoreError>())?;
+    module.add(
+        "StoreUnavailableError",
+        py.get_type::<StoreUnavailableError>(),
+    )?;
+    module.add("PlatformError", py.get_type::<PlatformError>())?;
+    module.add(
+        "PlatformUnavailableError",
+        py.get_type::<PlatformUnavailableError>(),
+    )?;
     Ok(())
 }
 
@@ -32,17 +41,19 @@ pub(crate) fn graph_error(error: GraphError) -> PyErr {
     GraphValidationError::new_err(error.to_string())
 }
 
-pub(crate) fn store_error(error: StoreError) -> PyErr {
+pub(crate) fn store_error(error: NativeStoreError) -> PyErr {
     match error {
-        StoreError::Unavailable { .. } => StoreUnavailable::new_err(error.to_string()),
-        _ => StoreFailure::new_err(error.to_string()),
+        NativeStoreError::Unavailable { .. } => StoreUnavailableError::new_err(error.to_string()),
+        _ => StoreError::new_err(error.to_string()),
     }
 }
 
-pub(crate) fn platform_error(error: PlatformError) -> PyErr {
+pub(crate) fn platform_error(error: NativePlatformError) -> PyErr {
     match error {
-        PlatformError::Unavailable { .. } => PlatformUnavailable::new_err(error.to_string()),
-        _ => PlatformFailure::new_err(error.to_string()),
+        NativePlatformError::Unavailable { .. } => {
+            PlatformUnavailableError::new_err(error.to_string())
+        }
+        _ => PlatformError::new_err(error.to_string()),
     }
 }
 
@@ -56,5 +67,5 @@ pub(crate) fn runtime_error(error: RuntimeError) -> PyErr {
 }
 
 pub(crate) fn emulator_error(error: impl std::fmt::Display) -> PyErr {
-    PlatformFailure::new_err(format!("the local platform failed: {error}"))
+    PlatformError::new_err(format!("the local platform failed: {error}"))
 }

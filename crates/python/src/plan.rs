@@ -33,6 +33,7 @@ impl Plan {
 #[pymethods]
 impl Plan {
     #[new]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
     #[pyo3(signature = (keys, dependencies, missing, outputs, parallelism=2, clusters_per_worker=4, max_cluster_tasks=10_000))]
     fn new(
         py: Python<'_>,

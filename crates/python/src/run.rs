@@ -78,6 +78,15 @@ impl ClientRun {
         buffers(py, parts)
     }
 
+    /// After a failure: stops clusters from starting and waits up to `timeout_s` for running
+    /// ones to end; True when nothing of the run runs any more.
+    fn drain(&mut self, py: Python<'_>, timeout_s: f64) -> PyResult<bool> {
+        let inner = &mut self.inner;
+        let wait = Duration::from_secs_f64(timeout_s.max(0.0));
+        py.detach(|| runtime().block_on(inner.drain(wait)))
+            .map_err(runtime_error)
+    }
+
     /// Deletes every object of the run.
     fn cleanup(&self, py: Python<'_>) -> PyResult<u64> {
         let inner = &self.inner;
@@ -86,10 +95,7 @@ impl ClientRun {
     }
 }
 
-fn records_to_python<'py>(
-    py: Python<'py>,
-    records: &[TaskRecord],
-) -> PyResult<Bound<'py, PyList>> {
+fn records_to_python<'py>(py: Python<'py>, records: &[TaskRecord]) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for record in records {
         list.append((
@@ -106,12 +112,13 @@ fn events_to_python(py: Python<'_>, events: Vec<RunEvent>) -> PyResult<Bound<'_,
     let list = PyList::empty(py);
     for event in events {
         let item = match event {
-            RunEvent::TasksFinished(records) => {
-                PyTuple::new(py, [
+            RunEvent::TasksFinished(records) => PyTuple::new(
+                py,
+                [
                     "tasks".into_pyobject(py)?.into_any(),
                     records_to_python(py, &records)?.into_any(),
-                ])?
-            }
+                ],
+            )?,
             RunEvent::Completed => PyTuple::new(py, ["completed"])?,
             RunEvent::Failed(failure) => {
                 let details = PyDict::new(py);
@@ -148,11 +155,14 @@ fn events_to_python(py: Python<'_>, events: Vec<RunEvent>) -> PyResult<Bound<'_,
                         "lost"
                     }
                 };
-                PyTuple::new(py, [
-                    "failed".into_pyobject(py)?.into_any(),
-                    kind.into_pyobject(py)?.into_any(),
-                    details.into_any(),
-                ])?
+                PyTuple::new(
+                    py,
+                    [
+                        "failed".into_pyobject(py)?.into_any(),
+                        kind.into_pyobject(py)?.into_any(),
+                        details.into_any(),
+                    ],
+                )?
             }
         };
         list.append(item)?;

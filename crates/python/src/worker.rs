@@ -58,17 +58,23 @@ impl Worker {
                 for (task, parts) in inputs {
                     loaded.append((task.0, buffers(py, parts)?))?;
                 }
-                PyTuple::new(py, [
-                    "run".into_pyobject(py)?.into_any(),
-                    description.into_any(),
-                    PyBytes::new(py, &tasks).into_any(),
-                    loaded.into_any(),
-                ])
+                PyTuple::new(
+                    py,
+                    [
+                        "run".into_pyobject(py)?.into_any(),
+                        description.into_any(),
+                        PyBytes::new(py, &tasks).into_any(),
+                        loaded.into_any(),
+                    ],
+                )
             }
-            HostStep::Retain { tasks } => PyTuple::new(py, [
-                "retain".into_pyobject(py)?.into_any(),
-                ids(&tasks).into_pyobject(py)?.into_any(),
-            ]),
+            HostStep::Retain { tasks } => PyTuple::new(
+                py,
+                [
+                    "retain".into_pyobject(py)?.into_any(),
+                    ids(&tasks).into_pyobject(py)?.into_any(),
+                ],
+            ),
             HostStep::Finish => PyTuple::new(py, ["finish"]),
         }
     }

@@ -2,7 +2,7 @@
 //! channel.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dask_serverless_core::{
@@ -101,6 +101,33 @@ impl ClientRun {
         }
         actions.extend(self.driver.handle(DriverEvent::Tick, now_micros()));
         self.perform(actions).await
+    }
+
+    /// After a failure: keeps clusters from starting (their specs are deleted) and waits up to
+    /// `max_wait` for the running ones to report. True when nothing of the run runs any more.
+    pub async fn drain(&mut self, max_wait: Duration) -> Result<bool, RuntimeError> {
+        self.connections
+            .store
+            .delete_prefix(&format!("{}/clusters/", self.context.run_id))
+            .await?;
+        let deadline = Instant::now() + max_wait;
+        while !self.driver.is_drained() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let messages = self
+                .connections
+                .channel
+                .receive(left.min(Duration::from_secs(1)))
+                .await?;
+            for message in messages {
+                if let Some(event) = self.decode(&message) {
+                    self.driver.handle(event, now_micros());
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Reads a value's framed parts.

@@ -21,7 +21,7 @@ pub enum HostStep {
     /// Run the cluster's tasks in order. `tasks` is the pickled payload the client stored;
     /// `inputs` are the framed parts of each loaded value.
     Run {
-        spec: ClusterSpec,
+        spec: Box<ClusterSpec>,
         tasks: Bytes,
         inputs: Vec<(TaskId, Vec<Bytes>)>,
     },
@@ -87,7 +87,7 @@ impl WorkerSession {
                     let tasks = self.loaded_tasks.take();
                     if let (Some(spec), Some(tasks)) = (spec, tasks) {
                         return HostStep::Run {
-                            spec,
+                            spec: Box::new(spec),
                             tasks,
                             inputs: std::mem::take(&mut self.loaded_inputs),
                         };
@@ -272,7 +272,10 @@ impl WorkerSession {
                     cluster,
                     invocation: String::new(),
                     task_error: None,
-                    message: format!("could not invoke a function for cluster {}: {error}", cluster.0),
+                    message: format!(
+                        "could not invoke a function for cluster {}: {error}",
+                        cluster.0
+                    ),
                 });
                 self.report(report).await;
             }

@@ -20,7 +20,13 @@ async fn synchronous_invocation_returns_the_handler_value() {
         .push(("EXTRA_SETTING".to_string(), "forty-two".to_string()));
     emulator.create_function(config).await.unwrap();
 
-    let answer = invoke_raw(&emulator, "echo", "RequestResponse", r#"{"action":"echo","n":7}"#).await;
+    let answer = invoke_raw(
+        &emulator,
+        "echo",
+        "RequestResponse",
+        r#"{"action":"echo","n":7}"#,
+    )
+    .await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("X-Amz-Function-Error"), None);
     assert_eq!(answer.header("X-Amz-Executed-Version"), Some("$LATEST"));
@@ -40,12 +46,20 @@ async fn synchronous_invocation_returns_the_handler_value() {
     ];
     let invoker = LocalInvoker::new(emulator.endpoint());
     let answer = invoker
-        .invoke_request_response("echo", Bytes::from(json!({"action": "environment", "names": names}).to_string()))
+        .invoke_request_response(
+            "echo",
+            Bytes::from(json!({"action": "environment", "names": names}).to_string()),
+        )
         .await
         .unwrap();
     let answer: Value = serde_json::from_slice(&answer).unwrap();
     let variables = &answer["variables"];
-    assert!(variables["AWS_LAMBDA_RUNTIME_API"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        variables["AWS_LAMBDA_RUNTIME_API"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     let task_root = crate::support::handlers_directory().display().to_string();
     assert_eq!(variables["LAMBDA_TASK_ROOT"], task_root.as_str());
     assert_eq!(answer["cwd"], task_root.as_str());
@@ -54,18 +68,34 @@ async fn synchronous_invocation_returns_the_handler_value() {
     assert_eq!(variables["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
     assert_eq!(variables["AWS_LAMBDA_FUNCTION_VERSION"], "$LATEST");
     assert_eq!(variables["AWS_REGION"], "local");
-    assert!(variables["DASK_SERVERLESS_PROGRESS_PATH"].as_str().unwrap().ends_with(".progress"));
+    assert!(
+        variables["DASK_SERVERLESS_PROGRESS_PATH"]
+            .as_str()
+            .unwrap()
+            .ends_with(".progress")
+    );
     assert_eq!(variables["EXTRA_SETTING"], "forty-two");
     assert_eq!(answer["function_name"], "echo");
     // The deadline is epoch milliseconds: the context sees the remaining part of the 10 seconds.
     let remaining = answer["remaining_ms"].as_i64().unwrap();
-    assert!((1..=10_000).contains(&remaining), "remaining {remaining} ms");
+    assert!(
+        (1..=10_000).contains(&remaining),
+        "remaining {remaining} ms"
+    );
 
     // An empty payload is the empty event; a payload that is not JSON is refused.
-    assert_eq!(invoke_raw(&emulator, "echo", "RequestResponse", "").await.json()["event"], json!({}));
+    assert_eq!(
+        invoke_raw(&emulator, "echo", "RequestResponse", "")
+            .await
+            .json()["event"],
+        json!({})
+    );
     let refused = invoke_raw(&emulator, "echo", "RequestResponse", "not json").await;
     assert_eq!(refused.status, 400);
-    assert_eq!(refused.header("x-amzn-ErrorType"), Some("InvalidRequestContentException"));
+    assert_eq!(
+        refused.header("x-amzn-ErrorType"),
+        Some("InvalidRequestContentException")
+    );
     let dry_run = invoke_raw(&emulator, "echo", "DryRun", "{}").await;
     assert_eq!(dry_run.status, 204);
     emulator.shutdown().await;
@@ -75,9 +105,18 @@ async fn synchronous_invocation_returns_the_handler_value() {
 async fn handler_exception_is_reported_as_a_function_error() {
     let python = require_python!();
     let emulator = start_emulator().await;
-    emulator.create_function(handlers_function(&python, "raiser")).await.unwrap();
+    emulator
+        .create_function(handlers_function(&python, "raiser"))
+        .await
+        .unwrap();
 
-    let answer = invoke_raw(&emulator, "raiser", "RequestResponse", r#"{"action":"raise","message":"boom"}"#).await;
+    let answer = invoke_raw(
+        &emulator,
+        "raiser",
+        "RequestResponse",
+        r#"{"action":"raise","message":"boom"}"#,
+    )
+    .await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("X-Amz-Function-Error"), Some("Unhandled"));
     let body = answer.json();
@@ -87,7 +126,10 @@ async fn handler_exception_is_reported_as_a_function_error() {
 
     let invoker = LocalInvoker::new(emulator.endpoint());
     let error = invoker
-        .invoke_request_response("raiser", Bytes::from_static(br#"{"action":"raise","message":"again"}"#))
+        .invoke_request_response(
+            "raiser",
+            Bytes::from_static(br#"{"action":"raise","message":"again"}"#),
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -108,7 +150,10 @@ async fn handler_exception_is_reported_as_a_function_error() {
 async fn event_invocation_runs_the_handler() {
     let python = require_python!();
     let emulator = start_emulator().await;
-    emulator.create_function(handlers_function(&python, "writer")).await.unwrap();
+    emulator
+        .create_function(handlers_function(&python, "writer"))
+        .await
+        .unwrap();
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("written.json");
     let event = json!({"action": "write_file", "path": path, "text": "from an event"});
@@ -127,10 +172,15 @@ async fn event_invocation_runs_the_handler() {
         .invoke_event("writer", Bytes::from(event.to_string()))
         .await
         .unwrap();
-    eventually("the second event's file", Duration::from_secs(30), || path.exists()).await;
-    eventually("the second event's completion", Duration::from_secs(30), || {
-        emulator.statistics().successes == 2
+    eventually("the second event's file", Duration::from_secs(30), || {
+        path.exists()
     })
+    .await;
+    eventually(
+        "the second event's completion",
+        Duration::from_secs(30),
+        || emulator.statistics().successes == 2,
+    )
     .await;
     let statistics = emulator.statistics();
     assert_eq!(statistics.asynchronous_invocations, 2);
@@ -142,7 +192,10 @@ async fn event_invocation_runs_the_handler() {
 async fn warm_worker_is_reused() {
     let python = require_python!();
     let emulator = start_emulator().await;
-    emulator.create_function(handlers_function(&python, "warm")).await.unwrap();
+    emulator
+        .create_function(handlers_function(&python, "warm"))
+        .await
+        .unwrap();
     let invoker = LocalInvoker::new(emulator.endpoint());
     let mut process_ids = Vec::new();
     for _ in 0..3 {
@@ -153,7 +206,10 @@ async fn warm_worker_is_reused() {
         let answer: Value = serde_json::from_slice(&answer).unwrap();
         process_ids.push(answer["pid"].as_u64().unwrap());
     }
-    assert!(process_ids.iter().all(|&pid| pid == process_ids[0]), "{process_ids:?}");
+    assert!(
+        process_ids.iter().all(|&pid| pid == process_ids[0]),
+        "{process_ids:?}"
+    );
     assert_eq!(emulator.worker_process_ids(), [process_ids[0] as u32]);
     let statistics = emulator.function_statistics("warm").unwrap();
     assert_eq!(statistics.cold_starts, 1);
@@ -168,7 +224,10 @@ async fn warm_worker_is_reused() {
 async fn synchronous_invocations_beyond_concurrency_are_throttled_and_retried() {
     let python = require_python!();
     let emulator = start_emulator().await;
-    emulator.create_function(handlers_function(&python, "slow")).await.unwrap();
+    emulator
+        .create_function(handlers_function(&python, "slow"))
+        .await
+        .unwrap();
 
     // Two long invocations hold both workers: a third is refused at once with 429.
     let mut holders = Vec::new();
@@ -176,7 +235,10 @@ async fn synchronous_invocations_beyond_concurrency_are_throttled_and_retried() 
         let endpoint = emulator.endpoint();
         holders.push(tokio::spawn(async move {
             LocalInvoker::new(endpoint)
-                .invoke_request_response("slow", Bytes::from_static(br#"{"action":"sleep","seconds":2}"#))
+                .invoke_request_response(
+                    "slow",
+                    Bytes::from_static(br#"{"action":"sleep","seconds":2}"#),
+                )
                 .await
         }));
     }
@@ -186,7 +248,10 @@ async fn synchronous_invocations_beyond_concurrency_are_throttled_and_retried() 
     .await;
     let refused = invoke_raw(&emulator, "slow", "RequestResponse", r#"{"action":"echo"}"#).await;
     assert_eq!(refused.status, 429);
-    assert_eq!(refused.header("x-amzn-ErrorType"), Some("TooManyRequestsException"));
+    assert_eq!(
+        refused.header("x-amzn-ErrorType"),
+        Some("TooManyRequestsException")
+    );
     assert_eq!(refused.header("Retry-After"), Some("1"));
     assert_eq!(refused.json()["Type"], "User");
     for holder in holders {
@@ -200,7 +265,10 @@ async fn synchronous_invocations_beyond_concurrency_are_throttled_and_retried() 
             let invoker = Arc::clone(&invoker);
             tokio::spawn(async move {
                 invoker
-                    .invoke_request_response("slow", Bytes::from_static(br#"{"action":"sleep","seconds":0.5}"#))
+                    .invoke_request_response(
+                        "slow",
+                        Bytes::from_static(br#"{"action":"sleep","seconds":0.5}"#),
+                    )
                     .await
             })
         })
@@ -221,7 +289,10 @@ async fn synchronous_invocations_beyond_concurrency_are_throttled_and_retried() 
 async fn events_beyond_concurrency_are_queued_and_all_complete() {
     let python = require_python!();
     let emulator = start_emulator().await;
-    emulator.create_function(handlers_function(&python, "queued")).await.unwrap();
+    emulator
+        .create_function(handlers_function(&python, "queued"))
+        .await
+        .unwrap();
     let results = LocalQueue::new(emulator.endpoint(), "results");
     results.create().await.unwrap();
     let invoker = LocalInvoker::new(emulator.endpoint());
@@ -233,7 +304,10 @@ async fn events_beyond_concurrency_are_queued_and_all_complete() {
             "queue_url": emulator.queue_url("results"),
             "body": format!("event {index}"),
         });
-        invoker.invoke_event("queued", Bytes::from(event.to_string())).await.unwrap();
+        invoker
+            .invoke_event("queued", Bytes::from(event.to_string()))
+            .await
+            .unwrap();
     }
     let statistics = emulator.function_statistics("queued").unwrap();
     assert_eq!(statistics.asynchronous_invocations, 6);
@@ -275,22 +349,57 @@ fn event_of_size(size: usize) -> String {
 async fn oversized_payloads_are_refused() {
     let python = require_python!();
     let emulator = start_emulator().await;
-    emulator.create_function(handlers_function(&python, "limits")).await.unwrap();
+    emulator
+        .create_function(handlers_function(&python, "limits"))
+        .await
+        .unwrap();
 
-    let too_large = invoke_raw(&emulator, "limits", "RequestResponse", event_of_size(SYNCHRONOUS_PAYLOAD_LIMIT + 1)).await;
+    let too_large = invoke_raw(
+        &emulator,
+        "limits",
+        "RequestResponse",
+        event_of_size(SYNCHRONOUS_PAYLOAD_LIMIT + 1),
+    )
+    .await;
     assert_eq!(too_large.status, 413);
-    assert_eq!(too_large.header("x-amzn-ErrorType"), Some("RequestEntityTooLargeException"));
-    assert!(too_large.json()["message"].as_str().unwrap().contains("6291456"));
-    let too_large = invoke_raw(&emulator, "limits", "Event", event_of_size(ASYNCHRONOUS_PAYLOAD_LIMIT + 1)).await;
+    assert_eq!(
+        too_large.header("x-amzn-ErrorType"),
+        Some("RequestEntityTooLargeException")
+    );
+    assert!(
+        too_large.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("6291456")
+    );
+    let too_large = invoke_raw(
+        &emulator,
+        "limits",
+        "Event",
+        event_of_size(ASYNCHRONOUS_PAYLOAD_LIMIT + 1),
+    )
+    .await;
     assert_eq!(too_large.status, 413);
-    assert_eq!(too_large.header("x-amzn-ErrorType"), Some("RequestEntityTooLargeException"));
+    assert_eq!(
+        too_large.header("x-amzn-ErrorType"),
+        Some("RequestEntityTooLargeException")
+    );
 
     // At the limits, both are accepted.
-    let at_limit = invoke_raw(&emulator, "limits", "Event", event_of_size(ASYNCHRONOUS_PAYLOAD_LIMIT)).await;
+    let at_limit = invoke_raw(
+        &emulator,
+        "limits",
+        "Event",
+        event_of_size(ASYNCHRONOUS_PAYLOAD_LIMIT),
+    )
+    .await;
     assert_eq!(at_limit.status, 202);
     let invoker = LocalInvoker::new(emulator.endpoint());
     let error = invoker
-        .invoke_event("limits", Bytes::from(event_of_size(ASYNCHRONOUS_PAYLOAD_LIMIT + 1)))
+        .invoke_event(
+            "limits",
+            Bytes::from(event_of_size(ASYNCHRONOUS_PAYLOAD_LIMIT + 1)),
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -301,16 +410,36 @@ async fn oversized_payloads_are_refused() {
         }
     );
     let error = invoker
-        .invoke_request_response("limits", Bytes::from(event_of_size(SYNCHRONOUS_PAYLOAD_LIMIT + 1)))
+        .invoke_request_response(
+            "limits",
+            Bytes::from(event_of_size(SYNCHRONOUS_PAYLOAD_LIMIT + 1)),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(error, PlatformError::PayloadTooLarge { limit: SYNCHRONOUS_PAYLOAD_LIMIT, .. }));
+    assert!(matches!(
+        error,
+        PlatformError::PayloadTooLarge {
+            limit: SYNCHRONOUS_PAYLOAD_LIMIT,
+            ..
+        }
+    ));
 
     let missing = invoke_raw(&emulator, "missing", "RequestResponse", "{}").await;
     assert_eq!(missing.status, 404);
-    assert_eq!(missing.header("x-amzn-ErrorType"), Some("ResourceNotFoundException"));
-    let error = invoker.invoke_event("missing", Bytes::from_static(b"{}")).await.unwrap_err();
-    assert_eq!(error, PlatformError::NotFound { what: "function 'missing'".to_string() });
+    assert_eq!(
+        missing.header("x-amzn-ErrorType"),
+        Some("ResourceNotFoundException")
+    );
+    let error = invoker
+        .invoke_event("missing", Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        PlatformError::NotFound {
+            what: "function 'missing'".to_string()
+        }
+    );
     emulator.shutdown().await;
 }
 
@@ -318,7 +447,10 @@ async fn oversized_payloads_are_refused() {
 async fn oversized_response_fails_with_response_size_too_large() {
     let python = require_python!();
     let emulator = start_emulator().await;
-    emulator.create_function(handlers_function(&python, "talkative")).await.unwrap();
+    emulator
+        .create_function(handlers_function(&python, "talkative"))
+        .await
+        .unwrap();
     let answer = invoke_raw(
         &emulator,
         "talkative",
@@ -330,7 +462,10 @@ async fn oversized_response_fails_with_response_size_too_large() {
     assert_eq!(answer.header("X-Amz-Function-Error"), Some("Unhandled"));
     let body = answer.json();
     assert_eq!(body["errorType"], "Function.ResponseSizeTooLarge");
-    assert!(body["errorMessage"].as_str().unwrap().contains("6291456"), "{body}");
+    assert!(
+        body["errorMessage"].as_str().unwrap().contains("6291456"),
+        "{body}"
+    );
 
     // A response just under the limit passes, on the same warm worker.
     let invoker = LocalInvoker::new(emulator.endpoint());

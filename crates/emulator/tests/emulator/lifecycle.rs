@@ -33,11 +33,17 @@ async fn functions_are_managed_over_http() {
     let created = client.post(&functions).json(&request).send().await.unwrap();
     assert_eq!(created.status().as_u16(), 201);
     let created: Value = created.json().await.unwrap();
-    assert_eq!(created["FunctionArn"], "arn:aws:lambda:local:000000000000:function:managed");
+    assert_eq!(
+        created["FunctionArn"],
+        "arn:aws:lambda:local:000000000000:function:managed"
+    );
     assert_eq!(created["MemorySize"], 256);
     let duplicate = client.post(&functions).json(&request).send().await.unwrap();
     assert_eq!(duplicate.status().as_u16(), 409);
-    assert_eq!(duplicate.headers()["x-amzn-ErrorType"], "ResourceConflictException");
+    assert_eq!(
+        duplicate.headers()["x-amzn-ErrorType"],
+        "ResourceConflictException"
+    );
     let invalid = client
         .post(&functions)
         .json(&json!({"FunctionName": "tiny", "Handler": "a.b", "MemorySize": 64}))
@@ -50,7 +56,10 @@ async fn functions_are_managed_over_http() {
     assert_eq!(configuration.len(), 1);
     assert_eq!(configuration[0].concurrency, 1);
     assert_eq!(configuration[0].timeout, Duration::from_secs(5));
-    assert_eq!(configuration[0].on_failure_queue.as_deref(), Some("managed-failures"));
+    assert_eq!(
+        configuration[0].on_failure_queue.as_deref(),
+        Some("managed-failures")
+    );
     let fetched: Value = client
         .get(format!("{functions}/managed"))
         .send()
@@ -59,12 +68,28 @@ async fn functions_are_managed_over_http() {
         .json()
         .await
         .unwrap();
-    assert_eq!(fetched["Configuration"]["Handler"], "emulator_test_handlers.handle");
+    assert_eq!(
+        fetched["Configuration"]["Handler"],
+        "emulator_test_handlers.handle"
+    );
     assert_eq!(fetched["Concurrency"]["ReservedConcurrentExecutions"], 1);
-    let listed: Value = client.get(&functions).send().await.unwrap().json().await.unwrap();
+    let listed: Value = client
+        .get(&functions)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["Functions"][0]["FunctionName"], "managed");
 
-    let answer = invoke_raw(&emulator, "managed", "RequestResponse", r#"{"action":"echo"}"#).await;
+    let answer = invoke_raw(
+        &emulator,
+        "managed",
+        "RequestResponse",
+        r#"{"action":"echo"}"#,
+    )
+    .await;
     assert_eq!(answer.status, 200);
     let statistics: Value = client
         .get(format!("{}/emulator/statistics", emulator.endpoint()))
@@ -78,12 +103,23 @@ async fn functions_are_managed_over_http() {
     assert_eq!(statistics["workers"], 1);
     let worker = emulator.worker_process_ids()[0];
 
-    let deleted = client.delete(format!("{functions}/managed")).send().await.unwrap();
+    let deleted = client
+        .delete(format!("{functions}/managed"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status().as_u16(), 204);
-    assert!(process_is_gone(worker), "deletion waits for the worker to be reaped");
+    assert!(
+        process_is_gone(worker),
+        "deletion waits for the worker to be reaped"
+    );
     let missing = invoke_raw(&emulator, "managed", "RequestResponse", "{}").await;
     assert_eq!(missing.status, 404);
-    let deleted = client.delete(format!("{functions}/managed")).send().await.unwrap();
+    let deleted = client
+        .delete(format!("{functions}/managed"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status().as_u16(), 404);
     emulator.shutdown().await;
 }
@@ -114,7 +150,10 @@ async fn shutdown_leaves_no_worker_process() {
             let invoker = invoker.clone();
             tokio::spawn(async move {
                 invoker
-                    .invoke_request_response("busy", Bytes::from_static(br#"{"action":"sleep","seconds":9}"#))
+                    .invoke_request_response(
+                        "busy",
+                        Bytes::from_static(br#"{"action":"sleep","seconds":9}"#),
+                    )
                     .await
             })
         })
@@ -127,16 +166,26 @@ async fn shutdown_leaves_no_worker_process() {
 
     let started = Instant::now();
     emulator.shutdown().await;
-    assert!(started.elapsed() < Duration::from_secs(15), "liveness: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "liveness: {:?}",
+        started.elapsed()
+    );
     for process_id in workers.iter().copied().chain([grandchild]) {
-        assert!(process_is_gone(process_id), "process {process_id} survived the shutdown");
+        assert!(
+            process_is_gone(process_id),
+            "process {process_id} survived the shutdown"
+        );
     }
     for caller in callers {
         let outcome = tokio::time::timeout(Duration::from_secs(10), caller)
             .await
             .expect("abandoned callers are answered")
             .unwrap();
-        assert!(matches!(outcome, Err(PlatformError::Unavailable { .. })), "{outcome:?}");
+        assert!(
+            matches!(outcome, Err(PlatformError::Unavailable { .. })),
+            "{outcome:?}"
+        );
     }
     // And the platform is gone: a new call fails fast.
     let started = Instant::now();
@@ -144,7 +193,10 @@ async fn shutdown_leaves_no_worker_process() {
         .invoke_event("busy", Bytes::from_static(b"{}"))
         .await
         .unwrap_err();
-    assert!(matches!(error, PlatformError::Unavailable { .. }), "{error:?}");
+    assert!(
+        matches!(error, PlatformError::Unavailable { .. }),
+        "{error:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5), "liveness");
 }
 
@@ -152,13 +204,24 @@ async fn shutdown_leaves_no_worker_process() {
 async fn dropping_the_handle_kills_the_workers() {
     let python = require_python!();
     let emulator = start_emulator().await;
-    emulator.create_function(handlers_function(&python, "dropped")).await.unwrap();
-    invoke_raw(&emulator, "dropped", "RequestResponse", r#"{"action":"echo"}"#).await;
+    emulator
+        .create_function(handlers_function(&python, "dropped"))
+        .await
+        .unwrap();
+    invoke_raw(
+        &emulator,
+        "dropped",
+        "RequestResponse",
+        r#"{"action":"echo"}"#,
+    )
+    .await;
     let workers = emulator.worker_process_ids();
     assert_eq!(workers.len(), 1);
     drop(emulator);
     eventually("the worker killed on drop", Duration::from_secs(10), || {
-        workers.iter().all(|&process_id| process_is_gone(process_id))
+        workers
+            .iter()
+            .all(|&process_id| process_is_gone(process_id))
     })
     .await;
 }

@@ -13,10 +13,19 @@ use crate::support::{
 };
 
 /// The `{"errorType","errorMessage"}` of a synchronous invocation that must fail.
-async fn failed_invocation(emulator: &dask_serverless_emulator::EmulatorHandle, function: &str, event: Value) -> (String, String) {
+async fn failed_invocation(
+    emulator: &dask_serverless_emulator::EmulatorHandle,
+    function: &str,
+    event: Value,
+) -> (String, String) {
     let answer = invoke_raw(emulator, function, "RequestResponse", event.to_string()).await;
     assert_eq!(answer.status, 200);
-    assert_eq!(answer.header("X-Amz-Function-Error"), Some("Unhandled"), "{:?}", answer.json());
+    assert_eq!(
+        answer.header("X-Amz-Function-Error"),
+        Some("Unhandled"),
+        "{:?}",
+        answer.json()
+    );
     let body = answer.json();
     (
         body["errorType"].as_str().unwrap().to_string(),
@@ -28,14 +37,30 @@ async fn failed_invocation(emulator: &dask_serverless_emulator::EmulatorHandle, 
 async fn memory_limit_kills_the_worker_with_out_of_memory() {
     let python = require_python!();
     let emulator = start_emulator().await;
-    emulator.create_function(handlers_function(&python, "hungry")).await.unwrap();
-    let (error_type, message) = failed_invocation(&emulator, "hungry", json!({"action": "allocate"})).await;
+    emulator
+        .create_function(handlers_function(&python, "hungry"))
+        .await
+        .unwrap();
+    let (error_type, message) =
+        failed_invocation(&emulator, "hungry", json!({"action": "allocate"})).await;
     assert_eq!(error_type, "Runtime.OutOfMemory");
-    assert!(message.starts_with("function 'hungry' exceeded its memory size of 256 MB (used "), "{message}");
-    assert!(message.ends_with(" while running allocating task 'big-array'"), "{message}");
+    assert!(
+        message.starts_with("function 'hungry' exceeded its memory size of 256 MB (used "),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(" while running allocating task 'big-array'"),
+        "{message}"
+    );
 
     // The killed worker is replaced on the next invocation.
-    let answer = invoke_raw(&emulator, "hungry", "RequestResponse", r#"{"action":"echo"}"#).await;
+    let answer = invoke_raw(
+        &emulator,
+        "hungry",
+        "RequestResponse",
+        r#"{"action":"echo"}"#,
+    )
+    .await;
     assert_eq!(answer.header("X-Amz-Function-Error"), None);
     let statistics = emulator.function_statistics("hungry").unwrap();
     assert_eq!(statistics.out_of_memory_kills, 1);
@@ -53,19 +78,35 @@ async fn timeout_kills_the_worker_with_sandbox_timedout() {
     };
     emulator.create_function(config).await.unwrap();
     // Warm up, so that the measured call is the handler's alone.
-    invoke_raw(&emulator, "sleepy", "RequestResponse", r#"{"action":"echo"}"#).await;
+    invoke_raw(
+        &emulator,
+        "sleepy",
+        "RequestResponse",
+        r#"{"action":"echo"}"#,
+    )
+    .await;
     let worker = emulator.worker_process_ids()[0];
 
     let started = Instant::now();
-    let (error_type, message) = failed_invocation(&emulator, "sleepy", json!({"action": "timeout", "seconds": 60})).await;
+    let (error_type, message) = failed_invocation(
+        &emulator,
+        "sleepy",
+        json!({"action": "timeout", "seconds": 60}),
+    )
+    .await;
     let elapsed = started.elapsed();
     assert_eq!(error_type, "Sandbox.Timedout");
-    assert_eq!(message, "Task timed out after 2.00 seconds while running task 'slow-sum'");
+    assert_eq!(
+        message,
+        "Task timed out after 2.00 seconds while running task 'slow-sum'"
+    );
     assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(10), "liveness: {elapsed:?}");
-    crate::support::eventually("the timed-out worker is gone", Duration::from_secs(10), || {
-        process_is_gone(worker)
-    })
+    crate::support::eventually(
+        "the timed-out worker is gone",
+        Duration::from_secs(10),
+        || process_is_gone(worker),
+    )
     .await;
     assert_eq!(emulator.function_statistics("sleepy").unwrap().timeouts, 1);
     emulator.shutdown().await;
@@ -75,11 +116,24 @@ async fn timeout_kills_the_worker_with_sandbox_timedout() {
 async fn crash_fails_with_exit_error() {
     let python = require_python!();
     let emulator = start_emulator().await;
-    emulator.create_function(handlers_function(&python, "fragile")).await.unwrap();
-    let (error_type, message) = failed_invocation(&emulator, "fragile", json!({"action": "exit"})).await;
+    emulator
+        .create_function(handlers_function(&python, "fragile"))
+        .await
+        .unwrap();
+    let (error_type, message) =
+        failed_invocation(&emulator, "fragile", json!({"action": "exit"})).await;
     assert_eq!(error_type, "Runtime.ExitError");
-    assert_eq!(message, "Runtime exited with error: exit status 3 while running task 'crash'");
-    let answer = invoke_raw(&emulator, "fragile", "RequestResponse", r#"{"action":"echo"}"#).await;
+    assert_eq!(
+        message,
+        "Runtime exited with error: exit status 3 while running task 'crash'"
+    );
+    let answer = invoke_raw(
+        &emulator,
+        "fragile",
+        "RequestResponse",
+        r#"{"action":"echo"}"#,
+    )
+    .await;
     assert_eq!(answer.header("X-Amz-Function-Error"), None);
     let statistics = emulator.function_statistics("fragile").unwrap();
     assert_eq!(statistics.crashes, 1);
@@ -97,13 +151,22 @@ async fn initialization_failures_are_reported_never_hang() {
         .unwrap();
     let (error_type, message) = failed_invocation(&emulator, "broken", json!({})).await;
     assert_eq!(error_type, "Runtime.InitError");
-    assert!(message.starts_with("function 'broken' failed to initialize"), "{message}");
+    assert!(
+        message.starts_with("function 'broken' failed to initialize"),
+        "{message}"
+    );
     assert!(message.contains("exit status 1"), "{message}");
-    assert!(message.contains("this module cannot be imported"), "{message}");
+    assert!(
+        message.contains("this module cannot be imported"),
+        "{message}"
+    );
 
     let missing_program = FunctionConfig::new(
         "unlaunchable",
-        vec!["/nonexistent/interpreter".to_string(), "handler.handle".to_string()],
+        vec![
+            "/nonexistent/interpreter".to_string(),
+            "handler.handle".to_string(),
+        ],
     );
     emulator.create_function(missing_program).await.unwrap();
     let (error_type, message) = failed_invocation(&emulator, "unlaunchable", json!({})).await;
@@ -133,7 +196,10 @@ async fn failed_events_land_in_the_on_failure_queue() {
         json!({"action": "allocate"}),
     ];
     for event in &events {
-        invoker.invoke_event("unreliable", Bytes::from(event.to_string())).await.unwrap();
+        invoker
+            .invoke_event("unreliable", Bytes::from(event.to_string()))
+            .await
+            .unwrap();
     }
     let failures = LocalQueue::new(emulator.endpoint(), "failures");
     let mut records: Vec<Value> = Vec::new();
@@ -155,20 +221,40 @@ async fn failed_events_land_in_the_on_failure_queue() {
             context["functionArn"],
             "arn:aws:lambda:local:000000000000:function:unreliable:$LATEST"
         );
-        assert!(context["requestId"].as_str().is_some_and(|id| !id.is_empty()));
+        assert!(
+            context["requestId"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty())
+        );
         assert!(events[1..].contains(&record["requestPayload"]), "{record}");
         assert_eq!(record["responseContext"]["statusCode"], 200);
         assert_eq!(record["responseContext"]["functionError"], "Unhandled");
         assert!(record["responsePayload"]["errorMessage"].is_string());
-        error_types.push(record["responsePayload"]["errorType"].as_str().unwrap().to_string());
+        error_types.push(
+            record["responsePayload"]["errorType"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     error_types.sort();
     assert_eq!(
         error_types,
-        ["Runtime.ExitError", "Runtime.OutOfMemory", "Sandbox.Timedout", "ValueError"]
+        [
+            "Runtime.ExitError",
+            "Runtime.OutOfMemory",
+            "Sandbox.Timedout",
+            "ValueError"
+        ]
     );
     // The success leaves no record.
-    assert!(failures.receive(Duration::from_millis(200)).await.unwrap().is_empty());
+    assert!(
+        failures
+            .receive(Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let statistics = emulator.function_statistics("unreliable").unwrap();
     assert_eq!(statistics.failure_records_delivered, 4);
     assert_eq!(statistics.successes, 1);

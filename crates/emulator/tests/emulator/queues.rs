@@ -39,13 +39,26 @@ async fn sqs_protocol_subset() {
     let (_, answer) = sqs(&endpoint, "GetQueueUrl", json!({"QueueName": "jobs"})).await;
     assert_eq!(answer["QueueUrl"], queue_url.as_str());
 
-    let (status, answer) = sqs(&endpoint, "SendMessage", json!({"QueueUrl": queue_url, "MessageBody": "hello"})).await;
+    let (status, answer) = sqs(
+        &endpoint,
+        "SendMessage",
+        json!({"QueueUrl": queue_url, "MessageBody": "hello"}),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert_eq!(answer["MD5OfMessageBody"], "5d41402abc4b2a76b9719d911017c592");
+    assert_eq!(
+        answer["MD5OfMessageBody"],
+        "5d41402abc4b2a76b9719d911017c592"
+    );
     let entries: Vec<Value> = (0..3)
         .map(|index| json!({"Id": format!("m{index}"), "MessageBody": format!("batch {index}")}))
         .collect();
-    let (_, answer) = sqs(&endpoint, "SendMessageBatch", json!({"QueueUrl": queue_url, "Entries": entries})).await;
+    let (_, answer) = sqs(
+        &endpoint,
+        "SendMessageBatch",
+        json!({"QueueUrl": queue_url, "Entries": entries}),
+    )
+    .await;
     assert_eq!(answer["Successful"].as_array().unwrap().len(), 3);
     assert_eq!(answer["Failed"], json!([]));
 
@@ -63,9 +76,19 @@ async fn sqs_protocol_subset() {
         .collect();
     assert_eq!(bodies, ["hello", "batch 0", "batch 1"]);
     let receipt = answer["Messages"][0]["ReceiptHandle"].as_str().unwrap();
-    let (status, _) = sqs(&endpoint, "DeleteMessage", json!({"QueueUrl": queue_url, "ReceiptHandle": receipt})).await;
+    let (status, _) = sqs(
+        &endpoint,
+        "DeleteMessage",
+        json!({"QueueUrl": queue_url, "ReceiptHandle": receipt}),
+    )
+    .await;
     assert_eq!(status, 200);
-    let (_, answer) = sqs(&endpoint, "ReceiveMessage", json!({"QueueUrl": queue_url, "MaxNumberOfMessages": 10})).await;
+    let (_, answer) = sqs(
+        &endpoint,
+        "ReceiveMessage",
+        json!({"QueueUrl": queue_url, "MaxNumberOfMessages": 10}),
+    )
+    .await;
     assert_eq!(answer["Messages"].as_array().unwrap().len(), 1);
     // Received messages are gone at once: an empty queue answers without `Messages`.
     let (status, answer) = sqs(&endpoint, "ReceiveMessage", json!({"QueueUrl": queue_url})).await;
@@ -75,10 +98,23 @@ async fn sqs_protocol_subset() {
     let too_many: Vec<Value> = (0..11)
         .map(|index| json!({"Id": format!("m{index}"), "MessageBody": "x"}))
         .collect();
-    let (status, answer) = sqs(&endpoint, "SendMessageBatch", json!({"QueueUrl": queue_url, "Entries": too_many})).await;
+    let (status, answer) = sqs(
+        &endpoint,
+        "SendMessageBatch",
+        json!({"QueueUrl": queue_url, "Entries": too_many}),
+    )
+    .await;
     assert_eq!(status, 400);
-    assert_eq!(answer["__type"], "com.amazonaws.sqs#TooManyEntriesInBatchRequest");
-    let (status, answer) = sqs(&endpoint, "ReceiveMessage", json!({"QueueUrl": queue_url, "MaxNumberOfMessages": 11})).await;
+    assert_eq!(
+        answer["__type"],
+        "com.amazonaws.sqs#TooManyEntriesInBatchRequest"
+    );
+    let (status, answer) = sqs(
+        &endpoint,
+        "ReceiveMessage",
+        json!({"QueueUrl": queue_url, "MaxNumberOfMessages": 11}),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(answer["__type"], "com.amazonaws.sqs#InvalidParameterValue");
     let (status, answer) = sqs(&endpoint, "Unknown", json!({})).await;
@@ -87,7 +123,12 @@ async fn sqs_protocol_subset() {
 
     let (status, _) = sqs(&endpoint, "DeleteQueue", json!({"QueueUrl": queue_url})).await;
     assert_eq!(status, 200);
-    let (status, _) = sqs(&endpoint, "SendMessage", json!({"QueueUrl": queue_url, "MessageBody": "late"})).await;
+    let (status, _) = sqs(
+        &endpoint,
+        "SendMessage",
+        json!({"QueueUrl": queue_url, "MessageBody": "late"}),
+    )
+    .await;
     assert_eq!(status, 400);
     emulator.shutdown().await;
 }
@@ -96,11 +137,16 @@ async fn sqs_protocol_subset() {
 async fn local_queue_round_trip_and_long_poll() {
     let emulator = start_emulator().await;
     let queue = LocalQueue::new(emulator.endpoint(), "results");
-    assert!(matches!(queue.receive(Duration::ZERO).await, Err(PlatformError::NotFound { .. })));
+    assert!(matches!(
+        queue.receive(Duration::ZERO).await,
+        Err(PlatformError::NotFound { .. })
+    ));
     queue.create().await.unwrap();
 
     // 25 messages go in batches of 10 and come back in order, up to 10 per receive.
-    let sent: Vec<Bytes> = (0..25).map(|index| Bytes::from(format!("message {index}"))).collect();
+    let sent: Vec<Bytes> = (0..25)
+        .map(|index| Bytes::from(format!("message {index}")))
+        .collect();
     queue.send(sent.clone()).await.unwrap();
     let mut received = Vec::new();
     loop {
@@ -122,21 +168,45 @@ async fn local_queue_round_trip_and_long_poll() {
         (messages, started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    queue.send(vec![Bytes::from_static(b"wake up")]).await.unwrap();
+    queue
+        .send(vec![Bytes::from_static(b"wake up")])
+        .await
+        .unwrap();
     let (messages, waited) = waiting.await.unwrap();
     assert_eq!(messages, [Bytes::from_static(b"wake up")]);
     assert!(waited < Duration::from_secs(15), "liveness: {waited:?}");
 
     // An empty long poll waits its time out and returns nothing.
     let started = Instant::now();
-    assert!(queue.receive(Duration::from_millis(300)).await.unwrap().is_empty());
+    assert!(
+        queue
+            .receive(Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(started.elapsed() >= Duration::from_millis(300));
 
     // Limits: text only, at most 1 MiB per message.
-    let binary = queue.send(vec![Bytes::from_static(&[0xff, 0xfe])]).await.unwrap_err();
-    assert!(matches!(binary, PlatformError::Protocol { .. }), "{binary:?}");
-    let large = queue.send(vec![Bytes::from(vec![b'x'; 1_048_577])]).await.unwrap_err();
-    assert_eq!(large, PlatformError::PayloadTooLarge { size: 1_048_577, limit: 1_048_576 });
+    let binary = queue
+        .send(vec![Bytes::from_static(&[0xff, 0xfe])])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(binary, PlatformError::Protocol { .. }),
+        "{binary:?}"
+    );
+    let large = queue
+        .send(vec![Bytes::from(vec![b'x'; 1_048_577])])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        large,
+        PlatformError::PayloadTooLarge {
+            size: 1_048_577,
+            limit: 1_048_576
+        }
+    );
     // Several large messages are split over batches under the 1 MiB batch limit.
     let halves: Vec<Bytes> = (0..3).map(|_| Bytes::from(vec![b'y'; 600_000])).collect();
     queue.send(halves).await.unwrap();
@@ -148,7 +218,10 @@ async fn local_queue_round_trip_and_long_poll() {
     }
 
     queue.delete().await.unwrap();
-    assert!(matches!(queue.send(vec![Bytes::from_static(b"x")]).await, Err(PlatformError::NotFound { .. })));
+    assert!(matches!(
+        queue.send(vec![Bytes::from_static(b"x")]).await,
+        Err(PlatformError::NotFound { .. })
+    ));
     emulator.shutdown().await;
 }
 

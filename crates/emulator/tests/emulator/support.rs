@@ -33,8 +33,10 @@ pub(crate) fn python() -> Option<String> {
         })
         .clone()
         .or_else(|| {
-            eprintln!(
-                "SKIPPED: no Python interpreter with awslambdaric found; set DASK_SERVERLESS_PYTHON"
+            // Written past the test harness's capture, so that a skip is always visible.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"SKIPPED: no Python interpreter with awslambdaric found; set DASK_SERVERLESS_PYTHON\n",
             );
             None
         })
@@ -99,8 +101,12 @@ pub(crate) struct RawAnswer {
 
 impl RawAnswer {
     pub(crate) fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
@@ -136,7 +142,10 @@ pub(crate) async fn invoke_raw(
 pub(crate) async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,0 +1,290 @@
+//! The local backends against the real emulator (no worker needed), and against a scripted HTTP
+//! server for what a real server does not produce on demand: throttling sequences, `Retry-After`,
+//! server errors and undecodable answers.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dask_serverless_emulator::{Emulator, EmulatorConfig, EmulatorHandle, FunctionConfig};
+use dask_serverless_platform::{
+    Invoker, LocalInvoker, LocalQueue, PlatformError, ResultChannel, RetryPolicy,
+};
+
+/// One scripted answer: status, `Retry-After` seconds, body.
+type Scripted = (u16, Option<u64>, &'static str);
+
+/// A server answering every request with the next scripted answer (the last one repeats), and
+/// recording when each request arrived.
+struct ScriptedServer {
+    endpoint: String,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+}
+
+async fn scripted_server(script: Vec<Scripted>) -> ScriptedServer {
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&arrivals);
+    let router = Router::new().fallback(move || {
+        let recorded = Arc::clone(&recorded);
+        let script = script.clone();
+        async move {
+            let index = {
+                let mut arrivals = recorded.lock().unwrap();
+                arrivals.push(Instant::now());
+                arrivals.len() - 1
+            };
+            let (status, retry_after, body) = script[index.min(script.len() - 1)];
+            let mut response: Response =
+                (StatusCode::from_u16(status).unwrap(), body).into_response();
+            if status == 429 {
+                response.headers_mut().insert(
+                    "x-amzn-ErrorType",
+                    HeaderValue::from_static("TooManyRequestsException"),
+                );
+            }
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("Retry-After", HeaderValue::from(seconds));
+            }
+            response
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    ScriptedServer { endpoint, arrivals }
+}
+
+const THROTTLED: &str = r#"{"Type":"User","message":"Rate Exceeded."}"#;
+
+#[tokio::test]
+async fn connection_refused_fails_fast_with_unavailable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let invoker = LocalInvoker::new(&endpoint);
+    let started = Instant::now();
+    let error = invoker
+        .invoke_request_response("anything", Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "liveness");
+    let PlatformError::Unavailable {
+        endpoint: reported,
+        message,
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(reported, &endpoint);
+    assert!(message.ends_with("is it running?"), "{message}");
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("could not reach the platform at {endpoint}")),
+        "{error}"
+    );
+    let queue = LocalQueue::new(&endpoint, "results");
+    let error = queue.receive(Duration::from_secs(1)).await.unwrap_err();
+    assert!(
+        matches!(error, PlatformError::Unavailable { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttles_are_retried_honouring_retry_after() {
+    let server = scripted_server(vec![
+        (429, Some(1), THROTTLED),
+        (429, Some(1), THROTTLED),
+        (200, None, r#""done""#),
+    ])
+    .await;
+    let answer = LocalInvoker::new(&server.endpoint)
+        .invoke_request_response("function", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(answer, Bytes::from_static(br#""done""#));
+    let arrivals = server.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 3);
+    for pair in arrivals.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_secs(1),
+            "retried before Retry-After"
+        );
+    }
+}
+
+#[tokio::test]
+async fn persistent_throttling_ends_with_throttled() {
+    let server = scripted_server(vec![(429, Some(0), THROTTLED)]).await;
+    let policy = RetryPolicy {
+        maximum_attempts: 4,
+        initial_backoff: Duration::from_millis(1),
+        ..RetryPolicy::default()
+    };
+    let error = LocalInvoker::new(&server.endpoint)
+        .with_retry_policy(policy)
+        .invoke_event("function", Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err();
+    let PlatformError::Throttled {
+        attempts, message, ..
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(*attempts, 4);
+    assert_eq!(message, "Rate Exceeded.");
+    assert_eq!(server.arrivals.lock().unwrap().len(), 4);
+
+    let never = scripted_server(vec![(429, None, THROTTLED)]).await;
+    let error = LocalInvoker::new(&never.endpoint)
+        .with_retry_policy(RetryPolicy::never())
+        .invoke_event("function", Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, PlatformError::Throttled { attempts: 1, .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_and_strange_answers_are_reported() {
+    let unavailable = scripted_server(vec![(
+        503,
+        None,
+        r#"{"Type":"Service","message":"the emulator is shutting down"}"#,
+    )])
+    .await;
+    let error = LocalInvoker::new(&unavailable.endpoint)
+        .invoke_event("function", Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, PlatformError::Unavailable { message, .. } if message.contains("shutting down")),
+        "{error:?}"
+    );
+    // Server errors are not retried: the request may have run.
+    assert_eq!(unavailable.arrivals.lock().unwrap().len(), 1);
+
+    let strange = scripted_server(vec![(200, None, "not json")]).await;
+    let error = LocalInvoker::new(&strange.endpoint)
+        .invoke_event("function", Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, PlatformError::Protocol { .. }), "{error:?}");
+    let error = LocalQueue::new(&strange.endpoint, "results")
+        .receive(Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, PlatformError::Protocol { .. }), "{error:?}");
+}
+
+async fn emulator() -> EmulatorHandle {
+    Emulator::start(EmulatorConfig::default()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoker_maps_the_emulator_refusals() {
+    let emulator = emulator().await;
+    // Refusals happen before any worker starts, so the command never runs.
+    emulator
+        .create_function(FunctionConfig::new("sink", vec!["false".to_string()]))
+        .await
+        .unwrap();
+    let invoker = LocalInvoker::new(emulator.endpoint());
+    let error = invoker
+        .invoke_event("missing", Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        PlatformError::NotFound {
+            what: "function 'missing'".to_string()
+        }
+    );
+    let error = invoker
+        .invoke_event("sink", Bytes::from(vec![b' '; 1_048_577]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        PlatformError::PayloadTooLarge {
+            size: 1_048_577,
+            limit: 1_048_576
+        }
+    );
+    let error = invoker
+        .invoke_request_response("sink", Bytes::from_static(b"not json"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, PlatformError::Protocol { message } if message.contains("InvalidRequestContentException")),
+        "{error:?}"
+    );
+    emulator.shutdown().await;
+}
+
+/// What every result channel must do; run against each backend.
+async fn check_result_channel(channel: &dyn ResultChannel) {
+    assert!(channel.receive(Duration::ZERO).await.unwrap().is_empty());
+    channel.send(Vec::new()).await.unwrap();
+    let sent: Vec<Bytes> = (0..23)
+        .map(|index| Bytes::from(format!(r#"{{"event":{index}}}"#)))
+        .collect();
+    channel.send(sent.clone()).await.unwrap();
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.len() < sent.len() && Instant::now() < deadline {
+        received.extend(channel.receive(Duration::from_secs(1)).await.unwrap());
+    }
+    assert_eq!(received, sent, "every message, once, in order");
+    let error = channel
+        .send(vec![Bytes::from(vec![b'x'; 1_048_577])])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, PlatformError::PayloadTooLarge { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_queue_is_a_result_channel() {
+    let emulator = emulator().await;
+    let queue = LocalQueue::new(emulator.endpoint(), "conformance");
+    let error = queue
+        .send(vec![Bytes::from_static(b"x")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        PlatformError::NotFound {
+            what: "queue 'conformance'".to_string()
+        }
+    );
+    queue.create().await.unwrap();
+    assert_eq!(
+        queue.queue_url().await.unwrap(),
+        emulator.queue_url("conformance")
+    );
+    check_result_channel(&queue).await;
+    // A second client of the same queue finds it by name.
+    let other = LocalQueue::new(emulator.endpoint(), "conformance");
+    other
+        .send(vec![Bytes::from_static(b"hello")])
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.receive(Duration::from_secs(5)).await.unwrap(),
+        [Bytes::from_static(b"hello")]
+    );
+    queue.delete().await.unwrap();
+    emulator.shutdown().await;
+}
