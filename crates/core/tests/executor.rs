@@ -301,13 +301,16 @@ fn a_task_error_is_reported_once_and_ends_the_invocation() {
 }
 
 #[test]
-fn a_run_that_is_gone_ends_silently() {
+fn a_run_that_is_gone_ends_the_invocation_with_a_failure_report() {
     let mut executor = executor(1);
     executor.handle(ExecutorEvent::Start, 0);
-    assert_eq!(
-        executor.handle(ExecutorEvent::RunGone, 1),
-        vec![ExecutorAction::Finish]
-    );
+    let actions = executor.handle(ExecutorEvent::RunGone, 1);
+    let Report::ClusterFailed(failure) = reports(&actions)[0] else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(failure.cluster, ClusterId(1));
+    assert!(failure.task_error.is_none());
+    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
 }
 
 #[test]
