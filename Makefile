@@ -23,10 +23,16 @@ $(STAMP_DEV): requirements-dev.txt | $(PYTHON)
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-.PHONY: install
-install: $(STAMP_DEV) ## Create .venv, build the Rust workspace and the Python extension
+RUST_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find crates -name '*.rs' -o -name Cargo.toml)
+STAMP_EXTENSION := $(VENV)/.extension-built
+
+$(STAMP_EXTENSION): $(STAMP_DEV) $(RUST_SOURCES)
 	cargo build --workspace --bins
 	$(VENV)/bin/maturin develop --quiet
+	touch $@
+
+.PHONY: install
+install: $(STAMP_EXTENSION) ## Create .venv, build the Rust workspace and the Python extension
 	@$(PYTHON) -c "import dask_serverless._core" && echo "dask_serverless installed in $(VENV)"
 
 .PHONY: demo

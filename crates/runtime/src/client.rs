@@ -16,7 +16,7 @@ use futures::future::join_all;
 use serde::Deserialize;
 
 use crate::worker::cluster_payload;
-use crate::{Connections, RuntimeError, cluster_key, now_micros, value_key};
+use crate::{Connections, RuntimeError, cluster_key, invocation_payload, now_micros, value_key};
 
 /// What the client's host (Python) hears about a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,11 +189,7 @@ impl ClientRun {
         let invoker = &self.connections.invoker;
         let context = &self.context;
         let calls = invocations.into_iter().map(|cluster| async move {
-            let event = Invocation {
-                run: context.clone(),
-                cluster,
-            };
-            let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+            let payload = invocation_payload(context, cluster);
             invoker.invoke_event(&context.function, payload).await
         });
         for result in join_all(calls).await {

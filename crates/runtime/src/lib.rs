@@ -49,6 +49,18 @@ pub fn value_key(run_id: &str, task: TaskId) -> String {
     format!("{run_id}/values/{}", task.0)
 }
 
+/// The event that invokes a function for `cluster` of the run.
+pub(crate) fn invocation_payload(
+    context: &dask_serverless_core::RunContext,
+    cluster: ClusterId,
+) -> bytes::Bytes {
+    let event = dask_serverless_core::Invocation {
+        run: context.clone(),
+        cluster,
+    };
+    bytes::Bytes::from(serde_json::to_vec(&event).expect("an invocation serializes"))
+}
+
 /// Microseconds since the Unix epoch.
 pub fn now_micros() -> u64 {
     std::time::SystemTime::now()

@@ -13,7 +13,7 @@ use dask_serverless_plan::ClusterId;
 use dask_serverless_store::{Payload, StoreError, frame};
 use futures::future::join_all;
 
-use crate::{Connections, RuntimeError, cluster_key, now_micros, value_key};
+use crate::{Connections, RuntimeError, cluster_key, invocation_payload, now_micros, value_key};
 
 /// What the host must do next.
 #[derive(Debug)]
@@ -256,11 +256,7 @@ impl WorkerSession {
         let context = &self.context;
         let calls = batch.into_iter().filter_map(|action| match action {
             ExecutorAction::Invoke { cluster } => Some(async move {
-                let event = Invocation {
-                    run: context.clone(),
-                    cluster,
-                };
-                let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+                let payload = invocation_payload(context, cluster);
                 (cluster, invoker.invoke_event(function, payload).await)
             }),
             _ => None,
