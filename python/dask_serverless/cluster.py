@@ -14,21 +14,15 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import uuid
 import weakref
 from typing import Any
 
-import dask
-
 from dask_serverless import _core
-from dask_serverless._scheduler import compute
-from dask_serverless.errors import ServerlessError
+from dask_serverless._base import ServerlessCluster
 
 FUNCTION_NAME = "dask-serverless-executor"
 HANDLER = "dask_serverless.handler.handler"
-# How long a failed compute waits for its other running clusters before raising.
-DRAIN_SECONDS = 10.0
 
 
 def _default_memory_mb(workers: int) -> int:
@@ -44,7 +38,7 @@ def _shared_memory_root() -> str:
     return os.path.join(base, f"dask-serverless-{uuid.uuid4().hex[:12]}")
 
 
-class LocalCluster:
+class LocalCluster(ServerlessCluster):
     """Run Dask computations on a local serverless platform.
 
     Parameters
@@ -86,14 +80,10 @@ class LocalCluster:
         self.clusters_per_worker = int(clusters_per_worker)
         self.python = python or sys.executable
         self.prewarm = prewarm
+        super().__init__()
         self._platform: Any = None
-        self._store: Any = None
         self._store_root: str | None = None
-        self._context: dict | None = None
-        self._config: Any = None
-        self._lock = threading.Lock()
         self._finalizer: Any = None
-        self._stale_runs: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> LocalCluster:
@@ -127,9 +117,12 @@ class LocalCluster:
         self._context = {
             "function": FUNCTION_NAME,
             "store": f"shm://{root}",
-            "invoke_endpoint": platform.endpoint,
-            "queue_endpoint": platform.endpoint,
-            "queue": queue,
+            "platform": {
+                "kind": "local",
+                "invoke_endpoint": platform.endpoint,
+                "queue_endpoint": platform.endpoint,
+                "queue": queue,
+            },
         }
         self._finalizer = weakref.finalize(self, _release, platform, store, root)
         if self.prewarm:
@@ -139,25 +132,11 @@ class LocalCluster:
 
     def close(self) -> None:
         """Stop every worker and delete every object; safe to call twice."""
-        if self._config is not None:
-            self._config.__exit__(None, None, None)
-            self._config = None
+        self._restore_scheduler()
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
         self._platform = self._store = self._context = None
-
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        self._config = dask.config.set(scheduler=self.get)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def running(self) -> bool:
-        return self._platform is not None
 
     def statistics(self) -> dict:
         """Invocations, cold starts, throttles and workers of the local platform."""
@@ -170,35 +149,6 @@ class LocalCluster:
             f"LocalCluster(workers={self.workers}, memory_mb={self.memory_mb}, "
             f"timeout_s={self.timeout_s:g}, {state})"
         )
-
-    # -- the scheduler -------------------------------------------------------------------
-    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        """A Dask scheduler ``get``: pass ``scheduler=cluster.get`` to ``compute``."""
-        self._require_running()
-        with self._lock:
-            return compute(self, dsk, keys, **kwargs)
-
-    def _start_run(self, run_id: str, plan: Any) -> Any:
-        context = dict(self._context, run_id=run_id)
-        return _core.ClientRun(json.dumps(context), plan, self.timeout_s + 15.0)
-
-    def _end_run(self, run: Any, succeeded: bool) -> None:
-        """Delete the run's objects. After a failure, first stop its clusters from starting
-        and wait (briefly) for running ones; a run that does not stop in time is swept again
-        after later computes and when the cluster closes."""
-        if not succeeded and not run.drain(DRAIN_SECONDS):
-            self._stale_runs.add(run.run_id)
-        run.cleanup()
-        for stale in list(self._stale_runs):
-            self._store.delete_prefix(f"{stale}/")
-            if stale != run.run_id:
-                self._stale_runs.discard(stale)
-
-    def _require_running(self) -> None:
-        if self._platform is None:
-            raise ServerlessError(
-                "this LocalCluster is not running: use `with LocalCluster():` or call start()"
-            )
 
     def _worker_environment(self) -> dict[str, str]:
         paths = [path for path in sys.path if path and os.path.isdir(path)]
