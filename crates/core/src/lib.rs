@@ -24,8 +24,8 @@ pub mod messages;
 pub use driver::{Driver, DriverAction, DriverEvent, RunFailure};
 pub use executor::{Executor, ExecutorAction, ExecutorEvent};
 pub use messages::{
-    ChildSpec, ClusterReport, ClusterSpec, FailureReport, Invocation, Report, RunContext,
-    TaskError, TaskRecord,
+    ChildSpec, ClusterReport, ClusterSpec, FailureReport, Invocation, PlatformAddress, Report,
+    RunContext, TaskError, TaskRecord,
 };
 
 /// Time as the state machines see it: microseconds on a clock chosen by the shell.

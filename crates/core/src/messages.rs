@@ -19,13 +19,29 @@ pub struct RunContext {
     pub run_id: String,
     /// The function that runs clusters (invoked again for released children).
     pub function: String,
-    /// Store location, interpreted by the runtime (for example `shm:///dev/shm/...`).
+    /// Store address, interpreted by the runtime: `shm:///dev/shm/...`, `redis://host:port/...`
+    /// or `s3://bucket/prefix?region=...&endpoint=...`.
     pub store: String,
-    /// Base address of the platform's Invoke API.
-    pub invoke_endpoint: String,
-    /// Base address of the result channel's queue service and the queue's name.
-    pub queue_endpoint: String,
-    pub queue: String,
+    /// How to invoke functions and where the result channel is.
+    pub platform: PlatformAddress,
+}
+
+/// The platform of a run: its Invoke API and its result channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PlatformAddress {
+    /// The local Lambda-compatible platform: Invoke API and queue service at these addresses.
+    Local {
+        invoke_endpoint: String,
+        queue_endpoint: String,
+        queue: String,
+    },
+    /// AWS Lambda and SQS (or an AWS-compatible endpoint).
+    Aws {
+        region: String,
+        endpoint_url: Option<String>,
+        queue_url: String,
+    },
 }
 
 /// The event of one function invocation: run this cluster of this run.

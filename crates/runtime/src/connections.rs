@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use dask_serverless_core::RunContext;
+use dask_serverless_core::{PlatformAddress, RunContext};
 use dask_serverless_platform::{Invoker, LocalInvoker, LocalQueue, ResultChannel};
 use dask_serverless_store::{SharedMemoryStore, Store};
 
@@ -37,8 +37,9 @@ impl Connections {
     pub fn for_context(context: &RunContext) -> Result<Connections, RuntimeError> {
         static CACHE: OnceLock<Mutex<HashMap<String, Connections>>> = OnceLock::new();
         let cache_key = format!(
-            "{}|{}|{}|{}",
-            context.store, context.invoke_endpoint, context.queue_endpoint, context.queue
+            "{}|{}",
+            context.store,
+            serde_json::to_string(&context.platform).unwrap_or_default()
         );
         let mut cache = CACHE
             .get_or_init(Default::default)
@@ -47,13 +48,26 @@ impl Connections {
         if let Some(connections) = cache.get(&cache_key) {
             return Ok(connections.clone());
         }
+        let (invoker, channel): (Arc<dyn Invoker>, Arc<dyn ResultChannel>) = match &context.platform
+        {
+            PlatformAddress::Local {
+                invoke_endpoint,
+                queue_endpoint,
+                queue,
+            } => (
+                Arc::new(LocalInvoker::new(invoke_endpoint.clone())),
+                Arc::new(LocalQueue::new(queue_endpoint.clone(), queue.clone())),
+            ),
+            PlatformAddress::Aws { .. } => {
+                return Err(RuntimeError::Configuration(
+                    "this build of dask-serverless has no AWS platform".to_owned(),
+                ));
+            }
+        };
         let connections = Connections {
             store: open_store(&context.store)?,
-            invoker: Arc::new(LocalInvoker::new(context.invoke_endpoint.clone())),
-            channel: Arc::new(LocalQueue::new(
-                context.queue_endpoint.clone(),
-                context.queue.clone(),
-            )),
+            invoker,
+            channel,
         };
         cache.insert(cache_key, connections.clone());
         Ok(connections)
