@@ -8,6 +8,11 @@ STAMP_DEV := $(VENV)/.requirements-installed
 export CARGO_TERM_COLOR ?= never
 # Workers of the local platform run this interpreter.
 export DASK_SERVERLESS_PYTHON := $(abspath $(PYTHON))
+# The local AWS-compatible endpoint of the end-to-end tests lives in its own virtualenv
+# (it pins its own AWS client libraries).
+MINISTACK_VENV := .venv-ministack
+MINISTACK      := $(MINISTACK_VENV)/bin/ministack
+export DASK_SERVERLESS_MINISTACK := $(abspath $(MINISTACK))
 # cargo and maturin configure PyO3 for the same interpreter, so they share one build.
 export PYO3_PYTHON := $(abspath $(PYTHON))
 
@@ -31,6 +36,16 @@ $(STAMP_EXTENSION): $(STAMP_DEV) $(RUST_SOURCES)
 	$(VENV)/bin/maturin develop --quiet
 	touch $@
 
+$(MINISTACK):
+	python3 -m venv $(MINISTACK_VENV)
+	$(MINISTACK_VENV)/bin/pip install --quiet --disable-pip-version-check ministack==1.5.33
+
+# Redis for the store tests: Debian's server, started and stopped by the tests themselves.
+.PHONY: servers
+servers: $(MINISTACK) ## Install the servers the tests start (redis-server, the AWS-compatible endpoint)
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get install redis-server"; exit 1; }
+
 .PHONY: install
 install: $(STAMP_EXTENSION) ## Create .venv, build the Rust workspace and the Python extension
 	@$(PYTHON) -c "import dask_serverless._core" && echo "dask_serverless installed in $(VENV)"
@@ -40,7 +55,7 @@ demo: install ## Set everything up and run the seed demo on the local platform
 	$(PYTHON) examples/demo.py
 
 .PHONY: test
-test: install ## Run every Rust and Python test
+test: install servers ## Run every Rust and Python test
 	cargo test --workspace --no-fail-fast
 	$(PYTHON) -m pytest -q
 

@@ -17,11 +17,13 @@ from dask_serverless.errors import (
     SerializationError,
     ServerlessError,
 )
+from dask_serverless.lambda_cluster import LambdaCluster
 
 __all__ = [
     "FunctionError",
     "FunctionMemoryError",
     "FunctionTimeoutError",
+    "LambdaCluster",
     "LocalCluster",
     "RemoteTaskError",
     "RunLostError",

@@ -38,6 +38,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<plan::Plan>()?;
     module.add_class::<platform::LocalPlatform>()?;
     module.add_class::<store::SharedMemoryStore>()?;
+    module.add_class::<store::AnyStore>()?;
     module.add_class::<run::ClientRun>()?;
     module.add_class::<worker::Worker>()?;
     Ok(())

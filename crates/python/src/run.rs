@@ -24,15 +24,25 @@ pub(crate) struct ClientRun {
 #[pymethods]
 impl ClientRun {
     #[new]
-    fn new(context: &str, plan: &Plan, silence_limit_s: f64) -> PyResult<ClientRun> {
+    fn new(
+        py: Python<'_>,
+        context: &str,
+        plan: &Plan,
+        silence_limit_s: f64,
+    ) -> PyResult<ClientRun> {
         let context: RunContext = serde_json::from_str(context)
             .map_err(|error| PyValueError::new_err(format!("invalid run context: {error}")))?;
-        let inner = dask_serverless_runtime::ClientRun::new(
-            context,
-            plan.plan.clone(),
-            Duration::from_secs_f64(silence_limit_s.max(0.0)),
-        )
-        .map_err(runtime_error)?;
+        let silence_limit = Duration::from_secs_f64(silence_limit_s.max(0.0));
+        let plan = plan.plan.clone();
+        let inner = py
+            .detach(|| {
+                runtime().block_on(dask_serverless_runtime::ClientRun::new(
+                    context,
+                    plan,
+                    silence_limit,
+                ))
+            })
+            .map_err(runtime_error)?;
         Ok(ClientRun { inner })
     }
 

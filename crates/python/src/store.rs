@@ -56,3 +56,39 @@ impl SharedMemoryStore {
         }
     }
 }
+
+/// Any store, opened from its address (`shm://`, `redis://`, `s3://`).
+#[pyclass(module = "dask_serverless._core", name = "Store")]
+pub(crate) struct AnyStore {
+    address: String,
+    inner: std::sync::Arc<dyn Store>,
+}
+
+#[pymethods]
+impl AnyStore {
+    #[staticmethod]
+    fn open(py: Python<'_>, address: String) -> PyResult<AnyStore> {
+        let inner = py
+            .detach(|| runtime().block_on(dask_serverless_runtime::open_store(&address)))
+            .map_err(crate::error::runtime_error)?;
+        Ok(AnyStore { address, inner })
+    }
+
+    #[getter]
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    /// Keys under a prefix (`""` for all).
+    fn list(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<String>> {
+        let inner = &self.inner;
+        py.detach(|| runtime().block_on(inner.list(prefix)))
+            .map_err(store_error)
+    }
+
+    fn delete_prefix(&self, py: Python<'_>, prefix: &str) -> PyResult<u64> {
+        let inner = &self.inner;
+        py.detach(|| runtime().block_on(inner.delete_prefix(prefix)))
+            .map_err(store_error)
+    }
+}

@@ -22,8 +22,10 @@ fn ids(tasks: &[TaskId]) -> Vec<u32> {
 #[pymethods]
 impl Worker {
     #[new]
-    fn new(event: &str, invocation_id: String, cold: bool) -> PyResult<Worker> {
-        let session = WorkerSession::new(event, invocation_id, cold).map_err(runtime_error)?;
+    fn new(py: Python<'_>, event: &str, invocation_id: String, cold: bool) -> PyResult<Worker> {
+        let session = py
+            .detach(|| runtime().block_on(WorkerSession::new(event, invocation_id, cold)))
+            .map_err(runtime_error)?;
         Ok(Worker { session })
     }
 

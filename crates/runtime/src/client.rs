@@ -45,12 +45,12 @@ struct FailureRecord {
 }
 
 impl ClientRun {
-    pub fn new(
+    pub async fn new(
         context: RunContext,
         plan: Arc<Plan>,
         silence_limit: Duration,
     ) -> Result<Self, RuntimeError> {
-        let connections = Connections::for_context(&context)?;
+        let connections = Connections::for_context(&context).await?;
         let driver = Driver::new(
             context.run_id.clone(),
             &plan,

@@ -15,7 +15,7 @@ use dask_serverless_store::{SharedMemoryStore, Store};
 use crate::RuntimeError;
 
 /// Opens the store at `address`.
-pub fn open_store(address: &str) -> Result<Arc<dyn Store>, RuntimeError> {
+pub async fn open_store(address: &str) -> Result<Arc<dyn Store>, RuntimeError> {
     if let Some(path) = address.strip_prefix("shm://") {
         return Ok(Arc::new(SharedMemoryStore::new(PathBuf::from(path))));
     }
@@ -34,42 +34,51 @@ pub struct Connections {
 
 impl Connections {
     /// Opens (or reuses, within this process) the connections a run context names.
-    pub fn for_context(context: &RunContext) -> Result<Connections, RuntimeError> {
+    pub async fn for_context(context: &RunContext) -> Result<Connections, RuntimeError> {
         static CACHE: OnceLock<Mutex<HashMap<String, Connections>>> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
         let cache_key = format!(
             "{}|{}",
             context.store,
             serde_json::to_string(&context.platform).unwrap_or_default()
         );
-        let mut cache = CACHE
-            .get_or_init(Default::default)
+        let cached = cache
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(connections) = cache.get(&cache_key) {
-            return Ok(connections.clone());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&cache_key)
+            .cloned();
+        if let Some(connections) = cached {
+            return Ok(connections);
         }
-        let (invoker, channel): (Arc<dyn Invoker>, Arc<dyn ResultChannel>) = match &context.platform
-        {
-            PlatformAddress::Local {
-                invoke_endpoint,
-                queue_endpoint,
-                queue,
-            } => (
-                Arc::new(LocalInvoker::new(invoke_endpoint.clone())),
-                Arc::new(LocalQueue::new(queue_endpoint.clone(), queue.clone())),
-            ),
-            PlatformAddress::Aws { .. } => {
-                return Err(RuntimeError::Configuration(
-                    "this build of dask-serverless has no AWS platform".to_owned(),
-                ));
-            }
-        };
+        let (invoker, channel) = open_platform(&context.platform).await?;
         let connections = Connections {
-            store: open_store(&context.store)?,
+            store: open_store(&context.store).await?,
             invoker,
             channel,
         };
-        cache.insert(cache_key, connections.clone());
+        cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(cache_key, connections.clone());
         Ok(connections)
+    }
+}
+
+/// The invoker and result channel of a platform.
+async fn open_platform(
+    platform: &PlatformAddress,
+) -> Result<(Arc<dyn Invoker>, Arc<dyn ResultChannel>), RuntimeError> {
+    match platform {
+        PlatformAddress::Local {
+            invoke_endpoint,
+            queue_endpoint,
+            queue,
+        } => Ok((
+            Arc::new(LocalInvoker::new(invoke_endpoint.clone())),
+            Arc::new(LocalQueue::new(queue_endpoint.clone(), queue.clone())),
+        )),
+        PlatformAddress::Aws { .. } => Err(RuntimeError::Configuration(
+            "this build of dask-serverless has no AWS platform".to_owned(),
+        )),
     }
 }

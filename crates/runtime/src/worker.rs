@@ -44,11 +44,11 @@ pub struct WorkerSession {
 
 impl WorkerSession {
     /// Starts an invocation from its event (an [`Invocation`] as JSON).
-    pub fn new(event: &str, invocation_id: String, cold: bool) -> Result<Self, RuntimeError> {
+    pub async fn new(event: &str, invocation_id: String, cold: bool) -> Result<Self, RuntimeError> {
         let invocation: Invocation = serde_json::from_str(event).map_err(|error| {
             RuntimeError::Message(format!("the invocation event is not a run event: {error}"))
         })?;
-        let connections = Connections::for_context(&invocation.run)?;
+        let connections = Connections::for_context(&invocation.run).await?;
         let mut executor = Executor::new(
             invocation.run.run_id.clone(),
             invocation_id,

@@ -1,0 +1,191 @@
+"""``LambdaCluster``: Dask computations on AWS Lambda, paid only while they run.
+
+``with LambdaCluster(region=...):`` builds the deployment package, then creates — all tagged
+with the cluster's id — an IAM role, an S3 bucket (data and fan-in), an SQS queue (the result
+channel and the on-failure destination of asynchronous invocations) and the Lambda function.
+Every compute inside the block reuses them (warm functions stay warm); on exit, also after an
+exception or Ctrl-C, everything is deleted. ``dask-serverless cleanup --region R`` finds and
+deletes leftovers by tag.
+
+Credentials and region come the standard AWS way (environment, profile, SSO). With
+``endpoint_url`` every call goes to an AWS-compatible endpoint instead.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import weakref
+from typing import Any
+from urllib.parse import urlencode, urlparse
+
+from dask_serverless import _core
+from dask_serverless._base import ServerlessCluster
+from dask_serverless.packaging import build_package
+
+HANDLER = "dask_serverless.handler.handler"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class LambdaCluster(ServerlessCluster):
+    """Run Dask computations on AWS Lambda.
+
+    Parameters
+    ----------
+    region, profile, endpoint_url:
+        Where to deploy; defaults come from the standard AWS configuration.
+    memory_mb, timeout_s:
+        Memory size (128 to 10240) and timeout (at most 900) of the function.
+    max_concurrency:
+        Reserved concurrency of the function: at most this many run at once (default: none
+        reserved, the account's limit applies).
+    requirements:
+        Extra pip requirements the tasks need (``pandas``, ``scikit-learn``...), on top of the
+        client's own versions of dask, cloudpickle and numpy.
+    architecture, python_version:
+        ``x86_64`` or ``arm64``; the Lambda Python runtime (3.11, 3.12, 3.13).
+    wheel:
+        A dask-serverless wheel built for Lambda (manylinux); by default the installed package.
+    store:
+        ``None`` for the cluster's S3 bucket, or a ``redis://host:port`` address the functions
+        can reach (faster fan-in and small values).
+    parallelism, clusters_per_worker:
+        How the planner cuts graphs: about ``parallelism * clusters_per_worker`` clusters.
+    """
+
+    def __init__(
+        self,
+        region: str | None = None,
+        memory_mb: int = 2048,
+        timeout_s: float = 300.0,
+        max_concurrency: int | None = None,
+        requirements: list[str] | tuple[str, ...] = (),
+        endpoint_url: str | None = None,
+        profile: str | None = None,
+        architecture: str = "x86_64",
+        python_version: str = "3.11",
+        wheel: str | None = None,
+        store: str | None = None,
+        parallelism: int | None = None,
+        clusters_per_worker: int = 4,
+        check_native_module: bool | None = None,
+        cluster_id: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not 128 <= int(memory_mb) <= 10240:
+            raise ValueError(f"memory_mb must be between 128 and 10240 (Lambda), not {memory_mb}")
+        if not 0 < float(timeout_s) <= 900:
+            raise ValueError(f"timeout_s must be in (0, 900] seconds (Lambda), not {timeout_s}")
+        if max_concurrency is not None and int(max_concurrency) < 1:
+            raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
+        self.region = region
+        self.memory_mb = int(memory_mb)
+        self.timeout_s = float(timeout_s)
+        self.max_concurrency = None if max_concurrency is None else int(max_concurrency)
+        self.requirements = tuple(requirements)
+        self.endpoint_url = endpoint_url
+        self.profile = profile
+        self.architecture = architecture
+        self.python_version = python_version
+        self.wheel = wheel
+        self.store_address = store
+        self.workers = int(parallelism or self.max_concurrency or 64)
+        self.clusters_per_worker = int(clusters_per_worker)
+        if check_native_module is None:
+            host = urlparse(endpoint_url).hostname if endpoint_url else None
+            check_native_module = host not in LOCAL_HOSTS
+        self.check_native_module = check_native_module
+        self.cluster_id = cluster_id or f"ds-{uuid.uuid4().hex[:10]}"
+        self.package: Any = None
+        self.deployment: dict | None = None
+        self._finalizer: Any = None
+
+    def _settings(self) -> str:
+        return json.dumps(
+            {"region": self.region, "endpoint_url": self.endpoint_url, "profile": self.profile}
+        )
+
+    def start(self) -> LambdaCluster:
+        if self.running:
+            return self
+        deployer = _core.AwsDeployer(self._settings())
+        self.package = build_package(
+            self.requirements,
+            architecture=self.architecture,
+            python_version=self.python_version,
+            wheel=self.wheel,
+            check_native_module=self.check_native_module,
+        )
+        spec = {
+            "cluster_id": self.cluster_id,
+            "handler": HANDLER,
+            "runtime": f"python{self.python_version}",
+            "architecture": self.architecture,
+            "memory_mb": self.memory_mb,
+            "timeout_s": int(self.timeout_s),
+            "max_concurrency": self.max_concurrency,
+            "environment": {"DASK_SERVERLESS_CLUSTER": self.cluster_id},
+        }
+        try:
+            record = deployer.deploy(json.dumps(spec), str(self.package.path))
+        except BaseException:
+            # Ctrl-C or an error mid-way: whatever carries this cluster's tag goes.
+            deployer.cleanup(self.cluster_id, False)
+            raise
+        self._finalizer = weakref.finalize(self, _destroy, deployer, record)
+        self.deployment = json.loads(record)
+        region = self.deployment["region"]
+        store = self.store_address or _s3_address(
+            self.deployment["bucket"], region, self.endpoint_url
+        )
+        self._store = _core.Store.open(store)
+        self._context = {
+            "function": self.deployment["function_name"],
+            "store": store,
+            "platform": {
+                "kind": "aws",
+                "region": region,
+                "endpoint_url": self.endpoint_url,
+                "queue_url": self.deployment["queue_url"],
+            },
+        }
+        return self
+
+    def close(self) -> None:
+        """Delete every resource the cluster created; safe to call twice."""
+        self._restore_scheduler()
+        self._context = None
+        self._store = None
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return (
+            f"LambdaCluster(cluster_id={self.cluster_id!r}, region={self.region!r}, "
+            f"memory_mb={self.memory_mb}, timeout_s={self.timeout_s:g}, {state})"
+        )
+
+
+def _s3_address(bucket: str, region: str, endpoint_url: str | None) -> str:
+    query = {"region": region}
+    if endpoint_url:
+        query["endpoint"] = endpoint_url
+    return f"s3://{bucket}?{urlencode(query)}"
+
+
+def _destroy(deployer: Any, record: str) -> None:
+    deployer.destroy(record)
+
+
+def cleanup(
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    cluster_id: str | None = None,
+    dry_run: bool = False,
+    profile: str | None = None,
+) -> list[str]:
+    """Delete leftovers of clusters (all, or one) by their tag; returns what was deleted."""
+    settings = json.dumps({"region": region, "endpoint_url": endpoint_url, "profile": profile})
+    return _core.AwsDeployer(settings).cleanup(cluster_id, dry_run)
