@@ -43,7 +43,8 @@ class LambdaCluster(ServerlessCluster):
         Extra pip requirements the tasks need (``pandas``, ``scikit-learn``...), on top of the
         client's own versions of dask, cloudpickle and numpy.
     architecture, python_version:
-        ``x86_64`` or ``arm64``; the Lambda Python runtime (3.11, 3.12, 3.13).
+        ``x86_64`` or ``arm64``; the Lambda Python runtime (3.11, 3.12, 3.13). Recent NumPy
+        wheels need glibc 2.28, which Lambda has from python3.12 on (the default).
     wheel:
         A dask-serverless wheel built for Lambda (manylinux); by default the installed package.
     store:
@@ -63,12 +64,11 @@ class LambdaCluster(ServerlessCluster):
         endpoint_url: str | None = None,
         profile: str | None = None,
         architecture: str = "x86_64",
-        python_version: str = "3.11",
+        python_version: str = "3.12",
         wheel: str | None = None,
         store: str | None = None,
         parallelism: int | None = None,
         clusters_per_worker: int = 4,
-        check_native_module: bool | None = None,
         cluster_id: str | None = None,
     ) -> None:
         super().__init__()
@@ -91,10 +91,9 @@ class LambdaCluster(ServerlessCluster):
         self.store_address = store
         self.workers = int(parallelism or self.max_concurrency or 64)
         self.clusters_per_worker = int(clusters_per_worker)
-        if check_native_module is None:
-            host = urlparse(endpoint_url).hostname if endpoint_url else None
-            check_native_module = host not in LOCAL_HOSTS
-        self.check_native_module = check_native_module
+        host = urlparse(endpoint_url).hostname if endpoint_url else None
+        # Functions of a local endpoint run on this machine, with this machine's libraries.
+        self.local_endpoint = host in LOCAL_HOSTS
         self.cluster_id = cluster_id or f"ds-{uuid.uuid4().hex[:10]}"
         self.package: Any = None
         self.deployment: dict | None = None
@@ -114,7 +113,7 @@ class LambdaCluster(ServerlessCluster):
             architecture=self.architecture,
             python_version=self.python_version,
             wheel=self.wheel,
-            check_native_module=self.check_native_module,
+            local_endpoint=self.local_endpoint,
         )
         spec = {
             "cluster_id": self.cluster_id,

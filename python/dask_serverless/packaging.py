@@ -77,12 +77,21 @@ def default_requirements() -> list[str]:
     return pinned
 
 
-def platform_tags(architecture: str, python_version: str) -> list[str]:
+def host_glibc() -> tuple[int, int]:
+    """The glibc of this machine (for a local AWS-compatible endpoint running here)."""
+    try:
+        version = os.confstr("CS_GNU_LIBC_VERSION") or ""
+        major, minor = version.split()[-1].split(".")[:2]
+        return int(major), int(minor)
+    except (ValueError, OSError, IndexError):
+        return RUNTIME_GLIBC["3.11"]
+
+
+def platform_tags(architecture: str, glibc: tuple[int, int]) -> list[str]:
+    """Wheel platform tags a system with this glibc can load, newest first."""
     machine = ARCHITECTURES[architecture][0]
-    major, minor = RUNTIME_GLIBC[python_version]
-    tags = [f"manylinux2014_{machine}"]
-    tags += [f"manylinux_2_{glibc}_{machine}" for glibc in range(17, minor + 1)]
-    return tags
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(glibc[1], 16, -1)]
+    return [*tags, f"manylinux2014_{machine}"]
 
 
 def build_package(
@@ -90,15 +99,15 @@ def build_package(
     architecture: str = "x86_64",
     python_version: str = "3.11",
     wheel: str | os.PathLike | None = None,
-    check_native_module: bool = True,
+    local_endpoint: bool = False,
     cache_directory: str | os.PathLike | None = None,
 ) -> DeploymentPackage:
     """Build (or reuse from the cache) the deployment package.
 
     ``wheel`` is a dask-serverless wheel built for Lambda (``maturin build --release --zig
     --compatibility manylinux2014``); without it the installed package is used, and its native
-    module must be loadable on Lambda (checked unless ``check_native_module`` is false, which
-    is right only for a local AWS-compatible endpoint running on this machine).
+    module must be loadable on Lambda (checked). ``local_endpoint`` says the functions run on
+    this machine (a local AWS-compatible endpoint): then this machine's glibc is the limit.
     """
     if architecture not in ARCHITECTURES:
         raise PackageError(
@@ -111,11 +120,12 @@ def build_package(
         )
     requirements = tuple(default_requirements()) + tuple(requirements)
     source = _package_source(wheel)
-    if check_native_module and wheel is None:
+    glibc = host_glibc() if local_endpoint else RUNTIME_GLIBC[python_version]
+    if not local_endpoint and wheel is None:
         _check_native_module(source, architecture, python_version)
     cache = Path(cache_directory or Path.home() / ".cache" / "dask-serverless" / "packages")
     cache.mkdir(parents=True, exist_ok=True)
-    key = _cache_key(requirements, architecture, python_version, source, wheel)
+    key = _cache_key(requirements, architecture, python_version, glibc, source, wheel)
     target = cache / f"{key}.zip"
     if target.exists():
         return _describe(target, requirements, architecture, python_version)
@@ -125,7 +135,7 @@ def build_package(
         wheels = scratch_path / "wheels"
         content = scratch_path / "content"
         content.mkdir()
-        _download(requirements, wheels, architecture, python_version)
+        _download(requirements, wheels, architecture, python_version, glibc)
         for downloaded in sorted(wheels.glob("*.whl")):
             distribution = downloaded.name.split("-")[0].replace("_", "-").lower()
             if distribution in EXCLUDED_DISTRIBUTIONS:
@@ -195,9 +205,10 @@ def _check_native_module(source: Path, architecture: str, python_version: str) -
         )
 
 
-def _cache_key(requirements, architecture, python_version, source: Path, wheel) -> str:
+def _cache_key(requirements, architecture, python_version, glibc, source: Path, wheel) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps([list(requirements), architecture, python_version]).encode())
+    description = [list(requirements), architecture, python_version, list(glibc)]
+    digest.update(json.dumps(description).encode())
     if wheel is not None:
         digest.update(Path(wheel).read_bytes())
     else:
@@ -208,7 +219,7 @@ def _cache_key(requirements, architecture, python_version, source: Path, wheel) 
     return digest.hexdigest()[:24]
 
 
-def _download(requirements, wheels: Path, architecture: str, python_version: str) -> None:
+def _download(requirements, wheels: Path, architecture: str, python_version: str, glibc) -> None:
     command = [
         sys.executable,
         "-m",
@@ -224,15 +235,16 @@ def _download(requirements, wheels: Path, architecture: str, python_version: str
         "--dest",
         str(wheels),
     ]
-    for tag in platform_tags(architecture, python_version):
+    for tag in platform_tags(architecture, glibc):
         command += ["--platform", tag]
     command += list(requirements)
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise PackageError(
             f"pip could not download the requirements {list(requirements)} for Lambda "
-            f"({architecture}, Python {python_version}); every requirement needs a manylinux "
-            f"wheel:\n{completed.stderr.strip()[-2000:]}"
+            f"({architecture}, Python {python_version}, glibc {glibc[0]}.{glibc[1]}); every "
+            f"requirement needs a manylinux wheel for it (recent NumPy needs glibc 2.28: use "
+            f"python_version='3.12' or later):\n{completed.stderr.strip()[-2000:]}"
         )
 
 

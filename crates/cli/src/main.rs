@@ -5,9 +5,13 @@
 //!   its workers, queue service) until Ctrl-C or SIGTERM, then shuts it down, killing every worker.
 //!   The first line on standard output is `listening on http://<address>`, so that a script that
 //!   asked for port 0 learns the port.
+//! - `cleanup` (feature `aws`, on by default): deletes the AWS resources that clusters left
+//!   behind in a region, found by their `dask-serverless:*` tags (all clusters, or one with
+//!   `--cluster`); `--dry-run` lists them and deletes nothing. Prints one line per resource.
 //!
 //! Worker output goes to standard error, or to `--worker-log FILE`. Diagnostics follow
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default `info`, without the AWS SDK's own credential-chain warnings: `cleanup`
+//! reports those itself).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -32,6 +36,29 @@ struct Arguments {
 enum Command {
     /// Run the local Lambda-compatible platform until interrupted.
     Emulator(EmulatorArguments),
+    /// Delete the AWS resources that clusters left behind, found by their tags.
+    #[cfg(feature = "aws")]
+    Cleanup(CleanupArguments),
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug, clap::Args)]
+struct CleanupArguments {
+    /// AWS region (default: AWS_REGION, else the profile's region).
+    #[arg(long)]
+    region: Option<String>,
+    /// An AWS-compatible endpoint to use instead of AWS, e.g. http://127.0.0.1:4566.
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// Profile of the AWS config files (default: AWS_PROFILE, else `default`).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Only this cluster's resources (default: those of every cluster in the region).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,7 +82,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -65,7 +92,43 @@ fn main() -> anyhow::Result<()> {
         .context("could not start the async runtime")?;
     match arguments.command {
         Command::Emulator(emulator) => runtime.block_on(run_emulator(emulator)),
+        #[cfg(feature = "aws")]
+        Command::Cleanup(cleanup) => runtime.block_on(run_cleanup(cleanup)),
     }
+}
+
+#[cfg(feature = "aws")]
+async fn run_cleanup(arguments: CleanupArguments) -> anyhow::Result<()> {
+    use dask_serverless_aws::{AwsSettings, Deployer};
+
+    let settings = AwsSettings {
+        region: arguments.region,
+        endpoint_url: arguments.endpoint_url,
+        profile: arguments.profile,
+    };
+    let deployer = Deployer::connect(&settings).await?;
+    let cluster = arguments.cluster.as_deref();
+    let scope = match cluster {
+        Some(cluster) => format!("cluster {cluster}"),
+        None => "every cluster".to_string(),
+    };
+    let place = format!("{scope} in region {}", deployer.region());
+    if arguments.dry_run {
+        let found = deployer.leftovers(cluster).await?;
+        if found.is_empty() {
+            println!("nothing to delete ({place})");
+        } else {
+            println!("would delete ({place}):");
+            for resource in found {
+                println!("  {resource}");
+            }
+        }
+        return Ok(());
+    }
+    println!("cleaning up {place}");
+    let report = deployer.cleanup(cluster).await?;
+    print!("{report}");
+    Ok(())
 }
 
 async fn run_emulator(arguments: EmulatorArguments) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 
+mod aws;
 mod buffer;
 mod error;
 mod plan;
@@ -41,5 +42,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<store::AnyStore>()?;
     module.add_class::<run::ClientRun>()?;
     module.add_class::<worker::Worker>()?;
+    module.add_class::<aws::AwsDeployer>()?;
     Ok(())
 }

@@ -1,16 +1,22 @@
 //! Opening stores and platform clients from the addresses a run carries.
 //!
-//! A store address is a URL-like string: `shm:///dev/shm/dask-serverless-<id>` names a
-//! shared-memory store rooted at that directory. Connections are cached per process: a warm
-//! function reuses them across invocations.
+//! A store address is a URL:
+//!
+//! * `shm:///dev/shm/dask-serverless-<id>`: a shared-memory store rooted at that directory;
+//! * `redis://host:port/db?prefix=<key prefix>`: a Redis server (`rediss://` for TLS);
+//! * `s3://bucket/prefix?region=<region>&endpoint=<url>`: an S3 bucket (or an S3-compatible
+//!   endpoint), credentials from the standard environment.
+//!
+//! Connections are cached per process: a warm function reuses them across invocations.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use dask_serverless_aws::{AwsSettings, LambdaInvoker, SqsQueue};
 use dask_serverless_core::{PlatformAddress, RunContext};
 use dask_serverless_platform::{Invoker, LocalInvoker, LocalQueue, ResultChannel};
-use dask_serverless_store::{SharedMemoryStore, Store};
+use dask_serverless_store::{RedisStore, S3Location, S3Store, SharedMemoryStore, Store};
 
 use crate::RuntimeError;
 
@@ -19,9 +25,44 @@ pub async fn open_store(address: &str) -> Result<Arc<dyn Store>, RuntimeError> {
     if let Some(path) = address.strip_prefix("shm://") {
         return Ok(Arc::new(SharedMemoryStore::new(PathBuf::from(path))));
     }
-    Err(RuntimeError::Configuration(format!(
-        "unknown store address '{address}': expected shm:///path/to/directory"
-    )))
+    let invalid = |reason: String| {
+        RuntimeError::Configuration(format!("invalid store address '{address}': {reason}"))
+    };
+    let url = url::Url::parse(address).map_err(|error| invalid(error.to_string()))?;
+    let query = |name: &str| {
+        url.query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    match url.scheme() {
+        "redis" | "rediss" => {
+            let prefix = query("prefix").unwrap_or_else(|| "dask-serverless/".to_owned());
+            let mut server = url.clone();
+            server.set_query(None);
+            Ok(Arc::new(
+                RedisStore::connect(server.as_str(), &prefix).await?,
+            ))
+        }
+        "s3" => {
+            let bucket = url
+                .host_str()
+                .filter(|bucket| !bucket.is_empty())
+                .ok_or_else(|| invalid("no bucket: expected s3://bucket/prefix".to_owned()))?;
+            let region = query("region")
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .ok_or_else(|| invalid("no region: add ?region=<region>".to_owned()))?;
+            let location = S3Location {
+                bucket: bucket.to_owned(),
+                prefix: url.path().trim_start_matches('/').to_owned(),
+                region,
+                endpoint: query("endpoint"),
+            };
+            Ok(Arc::new(S3Store::new(location)?))
+        }
+        scheme => Err(invalid(format!(
+            "unknown scheme '{scheme}': expected shm://, redis:// or s3://"
+        ))),
+    }
 }
 
 /// The store, invoker and result channel of a run.
@@ -77,8 +118,19 @@ async fn open_platform(
             Arc::new(LocalInvoker::new(invoke_endpoint.clone())),
             Arc::new(LocalQueue::new(queue_endpoint.clone(), queue.clone())),
         )),
-        PlatformAddress::Aws { .. } => Err(RuntimeError::Configuration(
-            "this build of dask-serverless has no AWS platform".to_owned(),
-        )),
+        PlatformAddress::Aws {
+            region,
+            endpoint_url,
+            queue_url,
+        } => {
+            let settings = AwsSettings {
+                region: Some(region.clone()),
+                endpoint_url: endpoint_url.clone(),
+                profile: None,
+            };
+            let invoker = LambdaInvoker::connect(&settings).await?;
+            let queue = SqsQueue::connect(&settings, queue_url.clone()).await?;
+            Ok((Arc::new(invoker), Arc::new(queue)))
+        }
     }
 }

@@ -33,6 +33,8 @@ pub enum RuntimeError {
     Store(#[from] dask_serverless_store::StoreError),
     #[error(transparent)]
     Platform(#[from] dask_serverless_platform::PlatformError),
+    #[error(transparent)]
+    Aws(#[from] dask_serverless_aws::AwsError),
     #[error("invalid message: {0}")]
     Message(String),
     #[error("{0}")]

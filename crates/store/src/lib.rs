@@ -27,9 +27,13 @@
 //! backend-neutral [`StoreError`]. Arguments are validated before any effect. Every backend must
 //! pass the conformance suite (the `conformance` module, behind the `conformance` feature).
 //!
-//! Backends: [`MemoryStore`] (in-process) and [`SharedMemoryStore`] (files in a shared-memory
-//! directory, safe across processes, zero-copy reads). [`frame`] lays several buffers out in one
-//! object so that Python's pickle protocol 5 buffers come back zero-copy and aligned.
+//! Backends: [`MemoryStore`] (in-process), [`SharedMemoryStore`] (files in a shared-memory
+//! directory, safe across processes, zero-copy reads), and behind cargo features `RedisStore`
+//! (feature `redis`: a Redis server shared by many machines) and `S3Store` (feature `s3`: an S3
+//! bucket, fan-in by conditional puts, no other service); feature `full` enables both. Each
+//! backend's module documentation describes its layout, atomicity and limits. [`frame`] lays
+//! several buffers out in one object so that Python's pickle protocol 5 buffers come back
+//! zero-copy and aligned.
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -38,6 +42,10 @@ pub mod frame;
 mod key;
 mod memory;
 mod payload;
+#[cfg(feature = "redis")]
+mod redis_store;
+#[cfg(feature = "s3")]
+mod s3_store;
 mod shared_memory;
 
 use async_trait::async_trait;
@@ -47,6 +55,10 @@ pub use error::StoreError;
 pub use key::{MAX_KEY_LENGTH, MAX_MEMBER_LENGTH, MAX_SEGMENT_LENGTH, validate_key};
 pub use memory::MemoryStore;
 pub use payload::Payload;
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisOptions, RedisStore};
+#[cfg(feature = "s3")]
+pub use s3_store::{S3Credentials, S3Location, S3Options, S3Store};
 pub use shared_memory::SharedMemoryStore;
 
 /// A place where functions exchange objects and resolve fan-in. See the crate documentation for

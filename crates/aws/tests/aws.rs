@@ -1,0 +1,89 @@
+//! The AWS backend against real AWS: opt in with `DASK_SERVERLESS_TEST_AWS=1`.
+//!
+//! Uses the standard credential chain and `DASK_SERVERLESS_TEST_AWS_REGION` (else `AWS_REGION`,
+//! else `us-east-1`). Deploys a cluster with a tiny handler, invokes it both ways, receives a
+//! failure record, destroys it and checks by tag that nothing is left. Costs a few cents at
+//! most; a crashed run's leftovers are removed by `dask-serverless cleanup`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::spec;
+use dask_serverless_aws::{AwsSettings, ClusterId, Deployer, LambdaInvoker, SqsQueue, load_config};
+use dask_serverless_platform::{Invoker, PlatformError, ResultChannel};
+use serde_json::{Value, json};
+
+/// The settings of the real-AWS tests, or `None` (with a line saying why) when not asked for.
+fn settings() -> Option<AwsSettings> {
+    if std::env::var("DASK_SERVERLESS_TEST_AWS").as_deref() != Ok("1") {
+        // Written past the test harness's capture, so that a skip is always visible.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"SKIPPED: real AWS tests run only with DASK_SERVERLESS_TEST_AWS=1 (they create \
+              and delete resources in your account)\n",
+        );
+        return None;
+    }
+    let region = std::env::var("DASK_SERVERLESS_TEST_AWS_REGION")
+        .or_else(|_| std::env::var("AWS_REGION"))
+        .unwrap_or_else(|_| "us-east-1".to_string());
+    Some(AwsSettings {
+        region: Some(region),
+        endpoint_url: None,
+        profile: std::env::var("AWS_PROFILE").ok(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_invoke_and_destroy_on_aws() {
+    let Some(settings) = settings() else {
+        return;
+    };
+    let config = load_config(&settings).await.expect("AWS configuration");
+    let deployer = Deployer::new(&config).unwrap();
+    let cluster = ClusterId::random();
+    let spec = spec(cluster.as_str(), 0);
+    let deployment = deployer.deploy(&spec).await.expect("deployment");
+    let outcome = async {
+        let invoker = LambdaInvoker::new(&config);
+        let answer = invoker
+            .invoke_request_response(&deployment.function_name, Bytes::from(r#"{"x": 1}"#))
+            .await?;
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["echo"], json!({"x": 1}));
+        let error = invoker
+            .invoke_request_response(&deployment.function_name, Bytes::from(r#"{"fail": 1}"#))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, PlatformError::FunctionError { error_type, .. } if error_type == "ValueError"),
+            "{error:?}"
+        );
+        invoker
+            .invoke_event(&deployment.function_name, Bytes::from(r#"{"fail": "async"}"#))
+            .await?;
+        let queue = SqsQueue::new(&config, &deployment.queue_url);
+        let started = Instant::now();
+        let mut records = Vec::new();
+        while records.is_empty() && started.elapsed() < Duration::from_secs(120) {
+            records = queue.receive(Duration::from_secs(20)).await?;
+        }
+        assert_eq!(records.len(), 1, "no failure record within 2 minutes");
+        let record: Value = serde_json::from_slice(&records[0]).unwrap();
+        assert_eq!(record["responsePayload"]["errorType"], "ValueError");
+        Ok::<(), PlatformError>(())
+    }
+    .await;
+    let report = deployer.destroy(&deployment).await.expect("destroy");
+    println!("{report}");
+    outcome.expect("invocations");
+    let found = deployer.leftovers(Some(cluster.as_str())).await.unwrap();
+    assert!(
+        found
+            .iter()
+            .all(|resource| resource.kind != dask_serverless_aws::ResourceKind::Role),
+        "roles remain: {found:?}"
+    );
+}
