@@ -21,7 +21,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use bytes::Bytes;
-use dask_serverless_platform::{MESSAGE_LIMIT, PlatformError, ResultChannel, RetryPolicy};
+use dask_serverless_platform::{
+    BATCH_LIMIT, MESSAGE_LIMIT, PlatformError, ResultChannel, RetryPolicy, message_batches,
+};
 
 use crate::config::{CONNECT_TIMEOUT, endpoint, load_config};
 use crate::error::Failure;
@@ -29,7 +31,6 @@ use crate::retry::{Exhausted, with_retries};
 use crate::{AwsError, AwsSettings};
 
 /// Most messages per SQS batch and per receive.
-const BATCH_LIMIT: usize = 10;
 /// SQS's longest long poll, in seconds.
 const LONGEST_WAIT_SECONDS: u64 = 20;
 /// Read timeout of the client: longer than the longest long poll.
@@ -96,27 +97,6 @@ impl SqsQueue {
     }
 }
 
-/// Groups messages into batches of at most [`BATCH_LIMIT`] messages and [`MESSAGE_LIMIT`] bytes,
-/// in order.
-fn batches(messages: Vec<String>) -> Vec<Vec<String>> {
-    let mut batches: Vec<Vec<String>> = Vec::new();
-    let mut size = 0;
-    for message in messages {
-        let full = batches
-            .last()
-            .is_none_or(|batch| batch.len() == BATCH_LIMIT || size + message.len() > MESSAGE_LIMIT);
-        if full {
-            batches.push(Vec::new());
-            size = 0;
-        }
-        size += message.len();
-        if let Some(batch) = batches.last_mut() {
-            batch.push(message);
-        }
-    }
-    batches
-}
-
 /// `WaitTimeSeconds` for a receive waiting at most `max_wait`.
 fn wait_seconds(max_wait: Duration) -> i32 {
     let seconds = max_wait.as_secs() + u64::from(max_wait.subsec_nanos() > 0);
@@ -142,7 +122,7 @@ impl ResultChannel for SqsQueue {
             texts.push(text);
         }
         let what = format!("SendMessageBatch to {}", self.queue_url);
-        for batch in batches(texts) {
+        for batch in message_batches(texts) {
             let entries = batch
                 .into_iter()
                 .enumerate()
@@ -246,17 +226,6 @@ impl ResultChannel for SqsQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_respect_count_and_size() {
-        let small: Vec<String> = (0..25).map(|index| index.to_string()).collect();
-        let sizes: Vec<usize> = batches(small).iter().map(Vec::len).collect();
-        assert_eq!(sizes, [10, 10, 5]);
-        let large: Vec<String> = (0..3).map(|_| "x".repeat(MESSAGE_LIMIT / 2)).collect();
-        let sizes: Vec<usize> = batches(large).iter().map(Vec::len).collect();
-        assert_eq!(sizes, [2, 1]);
-        assert!(batches(Vec::new()).is_empty());
-    }
 
     #[test]
     fn waits_round_up_to_whole_seconds_at_most_twenty() {

@@ -19,7 +19,8 @@ use crate::http::{Answer, HttpClient};
 use crate::{MESSAGE_LIMIT, PlatformError, ResultChannel, RetryPolicy};
 
 /// Most messages per SQS batch and per receive.
-const BATCH_LIMIT: usize = 10;
+/// Messages in one SQS batch request.
+pub const BATCH_LIMIT: usize = 10;
 /// SQS's longest long poll.
 const LONGEST_WAIT: Duration = Duration::from_secs(20);
 
@@ -157,8 +158,10 @@ fn parse<'a, T: Deserialize<'a>>(answer: &'a Answer) -> Result<T, PlatformError>
     })
 }
 
-/// Groups messages into batches of at most [`BATCH_LIMIT`] messages and [`MESSAGE_LIMIT`] bytes.
-fn batches(messages: Vec<String>) -> Vec<Vec<String>> {
+/// Groups messages, in order, into batches of at most [`BATCH_LIMIT`] messages and
+/// [`MESSAGE_LIMIT`] bytes: what one SQS `SendMessageBatch` accepts. Shared by every result
+/// channel that speaks the SQS protocol.
+pub fn message_batches(messages: Vec<String>) -> Vec<Vec<String>> {
     let mut batches: Vec<Vec<String>> = Vec::new();
     let mut size = 0;
     for message in messages {
@@ -199,7 +202,7 @@ impl ResultChannel for LocalQueue {
             return Ok(());
         }
         let queue_url = self.queue_url().await?;
-        for batch in batches(texts) {
+        for batch in message_batches(texts) {
             let entries: Vec<serde_json::Value> = batch
                 .into_iter()
                 .enumerate()
@@ -265,11 +268,11 @@ mod tests {
     #[test]
     fn batches_respect_count_and_size() {
         let small: Vec<String> = (0..25).map(|index| index.to_string()).collect();
-        let sizes: Vec<usize> = batches(small).iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = message_batches(small).iter().map(Vec::len).collect();
         assert_eq!(sizes, [10, 10, 5]);
         let large: Vec<String> = (0..3).map(|_| "x".repeat(MESSAGE_LIMIT / 2)).collect();
-        let sizes: Vec<usize> = batches(large).iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = message_batches(large).iter().map(Vec::len).collect();
         assert_eq!(sizes, [2, 1]);
-        assert!(batches(Vec::new()).is_empty());
+        assert!(message_batches(Vec::new()).is_empty());
     }
 }
