@@ -2,7 +2,7 @@
 //!
 //! Messages are text (SQS bodies are text): binary data must be encoded by the sender. Sends go
 //! out in order, in `SendMessageBatch` calls of at most 10 messages and at most
-//! [`MESSAGE_LIMIT`] (1 MiB) of bodies. A receive long-polls for up to 10 messages
+//! [`MESSAGE_LIMIT`](dask_serverless_platform::MESSAGE_LIMIT) (1 MiB) of bodies. A receive long-polls for up to 10 messages
 //! (`WaitTimeSeconds` = the wait rounded up to whole seconds, at most 20, SQS's longest), then
 //! deletes what it received with one `DeleteMessageBatch`; a message whose deletion fails comes
 //! back after the queue's visibility timeout, so the engine must tolerate a repeated message.
@@ -22,7 +22,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use bytes::Bytes;
 use dask_serverless_platform::{
-    BATCH_LIMIT, MESSAGE_LIMIT, PlatformError, ResultChannel, RetryPolicy, message_batches,
+    BATCH_LIMIT, PlatformError, ResultChannel, RetryPolicy, message_batches, message_texts,
 };
 
 use crate::config::{CONNECT_TIMEOUT, endpoint, load_config};
@@ -106,21 +106,7 @@ fn wait_seconds(max_wait: Duration) -> i32 {
 #[async_trait]
 impl ResultChannel for SqsQueue {
     async fn send(&self, messages: Vec<Bytes>) -> Result<(), PlatformError> {
-        let mut texts = Vec::with_capacity(messages.len());
-        for message in messages {
-            if message.len() > MESSAGE_LIMIT {
-                return Err(PlatformError::PayloadTooLarge {
-                    size: message.len(),
-                    limit: MESSAGE_LIMIT,
-                });
-            }
-            let text =
-                String::from_utf8(message.to_vec()).map_err(|_| PlatformError::Protocol {
-                    message: "queue messages are text: encode binary data before sending it"
-                        .to_string(),
-                })?;
-            texts.push(text);
-        }
+        let texts = message_texts(messages)?;
         let what = format!("SendMessageBatch to {}", self.queue_url);
         for batch in message_batches(texts) {
             let entries = batch

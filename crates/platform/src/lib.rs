@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 pub use error::PlatformError;
 pub use invoker::LocalInvoker;
-pub use queue::{BATCH_LIMIT, LocalQueue, message_batches};
+pub use queue::{BATCH_LIMIT, LocalQueue, message_batches, message_texts};
 pub use retry::RetryPolicy;
 
 /// Largest payload of a synchronous invocation, and of its response (Lambda's limit).

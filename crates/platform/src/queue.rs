@@ -180,24 +180,30 @@ pub fn message_batches(messages: Vec<String>) -> Vec<Vec<String>> {
     batches
 }
 
-#[async_trait]
-impl ResultChannel for LocalQueue {
-    async fn send(&self, messages: Vec<Bytes>) -> Result<(), PlatformError> {
-        let mut texts = Vec::with_capacity(messages.len());
-        for message in messages {
+/// Checks messages against what an SQS queue accepts (text of at most [`MESSAGE_LIMIT`] bytes)
+/// and turns them into the texts a send request carries.
+pub fn message_texts(messages: Vec<Bytes>) -> Result<Vec<String>, PlatformError> {
+    messages
+        .into_iter()
+        .map(|message| {
             if message.len() > MESSAGE_LIMIT {
                 return Err(PlatformError::PayloadTooLarge {
                     size: message.len(),
                     limit: MESSAGE_LIMIT,
                 });
             }
-            let text =
-                String::from_utf8(message.to_vec()).map_err(|_| PlatformError::Protocol {
-                    message: "queue messages are text: encode binary data before sending it"
-                        .to_string(),
-                })?;
-            texts.push(text);
-        }
+            String::from_utf8(message.to_vec()).map_err(|_| PlatformError::Protocol {
+                message: "queue messages are text: encode binary data before sending it"
+                    .to_string(),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl ResultChannel for LocalQueue {
+    async fn send(&self, messages: Vec<Bytes>) -> Result<(), PlatformError> {
+        let texts = message_texts(messages)?;
         if texts.is_empty() {
             return Ok(());
         }
