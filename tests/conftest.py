@@ -25,7 +25,9 @@ def process_exists(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def cluster():
     """A running LocalCluster with two workers, shared by a test module."""
-    with LocalCluster(workers=2, memory_mb=1024, timeout_s=60) as running:
+    with LocalCluster(
+        workers=2, memory_mb=1024, timeout_s=60, threads_per_worker="client"
+    ) as running:
         yield running
 
 

@@ -17,7 +17,9 @@ def describe_inputs(*blocks):
 
 
 def test_inputs_from_other_clusters_are_zero_copy_memory_maps():
-    with LocalCluster(workers=2, clusters_per_worker=4, memory_mb=1024) as running:
+    with LocalCluster(
+        workers=2, clusters_per_worker=4, memory_mb=1024, threads_per_worker="client"
+    ) as running:
         blocks = [delayed(make_block)(seed) for seed in range(8)]
         flags = delayed(describe_inputs)(*blocks).compute(scheduler=running.get)
     assert len(flags) == 8

@@ -13,7 +13,9 @@ _cluster: LocalCluster | None = None
 @pytest.fixture(scope="module", autouse=True)
 def running_cluster():
     global _cluster
-    with LocalCluster(workers=2, memory_mb=1024, timeout_s=60) as running:
+    with LocalCluster(
+        workers=2, memory_mb=1024, timeout_s=60, threads_per_worker="client"
+    ) as running:
         _cluster = running
         yield running
     _cluster = None

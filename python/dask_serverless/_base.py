@@ -35,6 +35,10 @@ class ServerlessCluster:
         self._config: Any = None
         self._lock = threading.Lock()
         self._stale_runs: set[str] = set()
+        #: The cost of the latest compute: seconds per phase (ingest, plan, upload, run,
+        #: fetch, total; ``started`` from the call to the started run), tasks, clusters,
+        #: invocations, store operations and bytes.
+        self.last_run: dict | None = None
 
     def start(self) -> ServerlessCluster:
         raise NotImplementedError

@@ -6,6 +6,11 @@ legacy tuple tasks into ``Task`` nodes). The graph is culled to what the request
 tasks are numbered densely, and each task's dependencies become a list of numbers. Keys that
 tasks reference but nobody defines are passed on as "missing": the planner rejects them with a
 message that names both keys.
+
+One fast path: graphs of ``dask.delayed`` objects. Their optimizer only culls (unless linear
+fusion is switched on), through ``HighLevelGraph.cull``, which costs about 70 µs per task on
+graphs with one layer per delayed object — seconds for 100,000 tasks. Ingest culls anyway, so
+for those graphs it merges the layers itself and skips the optimizer.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 from dask._task_spec import GraphNode, convert_legacy_graph
 from dask.core import flatten
 
@@ -36,8 +42,41 @@ class IngestedGraph:
 def as_task_graph(dsk: Any) -> dict:
     """``{key: GraphNode}`` from a mapping, a HighLevelGraph or an expression."""
     if not isinstance(dsk, Mapping):
-        dsk = dsk.__dask_graph__()
+        dsk = _unoptimized_delayed_graph(dsk) or dsk.__dask_graph__()
     return convert_legacy_graph(dsk)
+
+
+def _unoptimized_delayed_graph(expression: Any) -> dict | None:
+    """The merged layers of an expression made only of ``dask.delayed`` graphs whose optimizer
+    would only cull; None for anything else."""
+    from dask._expr import HLGExpr, _HLGExprSequence
+    from dask.delayed import optimize as delayed_optimize
+
+    if isinstance(expression, HLGExpr):
+        parts = [expression]
+    elif isinstance(expression, _HLGExprSequence):
+        parts = list(expression.operands)
+    else:
+        return None
+    if dask.config.get("optimization.fuse.delayed", False):
+        return None
+    for part in parts:
+        if not isinstance(part, HLGExpr) or part.low_level_optimizer is not delayed_optimize:
+            return None
+    merged: dict = {}
+    seen: set[int] = set()
+    for part in parts:
+        graph = part.hlg
+        layers = getattr(graph, "layers", None)
+        if layers is None:
+            merged.update(graph)
+            continue
+        for layer in layers.values():
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            merged.update(getattr(layer, "mapping", layer))
+    return merged
 
 
 def flat_keys(keys: Any) -> list:
@@ -51,11 +90,11 @@ def ingest(dsk: Any, keys: Any) -> IngestedGraph:
         if key not in graph:
             raise KeyError(key)
 
-    # Cull: every task the outputs need, numbered in discovery order.
+    # Cull: every task the outputs need, numbered in discovery order; missing keys are
+    # numbered after the tasks.
     index: dict[Any, int] = {}
     ordered: list[Any] = []
     missing_index: dict[Any, int] = {}
-    work = list(reversed(outputs_keys))
     for key in outputs_keys:
         if key not in index:
             index[key] = len(ordered)
@@ -63,7 +102,8 @@ def ingest(dsk: Any, keys: Any) -> IngestedGraph:
     work = list(ordered)
     while work:
         key = work.pop()
-        for dependency in graph[key].dependencies:
+        node = graph[key]
+        for dependency in node.dependencies:
             if dependency in index or dependency in missing_index:
                 continue
             if dependency in graph:
@@ -75,15 +115,10 @@ def ingest(dsk: Any, keys: Any) -> IngestedGraph:
 
     task_count = len(ordered)
     nodes = [graph[key] for key in ordered]
-    dependencies = []
-    for node in nodes:
-        numbers = []
-        for dependency in node.dependencies:
-            number = index.get(dependency)
-            if number is None:
-                number = task_count + missing_index[dependency]
-            numbers.append(number)
-        dependencies.append(numbers)
+    if missing_index:
+        for key, number in missing_index.items():
+            index[key] = task_count + number
+    dependencies = [[index[dependency] for dependency in node.dependencies] for node in nodes]
     return IngestedGraph(
         nodes=nodes,
         keys=ordered,

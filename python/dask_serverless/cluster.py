@@ -53,6 +53,13 @@ class LocalCluster(ServerlessCluster):
     clusters_per_worker:
         How finely the planner cuts the graph: about ``workers * clusters_per_worker``
         clusters of tasks, each run by one invocation.
+    threads_per_worker:
+        Threads of the numeric libraries (OpenBLAS, MKL, OpenMP) in each function, as a
+        function on Lambda has its own vCPUs. Default: the machine's cores shared among the
+        workers (at least 1), or the client's ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/
+        ``MKL_NUM_THREADS`` when set. ``"client"``: exactly the client's threading, so that
+        BLAS-heavy results (matmul, SVD) are bit for bit those of Dask's schedulers in this
+        process; other thread counts sum in another order and differ in the last bits.
     python:
         Interpreter of the worker processes (default: this one).
     prewarm:
@@ -65,6 +72,7 @@ class LocalCluster(ServerlessCluster):
         memory_mb: int | None = None,
         timeout_s: float = 900.0,
         clusters_per_worker: int = 4,
+        threads_per_worker: int | str | None = None,
         python: str | None = None,
         prewarm: bool = True,
     ) -> None:
@@ -78,6 +86,7 @@ class LocalCluster(ServerlessCluster):
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
         self.timeout_s = float(timeout_s)
         self.clusters_per_worker = int(clusters_per_worker)
+        self.threads_per_worker = _threads_per_worker(threads_per_worker, self.workers)
         self.python = python or sys.executable
         self.prewarm = prewarm
         super().__init__()
@@ -147,27 +156,40 @@ class LocalCluster(ServerlessCluster):
         state = "running" if self.running else "stopped"
         return (
             f"LocalCluster(workers={self.workers}, memory_mb={self.memory_mb}, "
-            f"timeout_s={self.timeout_s:g}, {state})"
+            f"timeout_s={self.timeout_s:g}, threads_per_worker={self.threads_per_worker!r}, "
+            f"{state})"
         )
 
     def _worker_environment(self) -> dict[str, str]:
         paths = [path for path in sys.path if path and os.path.isdir(path)]
         environment = {"PYTHONPATH": os.pathsep.join(paths)}
-        # Numeric libraries keep the client's threading, so that results are bit for bit the
-        # ones Dask's own schedulers give (BLAS sums in a different order on other thread
-        # counts).
-        names = (
-            "PATH",
-            "HOME",
-            "LANG",
-            "OMP_NUM_THREADS",
-            "OPENBLAS_NUM_THREADS",
-            "MKL_NUM_THREADS",
-        )
-        for name in names:
+        for name in ("PATH", "HOME", "LANG", *THREAD_VARIABLES):
             if name in os.environ:
                 environment[name] = os.environ[name]
+        if self.threads_per_worker != "client":
+            for name in THREAD_VARIABLES:
+                environment[name] = str(self.threads_per_worker)
         return environment
+
+
+# What numeric libraries read for their thread count.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _threads_per_worker(requested: int | str | None, workers: int) -> int | str:
+    if requested == "client":
+        return "client"
+    if requested is None:
+        for name in THREAD_VARIABLES:
+            value = os.environ.get(name, "")
+            if value.isdigit() and int(value) > 0:
+                return int(value)
+        return max(1, (os.cpu_count() or 1) // workers)
+    if isinstance(requested, str) or int(requested) < 1:
+        raise ValueError(
+            f'threads_per_worker must be a positive number or "client", not {requested!r}'
+        )
+    return int(requested)
 
 
 def _release(platform: Any, store: Any, root: str) -> None:

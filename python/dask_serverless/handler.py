@@ -10,13 +10,15 @@ later task of the cluster needs are dropped, except outputs that leave the clust
 
 When ``DASK_SERVERLESS_PROGRESS_PATH`` is set (the local platform sets it), the handler writes
 the task it is running to that file, so that a function stopped for its memory size or its
-timeout is reported with the task it was running.
+timeout is reported with the task it was running. The file is memory-mapped: a note costs a
+copy into shared memory, not a system call (the platform reads up to the first NUL byte).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import mmap
 import os
 import time
 import traceback
@@ -28,20 +30,25 @@ from dask_serverless import _core
 from dask_serverless._serialize import dumps, loads
 
 _invocation_count = 0
-_progress_fd: int | None = None
+_progress_map: mmap.mmap | None = None
 _cluster_cache: dict[tuple[str, int], Any] = {}
+PROGRESS_SIZE = 4096
 
 
 def _note_progress(text: str) -> None:
-    global _progress_fd
-    path = os.environ.get("DASK_SERVERLESS_PROGRESS_PATH")
-    if not path:
-        return
-    if _progress_fd is None:
-        _progress_fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    data = text.encode("utf-8", "replace")[:4096]
-    os.pwrite(_progress_fd, data, 0)
-    os.ftruncate(_progress_fd, len(data))
+    global _progress_map
+    if _progress_map is None:
+        path = os.environ.get("DASK_SERVERLESS_PROGRESS_PATH")
+        if not path:
+            return
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(descriptor, PROGRESS_SIZE)
+            _progress_map = mmap.mmap(descriptor, PROGRESS_SIZE)
+        finally:
+            os.close(descriptor)
+    data = text.encode("utf-8", "replace")[: PROGRESS_SIZE - 1] + b"\0"
+    _progress_map[: len(data)] = data
 
 
 def handler(event: dict, context: Any) -> dict:

@@ -1,6 +1,8 @@
 //! The driver: the client's side of a run.
 //!
-//! The client invokes the leaf clusters and from then on only listens. Every cluster ends in
+//! The client uploads the clusters, invoking each leaf as soon as it is uploaded (and any
+//! cluster whose parents all finished before its upload, see
+//! [`UPLOAD_MEMBER`](crate::UPLOAD_MEMBER)), and from then on only listens. Every cluster ends in
 //! exactly one report on the result channel (finished or failed); the platform adds a failure
 //! record when it stops a function (memory, timeout, crash). The driver folds these into the
 //! run's state:
@@ -40,13 +42,17 @@ pub enum DriverEvent {
         error_type: String,
         message: String,
     },
+    /// The client uploaded a cluster (after [`DriverEvent::Start`]). A leaf is invoked at once;
+    /// for others, the client added [`UPLOAD_MEMBER`](crate::UPLOAD_MEMBER) to its fan-in set
+    /// and `released` says whether that completed the set (every parent had finished).
+    Uploaded { cluster: ClusterId, released: bool },
     /// Time passes.
     Tick,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverAction {
-    /// Invoke a function for this leaf cluster.
+    /// Invoke a function for this cluster (a leaf, or one the upload released).
     Invoke { cluster: ClusterId },
     /// These tasks ran (feed progress callbacks).
     TasksFinished { records: Vec<TaskRecord> },
@@ -99,7 +105,8 @@ enum RunState {
 #[derive(Debug)]
 pub struct Driver {
     run_id: String,
-    leaves: Vec<ClusterId>,
+    /// By cluster id: whether the cluster has no parents (the client invokes it).
+    leaves: Vec<bool>,
     clusters: Vec<ClusterState>,
     task_counts: Vec<usize>,
     finished_clusters: usize,
@@ -114,7 +121,11 @@ impl Driver {
     pub fn new(run_id: String, plan: &Plan, silence_limit: Micros) -> Driver {
         Driver {
             run_id,
-            leaves: plan.leaves().to_vec(),
+            leaves: plan
+                .clusters()
+                .iter()
+                .map(|c| c.parents.is_empty())
+                .collect(),
             clusters: vec![ClusterState::Pending; plan.clusters().len()],
             task_counts: plan.clusters().iter().map(|c| c.tasks.len()).collect(),
             finished_clusters: 0,
@@ -181,8 +192,21 @@ impl Driver {
                     message,
                 })
             }
+            DriverEvent::Uploaded { cluster, released } => self.uploaded(cluster, released),
             DriverEvent::Tick => self.tick(now),
         }
+    }
+
+    fn uploaded(&mut self, cluster: ClusterId, released: bool) -> Vec<DriverAction> {
+        let leaf = self.leaves.get(cluster.0 as usize) == Some(&true);
+        if !(released || leaf)
+            || self.state != RunState::Running
+            || self.clusters.get(cluster.0 as usize) != Some(&ClusterState::Pending)
+        {
+            return Vec::new();
+        }
+        self.set_state(cluster, ClusterState::Running);
+        vec![DriverAction::Invoke { cluster }]
     }
 
     fn start(&mut self, now: Micros) -> Vec<DriverAction> {
@@ -195,13 +219,8 @@ impl Driver {
             self.state = RunState::Over;
             return vec![DriverAction::Completed];
         }
-        for leaf in self.leaves.clone() {
-            self.set_state(leaf, ClusterState::Running);
-        }
-        self.leaves
-            .iter()
-            .map(|&cluster| DriverAction::Invoke { cluster })
-            .collect()
+        // Leaves are invoked as they are uploaded.
+        Vec::new()
     }
 
     fn report(&mut self, report: Report, now: Micros) -> Vec<DriverAction> {

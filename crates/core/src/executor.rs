@@ -235,7 +235,7 @@ impl Executor {
                 child: child.cluster,
                 key: Self::fan_in_key(&self.run_id, child.cluster),
                 member: member.clone(),
-                expected: child.parent_count,
+                expected: child.fan_in_members,
             })
             .collect();
         self.state = State::FanningIn {
@@ -290,6 +290,7 @@ impl Executor {
                 loaded_bytes: self.loaded_bytes,
                 invoked,
                 became,
+                store: Default::default(),
             },
         )));
         // Only the first cluster of an invocation pays the cold start.

@@ -25,7 +25,8 @@ pub use driver::{Driver, DriverAction, DriverEvent, RunFailure};
 pub use executor::{Executor, ExecutorAction, ExecutorEvent};
 pub use messages::{
     ChildSpec, ClusterReport, ClusterSpec, FailureReport, Invocation, PlatformAddress, Report,
-    RunContext, TaskError, TaskRecord,
+    RunContext, StoreTraffic, TaskError, TaskRecord, UPLOAD_MEMBER, fan_in_members,
+    upload_joins_fan_in,
 };
 
 /// Time as the state machines see it: microseconds on a clock chosen by the shell.

@@ -51,11 +51,31 @@ pub struct Invocation {
     pub cluster: ClusterId,
 }
 
-/// A child cluster and the number of distinct parent clusters its fan-in waits for.
+/// The member the client adds to a cluster's fan-in set once the cluster is uploaded.
+///
+/// The client invokes the leaves before it has uploaded everything (see
+/// [`Plan::upload_order`]). A cluster that is neither a leaf nor handed over
+/// ([`Plan::is_handed_over`]) is released by a fan-in of its parent clusters *and* the client's
+/// upload: whoever completes the set — the last parent or the upload — runs or invokes it.
+pub const UPLOAD_MEMBER: &str = "upload";
+
+/// Whether the client joins the cluster's fan-in set once it is uploaded.
+pub fn upload_joins_fan_in(plan: &Plan, cluster: ClusterId) -> bool {
+    !plan.cluster(cluster).parents.is_empty() && !plan.is_handed_over(cluster)
+}
+
+/// A child cluster and the number of members its fan-in waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildSpec {
     pub cluster: ClusterId,
-    pub parent_count: u32,
+    /// Its distinct parent clusters, plus the client's upload when it joins
+    /// ([`upload_joins_fan_in`]).
+    pub fan_in_members: u32,
+}
+
+/// The size of a cluster's fan-in set when complete (see [`UPLOAD_MEMBER`]).
+pub fn fan_in_members(plan: &Plan, cluster: ClusterId) -> u32 {
+    plan.cluster(cluster).parents.len() as u32 + u32::from(upload_joins_fan_in(plan, cluster))
 }
 
 /// Everything an executor needs to run one cluster.
@@ -94,7 +114,7 @@ impl ClusterSpec {
                 .iter()
                 .map(|&child| ChildSpec {
                     cluster: child,
-                    parent_count: plan.cluster(child).parents.len() as u32,
+                    fan_in_members: fan_in_members(plan, child),
                 })
                 .collect(),
             preferred_child: planned.preferred_child,
@@ -126,6 +146,19 @@ pub struct TaskError {
     pub pickled: Option<String>,
 }
 
+/// Store traffic of one cluster, counted by the function's shell (the executor itself does no
+/// IO): what the benchmark's per-task figures are made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreTraffic {
+    /// Reads, writes, fan-ins and existence checks.
+    pub operations: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// The values this cluster read from the store and their sizes: values that crossed a
+    /// function boundary.
+    pub values_read: Vec<(TaskId, u64)>,
+}
+
 /// A cluster ran to the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterReport {
@@ -139,6 +172,9 @@ pub struct ClusterReport {
     pub invoked: Vec<ClusterId>,
     /// The child this invocation runs next.
     pub became: Option<ClusterId>,
+    /// Filled in by the shell just before the report is sent.
+    #[serde(default)]
+    pub store: StoreTraffic,
 }
 
 /// A cluster could not run to the end.

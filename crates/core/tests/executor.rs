@@ -17,9 +17,9 @@ fn spec(cluster: u32, tasks: &[u32], inputs: &[u32], children: &[(u32, u32)]) ->
         sinks: Vec::new(),
         children: children
             .iter()
-            .map(|&(cluster, parent_count)| ChildSpec {
+            .map(|&(cluster, fan_in_members)| ChildSpec {
                 cluster: ClusterId(cluster),
-                parent_count,
+                fan_in_members,
             })
             .collect(),
         preferred_child: None,

@@ -3,13 +3,15 @@
 //!
 //! On random graphs and plans it checks that every task runs exactly once after all its
 //! dependencies, that inputs are only loaded after they were stored, that values handed over
-//! in memory are held by the invocation that needs them, and that the driver completes.
+//! in memory are held by the invocation that needs them, and that the driver completes —
+//! whenever the client uploads the clusters that are not leaves (before the leaves run, while
+//! they run, or after every parent finished).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use dask_serverless_core::{
     ClusterSpec, Driver, DriverAction, DriverEvent, Executor, ExecutorAction, ExecutorEvent,
-    Report, TaskRecord,
+    Report, TaskRecord, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
 };
 use dask_serverless_graph::strategies::acyclic_graph;
 use dask_serverless_graph::{Graph, TaskId};
@@ -19,6 +21,7 @@ use proptest::prelude::*;
 #[derive(Default)]
 struct World {
     fan_in: HashMap<String, BTreeSet<String>>,
+    uploaded: HashSet<ClusterId>,
     stored: HashSet<TaskId>,
     done: HashSet<TaskId>,
     run_order: Vec<TaskId>,
@@ -30,6 +33,38 @@ struct World {
 }
 
 impl World {
+    /// The client's upload of every cluster that is not a leaf: it joins each fan-in set, and
+    /// invokes (through the driver) the clusters it completes.
+    fn upload(&mut self, plan: &Plan, driver: &mut Driver, clusters: &[ClusterId]) {
+        for &id in clusters {
+            assert!(self.uploaded.insert(id), "cluster {} uploaded twice", id.0);
+            let released = if plan.cluster(id).parents.is_empty() {
+                true
+            } else if upload_joins_fan_in(plan, id) {
+                let set = self
+                    .fan_in
+                    .entry(Executor::fan_in_key("run", id))
+                    .or_default();
+                set.insert(UPLOAD_MEMBER.to_owned())
+                    && set.len() == fan_in_members(plan, id) as usize
+            } else {
+                continue;
+            };
+            for action in driver.handle(
+                DriverEvent::Uploaded {
+                    cluster: id,
+                    released,
+                },
+                1,
+            ) {
+                match action {
+                    DriverAction::Invoke { cluster } => self.invocations.push_back(cluster),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+
     fn run_invocation(&mut self, graph: &Graph, plan: &Plan, first: ClusterId) {
         self.invocation_count += 1;
         let mut executor = Executor::new("run".into(), "inv".into(), false, first);
@@ -37,9 +72,16 @@ impl World {
         let mut queue: VecDeque<ExecutorAction> = executor.handle(ExecutorEvent::Start, 0).into();
         while let Some(action) = queue.pop_front() {
             let events = match action {
-                ExecutorAction::LoadCluster { cluster } => vec![ExecutorEvent::ClusterLoaded {
-                    spec: ClusterSpec::from_plan(plan, cluster),
-                }],
+                ExecutorAction::LoadCluster { cluster } => {
+                    assert!(
+                        self.uploaded.contains(&cluster),
+                        "cluster {} loaded before uploaded",
+                        cluster.0
+                    );
+                    vec![ExecutorEvent::ClusterLoaded {
+                        spec: ClusterSpec::from_plan(plan, cluster),
+                    }]
+                }
                 ExecutorAction::LoadInputs { tasks } => {
                     for task in &tasks {
                         assert!(
@@ -121,32 +163,59 @@ impl World {
     }
 }
 
-fn simulate(graph: &Graph, options: &PlanOptions, repeat_fan_in: bool) -> World {
+/// Simulates a run; after each cluster it uploads, the client lets up to `upload_stride`
+/// invocations run (0: it uploads everything first).
+fn simulate(
+    graph: &Graph,
+    options: &PlanOptions,
+    repeat_fan_in: bool,
+    upload_stride: usize,
+) -> World {
     let plan = Plan::build(graph, options);
     let mut world = World {
         repeat_fan_in,
         ..World::default()
     };
     let mut driver = Driver::new("run".into(), &plan, 1_000_000);
+    let order = plan.upload_order();
+    assert_eq!(order.len(), plan.clusters().len());
     let mut completed = false;
-    for action in driver.handle(DriverEvent::Start, 0) {
-        match action {
-            DriverAction::Invoke { cluster } => world.invocations.push_back(cluster),
-            DriverAction::Completed => completed = true,
-            other => panic!("unexpected {other:?}"),
-        }
+    if plan.clusters().is_empty() {
+        assert_eq!(
+            driver.handle(DriverEvent::Start, 0),
+            vec![DriverAction::Completed]
+        );
+        completed = true;
+    } else {
+        assert!(driver.handle(DriverEvent::Start, 0).is_empty());
     }
     let mut finished_tasks = 0;
-    while let Some(cluster) = world.invocations.pop_front() {
-        world.run_invocation(graph, &plan, cluster);
-        while let Some(report) = world.reports.pop_front() {
-            for action in driver.handle(DriverEvent::Report(report), 1) {
-                match action {
-                    DriverAction::TasksFinished { records } => finished_tasks += records.len(),
-                    DriverAction::Completed => completed = true,
-                    other => panic!("unexpected {other:?}"),
+    let mut pending_uploads = order.as_slice();
+    loop {
+        if let Some((&next, rest)) = pending_uploads.split_first() {
+            world.upload(&plan, &mut driver, &[next]);
+            pending_uploads = rest;
+        }
+        let uploads_left = !pending_uploads.is_empty();
+        let mut ran = 0;
+        while !uploads_left || ran < upload_stride {
+            let Some(cluster) = world.invocations.pop_front() else {
+                break;
+            };
+            ran += 1;
+            world.run_invocation(graph, &plan, cluster);
+            while let Some(report) = world.reports.pop_front() {
+                for action in driver.handle(DriverEvent::Report(report), 1) {
+                    match action {
+                        DriverAction::TasksFinished { records } => finished_tasks += records.len(),
+                        DriverAction::Completed => completed = true,
+                        other => panic!("unexpected {other:?}"),
+                    }
                 }
             }
+        }
+        if !uploads_left && world.invocations.is_empty() {
+            break;
         }
     }
     assert!(completed, "the driver did not complete");
@@ -173,9 +242,10 @@ proptest! {
         parallelism in 1usize..6,
         clusters_per_worker in 1usize..5,
         repeat in any::<bool>(),
+        upload_stride in 0usize..4,
     ) {
         let options = PlanOptions { parallelism, clusters_per_worker, ..PlanOptions::default() };
-        simulate(&graph, &options, repeat);
+        simulate(&graph, &options, repeat, upload_stride);
     }
 }
 
@@ -204,7 +274,7 @@ fn a_tree_reduction_needs_few_invocations() {
         clusters_per_worker: 2,
         ..PlanOptions::default()
     };
-    let world = simulate(&graph, &options, false);
+    let world = simulate(&graph, &options, false, 0);
     // 127 tasks in about parallelism * clusters_per_worker leaf clusters; the fan-ins above
     // them are run by the parent that completes them, without a new invocation.
     assert!(
@@ -225,7 +295,14 @@ fn the_driver_ignores_other_runs_and_repeats_and_notices_silence() {
     .unwrap();
     let plan = Plan::build(&graph, &PlanOptions::default());
     let mut driver = Driver::new("run".into(), &plan, 100);
-    assert!(!driver.handle(DriverEvent::Start, 0).is_empty());
+    assert!(driver.handle(DriverEvent::Start, 0).is_empty());
+    // A leaf is invoked as soon as it is uploaded.
+    assert_eq!(
+        driver.handle(upload(plan.leaves()[0]), 0),
+        vec![DriverAction::Invoke {
+            cluster: plan.leaves()[0]
+        }]
+    );
     let finished = |run: &str| {
         Report::ClusterFinished(dask_serverless_core::ClusterReport {
             run_id: run.into(),
@@ -236,6 +313,7 @@ fn the_driver_ignores_other_runs_and_repeats_and_notices_silence() {
             loaded_bytes: 0,
             invoked: vec![],
             became: None,
+            store: Default::default(),
         })
     };
     assert!(
@@ -283,6 +361,14 @@ fn a_platform_failure_fails_the_run_once() {
     assert!(driver.handle(failure, 2).is_empty());
 }
 
+/// The client uploaded a cluster whose fan-in it does not complete.
+fn upload(cluster: ClusterId) -> DriverEvent {
+    DriverEvent::Uploaded {
+        cluster,
+        released: false,
+    }
+}
+
 fn finished_report(cluster: u32, invoked: &[u32], became: Option<u32>) -> Report {
     Report::ClusterFinished(dask_serverless_core::ClusterReport {
         run_id: "run".into(),
@@ -293,6 +379,7 @@ fn finished_report(cluster: u32, invoked: &[u32], became: Option<u32>) -> Report
         loaded_bytes: 0,
         invoked: invoked.iter().map(|&c| ClusterId(c)).collect(),
         became: became.map(ClusterId),
+        store: Default::default(),
     })
 }
 
@@ -314,6 +401,9 @@ fn after_a_failure_the_driver_follows_running_clusters_until_drained() {
     assert!(leaves.len() >= 2, "{}", plan.explain(&graph));
     let mut driver = Driver::new("run".into(), &plan, 1_000_000);
     driver.handle(DriverEvent::Start, 0);
+    for &leaf in plan.leaves() {
+        driver.handle(upload(leaf), 0);
+    }
     assert_eq!(driver.running_clusters(), leaves.len());
 
     // The first leaf fails: the run is over but the other leaves still run.

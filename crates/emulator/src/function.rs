@@ -446,10 +446,26 @@ pub(crate) fn complete(
 }
 
 /// The progress file's text, trimmed and bounded; `None` if empty or unreadable.
+/// Empties a progress file without shrinking it: the handler may have it memory-mapped, and a
+/// map beyond the end of its file faults.
+pub(crate) fn clear_progress(path: &Path) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path);
+    if let Ok(file) = file {
+        let _ = file.write_at(&[0], 0);
+    }
+}
+
 pub(crate) fn read_progress(path: &Path) -> Option<String> {
     const LIMIT: usize = 2_000;
     let text = std::fs::read(path).ok()?;
-    let text = String::from_utf8_lossy(&text);
+    // The handler writes into a memory map and ends its text with a NUL byte.
+    let text = text.split(|&byte| byte == 0).next().unwrap_or_default();
+    let text = String::from_utf8_lossy(text);
     let text = text.trim();
     if text.is_empty() {
         return None;

@@ -110,7 +110,7 @@ async fn next_invocation(State(context): State<WorkerContext>) -> Response {
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_millis();
-                let _ = std::fs::write(&worker.progress_path, b"");
+                crate::function::clear_progress(&worker.progress_path);
                 return delivery(&function.arn, &assignment.invocation, deadline_epoch_ms);
             }
             launches = if worker.phase == WorkerPhase::Idle {

@@ -228,7 +228,7 @@ async fn launch(
         Some(directory) => directory.clone(),
         None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
     };
-    let _ = std::fs::write(&progress_path, b"");
+    crate::function::clear_progress(&progress_path);
 
     let mut command = Command::new(&config.command[0]);
     command

@@ -88,6 +88,45 @@ impl Plan {
         &self.leaves
     }
 
+    /// A cluster its only parent hands values to in memory: that parent's invocation always
+    /// becomes it (its fan-in has one member), so it must be uploaded before the parent runs.
+    pub fn is_handed_over(&self, id: ClusterId) -> bool {
+        match self.cluster(id).parents.as_slice() {
+            [parent] => self.cluster(*parent).preferred_child == Some(id),
+            _ => false,
+        }
+    }
+
+    /// The order in which the client uploads clusters.
+    ///
+    /// Each cluster that is not handed over heads a group: the chain of clusters handed over
+    /// from it, last first, then itself — so a cluster is uploaded before whoever becomes it
+    /// can run. The groups of the leaves come first: each leaf can run as soon as its group is
+    /// uploaded, while the client uploads the rest (whose heads wait for the upload in their
+    /// fan-in).
+    pub fn upload_order(&self) -> Vec<ClusterId> {
+        let mut order = Vec::with_capacity(self.clusters.len());
+        let add_group = |order: &mut Vec<ClusterId>, head: ClusterId| {
+            let start = order.len();
+            order.push(head);
+            let mut current = head;
+            while let Some(child) = self.cluster(current).preferred_child {
+                order.push(child);
+                current = child;
+            }
+            order[start..].reverse();
+        };
+        for &leaf in &self.leaves {
+            add_group(&mut order, leaf);
+        }
+        for cluster in &self.clusters {
+            if !cluster.parents.is_empty() && !self.is_handed_over(cluster.id) {
+                add_group(&mut order, cluster.id);
+            }
+        }
+        order
+    }
+
     /// The size at which the planner closed clusters.
     pub fn target_cluster_tasks(&self) -> usize {
         self.target_cluster_tasks

@@ -43,5 +43,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<run::ClientRun>()?;
     module.add_class::<worker::Worker>()?;
     module.add_class::<aws::AwsDeployer>()?;
+    module.add_function(wrap_pyfunction!(plan::zero_work, module)?)?;
     Ok(())
 }

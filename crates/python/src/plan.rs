@@ -73,6 +73,15 @@ impl Plan {
         self.graph.len()
     }
 
+    /// Clusters in the order the client uploads them (see `Plan::upload_order`).
+    fn upload_order(&self) -> Vec<u32> {
+        self.plan
+            .upload_order()
+            .iter()
+            .map(|cluster| cluster.0)
+            .collect()
+    }
+
     fn leaves(&self) -> Vec<u32> {
         self.plan.leaves().iter().map(|cluster| cluster.0).collect()
     }
@@ -111,4 +120,43 @@ impl Plan {
         result.set_item("leaves", self.plan.leaves().len())?;
         Ok(result)
     }
+}
+
+/// Plans a graph given as dependency lists and runs the whole protocol on it in this process
+/// with tasks that do nothing (see `dask_serverless_runtime::zero_work`): the engine's own
+/// cost. Returns `tasks`, `clusters`, `invocations`, `store_operations`, `plan_seconds`,
+/// `protocol_seconds` and `microseconds_per_task`.
+#[pyfunction]
+#[pyo3(signature = (dependencies, outputs, parallelism=2, clusters_per_worker=4, max_cluster_tasks=10_000))]
+pub(crate) fn zero_work<'py>(
+    py: Python<'py>,
+    dependencies: Vec<Vec<u32>>,
+    outputs: Vec<u32>,
+    parallelism: usize,
+    clusters_per_worker: usize,
+    max_cluster_tasks: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cost = py.detach(|| {
+        let keys = (0..dependencies.len())
+            .map(|task| task.to_string())
+            .collect();
+        let graph = Graph::new(keys, dependencies, Vec::new(), outputs).map_err(graph_error)?;
+        let options = PlanOptions {
+            parallelism: parallelism.max(1),
+            clusters_per_worker: clusters_per_worker.max(1),
+            max_cluster_tasks: max_cluster_tasks.max(1),
+        };
+        crate::runtime()
+            .block_on(dask_serverless_runtime::zero_work(&graph, &options))
+            .map_err(crate::error::runtime_error)
+    })?;
+    let dict = PyDict::new(py);
+    dict.set_item("tasks", cost.tasks)?;
+    dict.set_item("clusters", cost.clusters)?;
+    dict.set_item("invocations", cost.invocations)?;
+    dict.set_item("store_operations", cost.store_operations)?;
+    dict.set_item("plan_seconds", cost.plan_seconds)?;
+    dict.set_item("protocol_seconds", cost.protocol_seconds)?;
+    dict.set_item("microseconds_per_task", cost.microseconds_per_task())?;
+    Ok(dict)
 }

@@ -52,8 +52,8 @@ impl ClientRun {
     }
 
     /// Stores a cluster's pickled tasks beside its spec.
-    fn put_cluster(&self, py: Python<'_>, cluster: u32, tasks: Vec<u8>) -> PyResult<()> {
-        let inner = &self.inner;
+    fn put_cluster(&mut self, py: Python<'_>, cluster: u32, tasks: Vec<u8>) -> PyResult<()> {
+        let inner = &mut self.inner;
         py.detach(|| runtime().block_on(inner.put_cluster(ClusterId(cluster), Bytes::from(tasks))))
             .map_err(runtime_error)
     }
@@ -80,8 +80,8 @@ impl ClientRun {
     }
 
     /// A value's pickle parts (zero-copy buffers).
-    fn fetch(&self, py: Python<'_>, task: u32) -> PyResult<Vec<Py<Buffer>>> {
-        let inner = &self.inner;
+    fn fetch(&mut self, py: Python<'_>, task: u32) -> PyResult<Vec<Py<Buffer>>> {
+        let inner = &mut self.inner;
         let parts = py
             .detach(|| runtime().block_on(inner.fetch(TaskId(task))))
             .map_err(runtime_error)?;
@@ -98,10 +98,26 @@ impl ClientRun {
     }
 
     /// Deletes every object of the run.
-    fn cleanup(&self, py: Python<'_>) -> PyResult<u64> {
-        let inner = &self.inner;
+    fn cleanup(&mut self, py: Python<'_>) -> PyResult<u64> {
+        let inner = &mut self.inner;
         py.detach(|| runtime().block_on(inner.cleanup()))
             .map_err(runtime_error)
+    }
+
+    /// What the run cost so far: invocations, store operations and bytes (see
+    /// `RunStatistics`), as a dict.
+    fn statistics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let statistics = self.inner.statistics();
+        let dict = PyDict::new(py);
+        dict.set_item("invocations", statistics.invocations)?;
+        dict.set_item("clusters_finished", statistics.clusters_finished)?;
+        dict.set_item("store_operations", statistics.store_operations)?;
+        dict.set_item("store_bytes_written", statistics.store_bytes_written)?;
+        dict.set_item("store_bytes_read", statistics.store_bytes_read)?;
+        dict.set_item("task_bytes", statistics.task_bytes)?;
+        dict.set_item("value_bytes_written", statistics.value_bytes_written)?;
+        dict.set_item("boundary_bytes", statistics.boundary_bytes)?;
+        Ok(dict)
     }
 }
 

@@ -1,13 +1,14 @@
 //! The client's side: drives a [`Driver`] against the store, the invoker and the result
 //! channel.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    ClusterSpec, Driver, DriverAction, DriverEvent, Invocation, Report, RunContext, RunFailure,
-    TaskRecord,
+    ClusterSpec, Driver, DriverAction, DriverEvent, Executor, Invocation, Report, RunContext,
+    RunFailure, TaskRecord, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::{ClusterId, Plan};
@@ -26,6 +27,27 @@ pub enum RunEvent {
     Failed(RunFailure),
 }
 
+/// What one compute cost, counted by the client from its own work and the clusters' reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunStatistics {
+    /// Function invocations: the ones the client made and the children functions invoked
+    /// (a cluster an invocation *became* costs none).
+    pub invocations: u64,
+    pub clusters_finished: u64,
+    /// Store operations of the client and of every function.
+    pub store_operations: u64,
+    /// Everything written: clusters (specs and pickled tasks) and values.
+    pub store_bytes_written: u64,
+    pub store_bytes_read: u64,
+    /// Bytes of the clusters' specs and pickled tasks.
+    pub task_bytes: u64,
+    /// Bytes of values written by functions.
+    pub value_bytes_written: u64,
+    /// Bytes of distinct values read by another invocation or by the client: the values that
+    /// crossed a function boundary.
+    pub boundary_bytes: u64,
+}
+
 /// One compute, seen from the client.
 #[derive(Debug)]
 pub struct ClientRun {
@@ -33,6 +55,9 @@ pub struct ClientRun {
     connections: Connections,
     plan: Arc<Plan>,
     driver: Driver,
+    statistics: RunStatistics,
+    /// Sizes of the values read across a function boundary, by task.
+    crossed: HashMap<TaskId, u64>,
 }
 
 /// The part of a platform's failure record (a Lambda on-failure destination record) we read.
@@ -51,37 +76,89 @@ impl ClientRun {
         silence_limit: Duration,
     ) -> Result<Self, RuntimeError> {
         let connections = Connections::for_context(&context).await?;
+        Ok(Self::with_connections(
+            context,
+            connections,
+            plan,
+            silence_limit,
+        ))
+    }
+
+    /// A run on connections opened by the caller (an in-process platform, for example).
+    pub fn with_connections(
+        context: RunContext,
+        connections: Connections,
+        plan: Arc<Plan>,
+        silence_limit: Duration,
+    ) -> Self {
         let driver = Driver::new(
             context.run_id.clone(),
             &plan,
             silence_limit.as_micros() as u64,
         );
-        Ok(ClientRun {
+        ClientRun {
             context,
             connections,
             plan,
             driver,
-        })
+            statistics: RunStatistics::default(),
+            crossed: HashMap::new(),
+        }
+    }
+
+    /// What the run cost so far.
+    pub fn statistics(&self) -> RunStatistics {
+        RunStatistics {
+            boundary_bytes: self.crossed.values().sum(),
+            ..self.statistics.clone()
+        }
     }
 
     pub fn run_id(&self) -> &str {
         &self.context.run_id
     }
 
-    /// Stores a cluster's spec beside its pickled tasks.
-    pub async fn put_cluster(&self, cluster: ClusterId, tasks: Bytes) -> Result<(), RuntimeError> {
+    /// Stores a cluster's spec beside its pickled tasks; call [`ClientRun::start`] first and
+    /// upload in [`Plan::upload_order`]. A leaf is invoked at once; for a cluster that waits for
+    /// its upload, the upload joins its fan-in and the client invokes it when every parent had
+    /// already finished.
+    pub async fn put_cluster(
+        &mut self,
+        cluster: ClusterId,
+        tasks: Bytes,
+    ) -> Result<(), RuntimeError> {
         let spec = ClusterSpec::from_plan(&self.plan, cluster);
-        self.connections
-            .store
-            .put(
-                &cluster_key(&self.context.run_id, cluster),
-                cluster_payload(&spec, tasks),
-            )
+        let payload = cluster_payload(&spec, tasks);
+        let size = payload.len() as u64;
+        let store = &self.connections.store;
+        store
+            .put(&cluster_key(&self.context.run_id, cluster), payload)
             .await?;
+        self.statistics.store_operations += 1;
+        self.statistics.store_bytes_written += size;
+        self.statistics.task_bytes += size;
+        let released = if self.plan.cluster(cluster).parents.is_empty() {
+            true
+        } else if upload_joins_fan_in(&self.plan, cluster) {
+            self.statistics.store_operations += 1;
+            store
+                .fan_in(
+                    &Executor::fan_in_key(&self.context.run_id, cluster),
+                    UPLOAD_MEMBER,
+                    fan_in_members(&self.plan, cluster),
+                )
+                .await?
+        } else {
+            return Ok(());
+        };
+        let actions = self
+            .driver
+            .handle(DriverEvent::Uploaded { cluster, released }, now_micros());
+        self.perform(actions).await?;
         Ok(())
     }
 
-    /// Invokes the leaf clusters, all at once.
+    /// Starts the run: from now on, uploaded clusters can run.
     pub async fn start(&mut self) -> Result<Vec<RunEvent>, RuntimeError> {
         let actions = self.driver.handle(DriverEvent::Start, now_micros());
         self.perform(actions).await
@@ -96,6 +173,7 @@ impl ClientRun {
         let mut actions = Vec::new();
         for message in messages {
             if let Some(event) = self.decode(&message) {
+                self.count(&event);
                 actions.extend(self.driver.handle(event, now_micros()));
             }
         }
@@ -131,22 +209,44 @@ impl ClientRun {
     }
 
     /// Reads a value's framed parts.
-    pub async fn fetch(&self, task: TaskId) -> Result<Vec<Bytes>, RuntimeError> {
+    pub async fn fetch(&mut self, task: TaskId) -> Result<Vec<Bytes>, RuntimeError> {
         let object = self
             .connections
             .store
             .get(&value_key(&self.context.run_id, task))
             .await?;
+        let size = object.len() as u64;
+        self.statistics.store_operations += 1;
+        self.statistics.store_bytes_read += size;
+        self.crossed.insert(task, size);
         Ok(frame::decode(&object)?)
     }
 
     /// Deletes every object of the run; returns how many there were.
-    pub async fn cleanup(&self) -> Result<u64, RuntimeError> {
-        Ok(self
+    pub async fn cleanup(&mut self) -> Result<u64, RuntimeError> {
+        let deleted = self
             .connections
             .store
             .delete_prefix(&format!("{}/", self.context.run_id))
-            .await?)
+            .await?;
+        self.statistics.store_operations += 1;
+        Ok(deleted)
+    }
+
+    fn count(&mut self, event: &DriverEvent) {
+        let DriverEvent::Report(Report::ClusterFinished(report)) = event else {
+            return;
+        };
+        let statistics = &mut self.statistics;
+        statistics.clusters_finished += 1;
+        statistics.invocations += report.invoked.len() as u64;
+        statistics.store_operations += report.store.operations;
+        statistics.store_bytes_read += report.store.bytes_read;
+        statistics.store_bytes_written += report.store.bytes_written;
+        statistics.value_bytes_written += report.store.bytes_written;
+        for &(task, size) in &report.store.values_read {
+            self.crossed.insert(task, size);
+        }
     }
 
     fn decode(&self, message: &[u8]) -> Option<DriverEvent> {
@@ -186,6 +286,7 @@ impl ClientRun {
                 DriverAction::Failed(failure) => events.push(RunEvent::Failed(failure)),
             }
         }
+        self.statistics.invocations += invocations.len() as u64;
         let invoker = &self.connections.invoker;
         let context = &self.context;
         let calls = invocations.into_iter().map(|cluster| async move {

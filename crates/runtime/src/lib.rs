@@ -18,10 +18,12 @@
 mod client;
 mod connections;
 mod worker;
+mod zero_work;
 
-pub use client::{ClientRun, RunEvent};
+pub use client::{ClientRun, RunEvent, RunStatistics};
 pub use connections::{Connections, open_store};
 pub use worker::{HostStep, WorkerSession};
+pub use zero_work::{ZeroWorkCost, zero_work};
 
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::ClusterId;

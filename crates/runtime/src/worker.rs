@@ -2,11 +2,12 @@
 //! to run tasks, drop values, or finish.
 
 use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use dask_serverless_core::{
     ClusterSpec, Executor, ExecutorAction, ExecutorEvent, FailureReport, Invocation, Report,
-    RunContext, TaskError, TaskRecord,
+    RunContext, StoreTraffic, TaskError, TaskRecord,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::ClusterId;
@@ -40,6 +41,8 @@ pub struct WorkerSession {
     actions: VecDeque<ExecutorAction>,
     loaded_tasks: Option<Bytes>,
     loaded_inputs: Vec<(TaskId, Vec<Bytes>)>,
+    /// Store traffic of the current cluster, sent with its report.
+    traffic: Mutex<StoreTraffic>,
 }
 
 impl WorkerSession {
@@ -49,6 +52,21 @@ impl WorkerSession {
             RuntimeError::Message(format!("the invocation event is not a run event: {error}"))
         })?;
         let connections = Connections::for_context(&invocation.run).await?;
+        Ok(Self::with_connections(
+            invocation,
+            connections,
+            invocation_id,
+            cold,
+        ))
+    }
+
+    /// An invocation on connections opened by the caller.
+    pub fn with_connections(
+        invocation: Invocation,
+        connections: Connections,
+        invocation_id: String,
+        cold: bool,
+    ) -> Self {
         let mut executor = Executor::new(
             invocation.run.run_id.clone(),
             invocation_id,
@@ -56,14 +74,15 @@ impl WorkerSession {
             invocation.cluster,
         );
         let actions = executor.handle(ExecutorEvent::Start, now_micros()).into();
-        Ok(WorkerSession {
+        WorkerSession {
             context: invocation.run,
             connections,
             executor,
             actions,
             loaded_tasks: None,
             loaded_inputs: Vec::new(),
-        })
+            traffic: Mutex::default(),
+        }
     }
 
     pub fn run_id(&self) -> &str {
@@ -122,6 +141,10 @@ impl WorkerSession {
     pub async fn put_value(&self, task: TaskId, parts: Vec<Bytes>) -> Result<u64, RuntimeError> {
         let payload = frame::encode(parts);
         let size = payload.len() as u64;
+        self.count(|traffic| {
+            traffic.operations += 1;
+            traffic.bytes_written += size;
+        });
         self.connections
             .store
             .put(&value_key(&self.context.run_id, task), payload)
@@ -144,6 +167,10 @@ impl WorkerSession {
         self.feed(ExecutorEvent::Failed { message });
     }
 
+    fn count(&self, update: impl FnOnce(&mut StoreTraffic)) {
+        update(&mut self.traffic.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
     fn feed(&mut self, event: ExecutorEvent) {
         let actions = self.executor.handle(event, now_micros());
         self.actions.extend(actions);
@@ -151,8 +178,12 @@ impl WorkerSession {
 
     async fn load_cluster(&mut self, cluster: ClusterId) -> ExecutorEvent {
         let key = cluster_key(&self.context.run_id, cluster);
+        self.count(|traffic| traffic.operations += 1);
         let object = match self.connections.store.get(&key).await {
-            Ok(object) => object,
+            Ok(object) => {
+                self.count(|traffic| traffic.bytes_read += object.len() as u64);
+                object
+            }
             Err(StoreError::NotFound { .. }) => return ExecutorEvent::RunGone,
             Err(error) => {
                 return ExecutorEvent::Failed {
@@ -199,6 +230,11 @@ impl WorkerSession {
                 Ok((task, parts, size)) => {
                     bytes += size;
                     loaded.push((task, parts));
+                    self.count(|traffic| {
+                        traffic.operations += 1;
+                        traffic.bytes_read += size;
+                        traffic.values_read.push((task, size));
+                    });
                 }
                 Err(StoreError::NotFound { .. }) if self.run_is_gone().await => {
                     return ExecutorEvent::RunGone;
@@ -219,6 +255,7 @@ impl WorkerSession {
             return false;
         };
         let key = cluster_key(&self.context.run_id, spec.cluster);
+        self.count(|traffic| traffic.operations += 1);
         matches!(
             self.connections.store.get(&key).await,
             Err(StoreError::NotFound { .. })
@@ -237,6 +274,7 @@ impl WorkerSession {
             _ => None,
         });
         let answers = join_all(calls).await;
+        self.count(|traffic| traffic.operations += answers.len() as u64);
         for (child, answer) in answers {
             match answer {
                 Ok(released) => self.feed(ExecutorEvent::FanInAnswered { child, released }),
@@ -278,7 +316,11 @@ impl WorkerSession {
         }
     }
 
-    async fn report(&self, report: Report) {
+    async fn report(&self, mut report: Report) {
+        if let Report::ClusterFinished(finished) = &mut report {
+            let mut traffic = self.traffic.lock().unwrap_or_else(PoisonError::into_inner);
+            finished.store = std::mem::take(&mut *traffic);
+        }
         let message = match serde_json::to_vec(&report) {
             Ok(message) => Bytes::from(message),
             Err(error) => {
