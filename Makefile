@@ -54,6 +54,13 @@ install: $(STAMP_EXTENSION) ## Create .venv, build the Rust workspace and the Py
 demo: install ## Set everything up and run the seed demo on the local platform
 	$(PYTHON) examples/demo.py
 
+# Options of the benchmark harness, e.g. `make bench BENCH_ARGS="--small --runs 1"`.
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: install ## Benchmark the engine against Dask's schedulers (options: BENCH_ARGS=...)
+	$(PYTHON) -m dask_serverless.bench $(BENCH_ARGS)
+
 .PHONY: test
 test: install servers ## Run every Rust and Python test
 	cargo test --workspace --no-fail-fast

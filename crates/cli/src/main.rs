@@ -8,12 +8,18 @@
 //! - `cleanup` (feature `aws`, on by default): deletes the AWS resources that clusters left
 //!   behind in a region, found by their `dask-serverless:*` tags (all clusters, or one with
 //!   `--cluster`); `--dry-run` lists them and deletes nothing. Prints one line per resource.
+//! - `bench`: runs the benchmark harness, `<python> -m dask_serverless.bench <arguments>`, with
+//!   the interpreter named by `DASK_SERVERLESS_PYTHON` (else `python3`). Every argument goes to
+//!   the harness (`dask-serverless bench --help` prints its options). The process *becomes* the
+//!   interpreter (exec), so output, Ctrl-C and the exit status are the harness's own.
 //!
 //! Worker output goes to standard error, or to `--worker-log FILE`. Diagnostics follow
 //! `RUST_LOG` (default `info`, without the AWS SDK's own credential-chain warnings: `cleanup`
 //! reports those itself).
 
+use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -39,6 +45,16 @@ enum Command {
     /// Delete the AWS resources that clusters left behind, found by their tags.
     #[cfg(feature = "aws")]
     Cleanup(CleanupArguments),
+    /// Run the benchmark harness (python -m dask_serverless.bench); arguments go to it.
+    Bench(BenchArguments),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
+struct BenchArguments {
+    /// Arguments of the harness, for example `--small --runs 1`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    arguments: Vec<OsString>,
 }
 
 #[cfg(feature = "aws")]
@@ -86,15 +102,34 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    match arguments.command {
+        Command::Emulator(emulator) => async_runtime()?.block_on(run_emulator(emulator)),
+        #[cfg(feature = "aws")]
+        Command::Cleanup(cleanup) => async_runtime()?.block_on(run_cleanup(cleanup)),
+        Command::Bench(bench) => Err(run_bench(bench)),
+    }
+}
+
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("could not start the async runtime")?;
-    match arguments.command {
-        Command::Emulator(emulator) => runtime.block_on(run_emulator(emulator)),
-        #[cfg(feature = "aws")]
-        Command::Cleanup(cleanup) => runtime.block_on(run_cleanup(cleanup)),
-    }
+        .context("could not start the async runtime")
+}
+
+/// Replaces this process with `<python> -m dask_serverless.bench <arguments>`; returns only
+/// when the interpreter could not be started.
+fn run_bench(arguments: BenchArguments) -> anyhow::Error {
+    let python = std::env::var_os("DASK_SERVERLESS_PYTHON").unwrap_or_else(|| "python3".into());
+    let error = std::process::Command::new(&python)
+        .args(["-m", "dask_serverless.bench"])
+        .args(arguments.arguments)
+        .exec();
+    anyhow::Error::new(error).context(format!(
+        "could not run `{} -m dask_serverless.bench` (set DASK_SERVERLESS_PYTHON to the \
+         interpreter that has dask_serverless installed)",
+        python.to_string_lossy()
+    ))
 }
 
 #[cfg(feature = "aws")]

@@ -1,0 +1,138 @@
+"""The benchmark harness: a small run end to end, and the checks that catch wrong results."""
+
+from __future__ import annotations
+
+import csv
+import operator
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dask_serverless import LocalCluster
+from dask_serverless.bench import (
+    CSV_COLUMNS,
+    compare,
+    evaluate_targets,
+    synthetic_dependencies,
+    target,
+)
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(line for line in file if not line.startswith("#")))
+
+
+def test_small_run_writes_checked_results(tmp_path):
+    results = tmp_path / "results.csv"
+    report = tmp_path / "report.md"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dask_serverless.bench",
+            "--small",
+            "--runs",
+            "1",
+            "--workloads",
+            "tree-1024,demo",
+            "--schedulers",
+            "serverless,sync,threads",
+            "--csv",
+            str(results),
+            "--markdown",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "== targets" in completed.stdout
+    assert "demo: " in completed.stdout and "x threads (target <= 1.2x)" in completed.stdout
+
+    with open(results) as file:
+        assert file.readline().startswith("# dask-serverless benchmark")
+    rows = read_rows(results)
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert [(row["workload"], row["scheduler"]) for row in rows] == [
+        (workload, scheduler)
+        for workload in ("demo", "tree-1024")
+        for scheduler in ("sync", "serverless", "threads")
+    ]
+    reports_runs = hasattr(LocalCluster(), "last_run")
+    for row in rows:
+        assert row["runs"] == "1"
+        assert row["check"] in ("equal", "close"), row
+        assert row["error"] == ""
+        assert float(row["median_seconds"]) > 0
+        assert float(row["serverless_ratio"]) > 0
+        if row["scheduler"] != "serverless":
+            assert row["invocations_per_task"] == ""
+        elif reports_runs:
+            assert int(float(row["tasks"])) > 0
+            assert 0 < float(row["invocations_per_task"]) < 1, row
+        else:
+            # Without cluster.last_run the harness reports nothing rather than guessing.
+            assert row["invocations_per_task"] == ""
+    assert "## tree-1024" in report.read_text()
+
+
+@pytest.mark.parametrize(
+    ("expected", "actual", "status"),
+    [
+        (0.5, 0.5, "equal"),
+        (np.arange(4.0), np.arange(4.0), "equal"),
+        (np.array([1.0, np.nan]), np.array([1.0, np.nan]), "equal"),
+        ((np.arange(3), 2.0), (np.arange(3), 2.0), "equal"),
+        (1.0, 1.0 + 1e-12, "close"),
+        ((np.ones(3), 1.0), (np.ones(3) * (1 + 1e-13), 1.0), "close"),
+        (1.0, 1.0 + 1e-6, "mismatch"),
+        (np.arange(4), np.array([0, 1, 2, 4]), "mismatch"),
+        (np.arange(4), np.arange(5), "mismatch"),
+        (np.array([1.0, 2.0]), np.array([1.0, np.nan]), "mismatch"),
+        ((1.0, 2.0), (1.0, 2.5), "mismatch"),
+        ((1.0, 2.0), (1.0,), "mismatch"),
+        ((1.0, 2.0), 1.0, "mismatch"),
+        (np.array(["a", "b"]), np.array(["a", "c"]), "mismatch"),
+        (0.0, 1e-300, "mismatch"),
+    ],
+)
+def test_compare_catches_wrong_results(expected, actual, status):
+    check = compare(expected, actual)
+    assert check.status == status
+    assert check.failed == (status == "mismatch")
+    if status == "mismatch":
+        assert str(check).startswith("MISMATCH")
+
+
+def test_compare_reports_the_largest_relative_difference():
+    check = compare(np.array([1.0, 2.0, 4.0]), np.array([1.0, 2.0 * (1 + 3e-10), 4.0]))
+    assert check.status == "close"
+    assert check.max_relative_difference == pytest.approx(3e-10, rel=1e-3)
+    assert str(check) == "close (max relative difference 3e-10)"
+    wrong = compare(np.array([2.0, 4.0]), np.array([2.0, 5.0]))
+    assert wrong.max_relative_difference == pytest.approx(0.25)
+
+
+def test_targets_say_pass_miss_or_not_measured():
+    ratio = target("demo", 1.5, operator.le, 1.2, "{:.2f}x threads", "1.2x")
+    assert str(ratio) == "demo: 1.50x threads (target <= 1.2x): MISS"
+    rate = target("planner", 2e6, operator.ge, 1e6, "{:,.0f} tasks/s", "1,000,000 tasks/s")
+    assert rate.verdict == "PASS"
+    missing = target("planner", None, operator.ge, 1e6, "{:,.0f} tasks/s", "1,000,000 tasks/s")
+    assert str(missing) == "planner: - (target >= 1,000,000 tasks/s): -"
+    assert evaluate_targets([], None) == []
+
+
+def test_synthetic_graph_is_acyclic_with_one_output():
+    dependencies, outputs = synthetic_dependencies(chains=10, length=50)
+    assert len(dependencies) == 10 * 50 + 9
+    assert all(needed < task for task, numbers in enumerate(dependencies) for needed in numbers)
+    assert outputs == [len(dependencies) - 1]
+    cross_links = sum(len(numbers) == 2 for numbers in dependencies[: 10 * 50])
+    assert cross_links > 0
