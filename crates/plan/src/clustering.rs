@@ -10,8 +10,14 @@
 //! max_cluster_tasks))`: with one cluster per slot the work would spread over `parallelism`
 //! workers `clusters_per_worker` times over. A cluster is *full* when it holds `T` tasks.
 //!
-//! 1. A source task (no dependency) joins the open leaf cluster unless it is full; then it
-//!    opens a new leaf cluster, which becomes the open one.
+//! 1. A source task (no dependency) waits for the first task that reads it. If that reader
+//!    reads only new sources (fewer than `T`), the reader and its sources join the open leaf
+//!    cluster if it has room for them all, else they open a new leaf cluster, which becomes
+//!    the open one: values are produced where they are consumed, not in leaves of sources
+//!    whose values wait in memory for readers elsewhere. Otherwise the reader waits for other
+//!    clusters anyway: its new sources join the open leaf one by one (opening a new one when
+//!    it is full), to be computed in parallel with them, and the reader follows rule 2.
+//!    Sources nobody reads are placed last, in leaves.
 //! 2. A task with dependencies has the set `P` of clusters holding them. It may join a
 //!    cluster `c` that is not full iff `P ⊆ {c} ∪ parents(c)`: then `c`'s parents do not
 //!    change. The candidates are the clusters of `P` and the most recent cluster whose parent
@@ -64,7 +70,7 @@ pub(crate) fn target_cluster_tasks(task_count: usize, options: &PlanOptions) -> 
 pub(crate) fn cluster(graph: &Graph, target: usize) -> Clustering {
     let mut walk = Walk {
         target,
-        cluster_of: vec![ClusterId(u32::MAX); graph.len()],
+        cluster_of: vec![UNPLACED; graph.len()],
         tasks: Vec::new(),
         parents: Vec::new(),
         last_seen_by: Vec::new(),
@@ -74,13 +80,39 @@ pub(crate) fn cluster(graph: &Graph, target: usize) -> Clustering {
     };
     for task in graph.depth_first_order() {
         let dependencies = graph.dependencies(task);
-        let chosen = if dependencies.is_empty() {
-            walk.leaf_for_source()
+        if dependencies.is_empty() {
+            // Placed with its first reader (below), or at the end if nobody reads it.
+            continue;
+        }
+        let new_sources = dependencies
+            .iter()
+            .filter(|dependency| walk.cluster_of[dependency.index()] == UNPLACED)
+            .count();
+        let chosen = if new_sources == dependencies.len() && new_sources < target {
+            // It reads new sources only: they are computed where it runs.
+            let leaf = walk.leaf_with_room(new_sources + 1);
+            for &dependency in dependencies {
+                walk.place(dependency, leaf);
+            }
+            leaf
         } else {
+            // The task waits for other clusters anyway (or for more sources than a cluster
+            // holds): its new sources go to leaves, to be computed in parallel.
+            for &dependency in dependencies {
+                if walk.cluster_of[dependency.index()] == UNPLACED {
+                    let leaf = walk.leaf_with_room(1);
+                    walk.place(dependency, leaf);
+                }
+            }
             walk.cluster_for(task, dependencies)
         };
-        walk.cluster_of[task.index()] = chosen;
-        walk.tasks[chosen.index()].push(task);
+        walk.place(task, chosen);
+    }
+    for task in graph.tasks() {
+        if walk.cluster_of[task.index()] == UNPLACED {
+            let leaf = walk.leaf_with_room(1);
+            walk.place(task, leaf);
+        }
     }
     Clustering {
         cluster_of: walk.cluster_of,
@@ -88,6 +120,9 @@ pub(crate) fn cluster(graph: &Graph, target: usize) -> Clustering {
         parents: walk.parents,
     }
 }
+
+/// The cluster of a task not placed yet.
+const UNPLACED: ClusterId = ClusterId(u32::MAX);
 
 #[derive(Debug)]
 struct Walk {
@@ -117,9 +152,15 @@ impl Walk {
         id
     }
 
-    fn leaf_for_source(&mut self) -> ClusterId {
+    fn place(&mut self, task: TaskId, cluster: ClusterId) {
+        self.cluster_of[task.index()] = cluster;
+        self.tasks[cluster.index()].push(task);
+    }
+
+    /// The open leaf cluster if it has room for `count` more tasks, else a new one.
+    fn leaf_with_room(&mut self, count: usize) -> ClusterId {
         match self.open_leaf {
-            Some(leaf) if !self.is_full(leaf) => leaf,
+            Some(leaf) if self.tasks[leaf.index()].len() + count <= self.target => leaf,
             _ => {
                 let leaf = self.open(Vec::new());
                 self.open_leaf = Some(leaf);

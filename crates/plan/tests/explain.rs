@@ -69,7 +69,7 @@ fn statistics_read_as_one_line() {
     let plan = Plan::build(&graph, &PlanOptions::default());
     assert_snapshot!(
         plan.statistics().to_string(),
-        @"31 tasks, 13 clusters, 6 leaves, 18 stored values, 0 memory values, 17 cross-cluster edges, critical path 4 clusters; tasks per cluster 1/2/4 (min/median/max, target 4)"
+        @"31 tasks, 15 clusters, 8 leaves, 15 stored values, 0 memory values, 14 cross-cluster edges, critical path 4 clusters; tasks per cluster 1/3/3 (min/median/max, target 4)"
     );
 }
 
