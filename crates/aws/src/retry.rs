@@ -27,20 +27,6 @@ pub(crate) struct Exhausted {
     pub(crate) elapsed: Duration,
 }
 
-/// The delay before attempt `attempt + 1`: full jitter, plus the server's `Retry-After`.
-pub(crate) fn backoff(
-    policy: &RetryPolicy,
-    attempt: u32,
-    retry_after: Option<Duration>,
-) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(20);
-    let ceiling = policy
-        .initial_backoff
-        .saturating_mul(1 << exponent)
-        .min(policy.maximum_backoff);
-    retry_after.unwrap_or_default() + ceiling.mul_f64(fastrand::f64())
-}
-
 /// Runs `operation` until it succeeds, fails for good, or the policy's bounds are reached.
 pub(crate) async fn with_retries<T, E, F, Fut>(
     policy: &RetryPolicy,
@@ -68,8 +54,8 @@ where
             _ => (None, None),
         };
         if let Some(budget) = budget {
-            let delay = backoff(policy, attempt, retry_after);
-            if attempt < policy.maximum_attempts && started.elapsed() + delay <= budget {
+            let delay = policy.delay(attempt, retry_after);
+            if policy.allows(attempt, started.elapsed(), delay, budget) {
                 tracing::debug!(
                     "{what} failed (attempt {attempt}: {}); retrying in {delay:?}",
                     failure.message()
@@ -137,9 +123,9 @@ mod tests {
         for attempt in 1..30 {
             let ceiling = (policy.initial_backoff * 2u32.pow((attempt - 1).min(20)))
                 .min(policy.maximum_backoff);
-            assert!(backoff(&policy, attempt, None) <= ceiling);
+            assert!(policy.delay(attempt, None) <= ceiling);
         }
-        let hinted = backoff(&policy, 1, Some(Duration::from_secs(1)));
+        let hinted = policy.delay(1, Some(Duration::from_secs(1)));
         assert!(hinted >= Duration::from_secs(1));
     }
 }

@@ -46,7 +46,7 @@ impl RetryPolicy {
 
     /// The delay before attempt `attempt + 1` (`attempt` counts from 1): full jitter, plus the
     /// server's `Retry-After`.
-    pub(crate) fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exponent = attempt.saturating_sub(1).min(20);
         let ceiling = self
             .initial_backoff
@@ -58,7 +58,7 @@ impl RetryPolicy {
 
     /// Whether another attempt may start after `attempt` attempts, `elapsed` time, and the
     /// coming `delay`, within a budget.
-    pub(crate) fn allows(
+    pub fn allows(
         &self,
         attempt: u32,
         elapsed: Duration,
