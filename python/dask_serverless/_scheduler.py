@@ -140,14 +140,7 @@ def _callback_state(graph: IngestedGraph) -> dict:
 
 
 def _run(cluster: LocalCluster, graph: IngestedGraph, state, pretask, posttask, clock) -> dict:
-    plan = _core.Plan(
-        graph.key_names(),
-        graph.dependencies,
-        [str(key) for key in graph.missing],
-        graph.outputs,
-        parallelism=cluster.workers,
-        clusters_per_worker=cluster.clusters_per_worker,
-    )
+    plan = plan_graph(graph, cluster.workers, cluster.clusters_per_worker)
     clock.lap("plan")
     clock.counts = {"tasks": len(graph.keys), "clusters": plan.cluster_count()}
     run_id = f"run-{uuid.uuid4().hex[:16]}"
@@ -179,6 +172,18 @@ def _run(cluster: LocalCluster, graph: IngestedGraph, state, pretask, posttask, 
     finally:
         cluster._end_run(run, succeeded)
         clock.counts.update(run.statistics())
+
+
+def plan_graph(graph: IngestedGraph, parallelism: int, clusters_per_worker: int) -> _core.Plan:
+    """The native plan of an ingested graph."""
+    return _core.Plan(
+        graph.key_names(),
+        graph.dependencies,
+        [str(key) for key in graph.missing],
+        graph.outputs,
+        parallelism=parallelism,
+        clusters_per_worker=clusters_per_worker,
+    )
 
 
 def _upload(run, plan, graph: IngestedGraph, clusters: list[int], clock: _Clock) -> None:
@@ -266,4 +271,4 @@ def _failure(graph: IngestedGraph, plan, kind: str, details: dict) -> BaseExcept
     return ServerlessError(f"cluster {details.get('cluster')}: {details.get('message')}")
 
 
-__all__ = ["compute", "flat_keys"]
+__all__ = ["compute", "flat_keys", "plan_graph"]

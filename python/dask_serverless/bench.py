@@ -69,7 +69,8 @@ from dask import delayed
 
 import dask_serverless
 from dask_serverless import _core
-from dask_serverless._ingest import IngestedGraph, ingest
+from dask_serverless._ingest import ingest
+from dask_serverless._scheduler import plan_graph
 from dask_serverless.cluster import LocalCluster
 
 REFERENCE = "sync"
@@ -572,18 +573,6 @@ class EngineResult:
         if not measured or not measured.get("plan_seconds"):
             return None
         return measured["tasks"] / measured["plan_seconds"]
-
-
-def plan_graph(graph: IngestedGraph, parallelism: int, clusters_per_worker: int) -> Any:
-    """The plan ``_scheduler._run`` makes of an ingested graph."""
-    return _core.Plan(
-        graph.key_names(),
-        graph.dependencies,
-        [str(key) for key in graph.missing],
-        graph.outputs,
-        parallelism=parallelism,
-        clusters_per_worker=clusters_per_worker,
-    )
 
 
 def measure_engine(
