@@ -24,8 +24,10 @@ def test_inputs_from_other_clusters_are_zero_copy_memory_maps():
         flags = delayed(describe_inputs)(*blocks).compute(scheduler=running.get)
     assert len(flags) == 8
     # Values produced in the consumer's own cluster are ordinary arrays; values loaded from
-    # the shared-memory store are views on the mapped object: not owned, read-only.
-    assert (False, False) in flags
+    # the shared-memory store are views on the mapped object: not owned, and writable (the map
+    # is private, copy-on-write).
+    assert (False, True) in flags
+    assert (True, True) in flags
 
 
 def test_large_values_returned_to_the_client(cluster):

@@ -16,10 +16,10 @@ from dask_serverless import (
     FunctionError,
     FunctionMemoryError,
     FunctionTimeoutError,
+    GraphValidationError,
     LocalCluster,
     SerializationError,
 )
-from dask_serverless._core import GraphValidationError
 
 
 class CustomError(Exception):

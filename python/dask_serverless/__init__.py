@@ -9,25 +9,43 @@
 
 from dask_serverless.cluster import LocalCluster
 from dask_serverless.errors import (
+    AwsConfigurationError,
+    AwsPermissionError,
+    ConfigurationError,
     FunctionError,
     FunctionMemoryError,
     FunctionTimeoutError,
+    GraphValidationError,
+    PlatformError,
+    PlatformUnavailableError,
     RemoteTaskError,
     RunLostError,
     SerializationError,
     ServerlessError,
+    StoreError,
+    StoreUnavailableError,
+    UnsupportedGraphError,
 )
 from dask_serverless.lambda_cluster import LambdaCluster
 
 __all__ = [
+    "AwsConfigurationError",
+    "AwsPermissionError",
+    "ConfigurationError",
     "FunctionError",
     "FunctionMemoryError",
     "FunctionTimeoutError",
+    "GraphValidationError",
     "LambdaCluster",
     "LocalCluster",
+    "PlatformError",
+    "PlatformUnavailableError",
     "RemoteTaskError",
     "RunLostError",
     "SerializationError",
     "ServerlessError",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnsupportedGraphError",
 ]
 __version__ = "0.1.0"

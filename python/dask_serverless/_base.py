@@ -1,14 +1,33 @@
 """What every cluster shares: the Dask scheduler ``get``, the run lifecycle and the switch of
 Dask's default scheduler inside ``with``.
 
-A subclass provides ``start()`` and ``close()``, sets ``_context`` (where functions find the
-platform and the store, as the native ``RunContext`` JSON minus the run id) and ``_store`` (a
-native store handle used to delete the objects of runs that did not stop in time).
+A subclass provides ``start()``, ``close()`` and ``_stop_functions()``, sets ``_context``
+(where functions find the platform and the store, as the native ``RunContext`` JSON minus the
+run id) and ``_store`` (a native store handle used to delete the objects of runs that did not
+stop in time).
+
+How a run ends:
+
+* **succeeded**: its objects are deleted;
+* **failed** (a task raised, a function died): clusters are kept from starting (their specs are
+  deleted), running ones get ``FAILED_DRAIN_SECONDS`` to report, then whatever still runs is
+  stopped (``_stop_functions``: the local platform kills its workers, Lambda functions find the
+  run gone at their next cluster) and the objects are deleted. A store that fails during this
+  cleanup adds a note to the original error; it never replaces it;
+* **interrupted** (``Ctrl-C``): the same without waiting: functions are stopped at once.
+
+Runs that could not be stopped in time are swept again after later computes and when the
+cluster closes.
+
+A cluster belongs to the process that started it: a process forked from it (``os.fork()``,
+``multiprocessing`` with the ``fork`` start method) gets a clear error if it computes, and its
+exit does not touch the parent's platform.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from typing import Any
 
@@ -18,8 +37,14 @@ from dask_serverless import _core
 from dask_serverless._scheduler import compute
 from dask_serverless.errors import ServerlessError
 
-# How long a failed compute waits for its other running clusters before raising.
-DRAIN_SECONDS = 10.0
+#: How long a failed compute waits for its other running clusters before stopping them.
+FAILED_DRAIN_SECONDS = 1.0
+#: How long an interrupted compute waits for functions it stopped to report.
+STOPPED_DRAIN_SECONDS = 0.5
+
+# Clusters started by this process, told when the process forks.
+_started: set[ServerlessCluster] = set()
+_started_lock = threading.Lock()
 
 
 class ServerlessCluster:
@@ -35,6 +60,7 @@ class ServerlessCluster:
         self._config: Any = None
         self._lock = threading.Lock()
         self._stale_runs: set[str] = set()
+        self._owner_pid = os.getpid()
         #: The cost of the latest compute: seconds per phase (ingest, plan, upload, run,
         #: fetch, total; ``started`` from the call to the started run), tasks, clusters,
         #: invocations, store operations and bytes.
@@ -46,6 +72,10 @@ class ServerlessCluster:
     def close(self) -> None:
         raise NotImplementedError
 
+    def _stop_functions(self) -> None:
+        """Stops every function of the current run (it is the only one)."""
+        raise NotImplementedError
+
     @property
     def running(self) -> bool:
         return self._context is not None
@@ -53,7 +83,11 @@ class ServerlessCluster:
     def __enter__(self):
         self.start()
         try:
-            self._config = dask.config.set(scheduler=self.get)
+            # Shuffles built inside the block go through tasks, which scale across functions
+            # (a disk shuffle built elsewhere is rewritten at compute time, see _shuffle).
+            self._config = dask.config.set(
+                {"scheduler": self.get, "dataframe.shuffle.method": "tasks"}
+            )
         except BaseException:
             self.close()
             raise
@@ -61,6 +95,24 @@ class ServerlessCluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def __reduce__(self):
+        # A graph may hold the cluster (a task closing over `cluster.get`, a collection that
+        # remembers its scheduler). In a function it stands for "compute here".
+        return (_InFunctionScheduler, ())
+
+    def _register_started(self) -> None:
+        self._owner_pid = os.getpid()
+        with _started_lock:
+            _started.add(self)
+
+    def _unregister_started(self) -> None:
+        with _started_lock:
+            _started.discard(self)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: the platform, store and threads are the parent's."""
+        raise NotImplementedError
 
     def _restore_scheduler(self) -> None:
         if self._config is not None:
@@ -75,23 +127,68 @@ class ServerlessCluster:
 
     def _start_run(self, run_id: str, plan: Any) -> Any:
         context = dict(self._context, run_id=run_id)
-        return _core.ClientRun(json.dumps(context), plan, self.timeout_s + 15.0)
+        return _core.ClientRun(json.dumps(context), plan, self.timeout_s, self.timeout_s + 15.0)
 
-    def _end_run(self, run: Any, succeeded: bool) -> None:
-        """Delete the run's objects. After a failure, first stop its clusters from starting
-        and wait (briefly) for running ones; a run that does not stop in time is swept again
-        after later computes and when the cluster closes."""
-        if not succeeded and not run.drain(DRAIN_SECONDS):
+    def _end_run(self, run: Any, outcome: str) -> str | None:
+        """Stops what still runs of ``run`` and deletes its objects (see the module doc).
+
+        After a failure or an interruption this never raises: a cleanup that fails is
+        returned as a note for the run's own error."""
+        try:
+            if outcome != "succeeded":
+                wait = FAILED_DRAIN_SECONDS if outcome == "failed" else 0.0
+                if not run.drain(wait):
+                    self._stop_functions()
+                    if not run.drain(STOPPED_DRAIN_SECONDS):
+                        self._stale_runs.add(run.run_id)
+            run.cleanup()
+            for stale in list(self._stale_runs):
+                self._store.delete_prefix(f"{stale}/")
+                if stale != run.run_id:
+                    self._stale_runs.discard(stale)
+        except Exception as error:
+            if outcome == "succeeded":
+                raise
             self._stale_runs.add(run.run_id)
-        run.cleanup()
-        for stale in list(self._stale_runs):
-            self._store.delete_prefix(f"{stale}/")
-            if stale != run.run_id:
-                self._stale_runs.discard(stale)
+            return (
+                f"dask-serverless could not delete the objects of run {run.run_id} after this "
+                f"error: {type(error).__name__}: {error}. They are deleted when the cluster "
+                "closes or by a later compute."
+            )
+        return None
 
     def _require_running(self) -> None:
+        if os.getpid() != self._owner_pid and self._context is not None:
+            raise ServerlessError(
+                f"this {type(self).__name__} was started by process {self._owner_pid}; "
+                f"process {os.getpid()} is a fork of it and cannot use its platform. Start a "
+                "cluster in the child, or use the 'spawn' start method of multiprocessing."
+            )
         if not self.running:
             name = type(self).__name__
             raise ServerlessError(
                 f"this {name} is not running: use `with {name}(...):` or call start()"
             )
+
+
+class _InFunctionScheduler:
+    """What a pickled cluster becomes in a function: Dask's synchronous scheduler."""
+
+    running = True
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        return dask.get(dsk, keys, **kwargs)
+
+    def __reduce__(self):
+        return (_InFunctionScheduler, ())
+
+
+def _after_fork_in_child() -> None:
+    with _started_lock:
+        clusters = list(_started)
+        _started.clear()
+    for cluster in clusters:
+        cluster._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -7,6 +7,13 @@ tasks are numbered densely, and each task's dependencies become a list of number
 tasks reference but nobody defines are passed on as "missing": the planner rejects them with a
 message that names both keys.
 
+Two rewrites keep results equal to Dask's local schedulers:
+
+* on-disk ``partd`` shuffles become shuffles through task outputs
+  (:mod:`dask_serverless._shuffle`): functions share no disk;
+* an output whose node is a literal (a ``DataNode``, or an alias of one) is not computed: the
+  caller gets its own object back, as with the threaded scheduler.
+
 One fast path: graphs of ``dask.delayed`` objects. Their optimizer only culls (unless linear
 fusion is switched on), through ``HighLevelGraph.cull``, which costs about 70 µs per task on
 graphs with one layer per delayed object — seconds for 100,000 tasks. Ingest culls anyway, so
@@ -20,8 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask
-from dask._task_spec import GraphNode, convert_legacy_graph
+from dask._task_spec import Alias, DataNode, GraphNode, convert_legacy_graph
 from dask.core import flatten
+
+from dask_serverless._shuffle import rewrite_disk_shuffles
 
 
 @dataclass
@@ -34,16 +43,20 @@ class IngestedGraph:
     missing: list[Any]
     outputs: list[int]
     graph: dict
+    #: Outputs that are literals, returned as they are (not computed).
+    literals: dict
 
-    def key_names(self) -> list[str]:
-        return [str(key) for key in self.keys]
+    @property
+    def empty(self) -> bool:
+        """Nothing to compute: every output is a literal."""
+        return not self.keys
 
 
 def as_task_graph(dsk: Any) -> dict:
     """``{key: GraphNode}`` from a mapping, a HighLevelGraph or an expression."""
     if not isinstance(dsk, Mapping):
         dsk = _unoptimized_delayed_graph(dsk) or dsk.__dask_graph__()
-    return convert_legacy_graph(dsk)
+    return rewrite_disk_shuffles(convert_legacy_graph(dsk))
 
 
 def _unoptimized_delayed_graph(expression: Any) -> dict | None:
@@ -83,12 +96,30 @@ def flat_keys(keys: Any) -> list:
     return list(flatten(keys)) if isinstance(keys, list) else [keys]
 
 
+def _literal(graph: dict, key: Any) -> DataNode | None:
+    """The literal an output resolves to through aliases, if it is one."""
+    node = graph[key]
+    seen = 0
+    while isinstance(node, Alias) and node.target in graph and seen < len(graph):
+        node = graph[node.target]
+        seen += 1
+    return node if isinstance(node, DataNode) else None
+
+
 def ingest(dsk: Any, keys: Any) -> IngestedGraph:
     graph = as_task_graph(dsk)
-    outputs_keys = flat_keys(keys)
-    for key in outputs_keys:
+    requested = flat_keys(keys)
+    for key in requested:
         if key not in graph:
             raise KeyError(key)
+    literals: dict = {}
+    outputs_keys = []
+    for key in requested:
+        literal = _literal(graph, key)
+        if literal is None:
+            outputs_keys.append(key)
+        else:
+            literals[key] = literal.value
 
     # Cull: every task the outputs need, numbered in discovery order; missing keys are
     # numbered after the tasks.
@@ -126,6 +157,7 @@ def ingest(dsk: Any, keys: Any) -> IngestedGraph:
         missing=list(missing_index),
         outputs=[index[key] for key in outputs_keys],
         graph=graph,
+        literals=literals,
     )
 
 

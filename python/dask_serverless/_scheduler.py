@@ -5,9 +5,15 @@
    first: each leaf is invoked as soon as it is uploaded, and runs while the client uploads
    the rest;
 3. then only listen: functions run clusters, release and invoke children themselves, and
-   report on the result channel;
-4. feed Dask's callbacks as reports arrive (``ProgressBar`` works), read the outputs, delete
-   every object of the run — whether it succeeded or failed.
+   report on the result channel (progress while a cluster runs, then its end);
+4. feed Dask's callbacks as tasks finish (``ProgressBar`` works), re-emit the warnings tasks
+   raised under the caller's own filters, read the outputs, delete every object of the run —
+   whether it succeeded, failed or was interrupted (see :mod:`dask_serverless._base`).
+
+A run's failure arrives as the exception the caller sees, raised by the native module: the
+task's own exception (with the function's traceback as a note), or one of
+:mod:`dask_serverless.errors`. Outputs that are literals are returned as the caller's own
+objects, without a run.
 
 Each compute leaves its cost on ``cluster.last_run``: the time of each phase and what the
 clusters reported (invocations, store operations and bytes).
@@ -15,11 +21,13 @@ clusters reported (invocations, store operations and bytes).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import gc
+import importlib
+import os
 import time
 import uuid
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -28,15 +36,7 @@ from dask.callbacks import local_callbacks, unpack_callbacks
 from dask_serverless import _core
 from dask_serverless._ingest import IngestedGraph, flat_keys, ingest, pack_results
 from dask_serverless._serialize import dumps_tasks, loads
-from dask_serverless.errors import (
-    FunctionError,
-    FunctionMemoryError,
-    FunctionTimeoutError,
-    RemoteTaskError,
-    RunLostError,
-    SerializationError,
-    ServerlessError,
-)
+from dask_serverless.errors import SerializationError
 
 if TYPE_CHECKING:
     from dask_serverless.cluster import LocalCluster
@@ -140,12 +140,15 @@ def _callback_state(graph: IngestedGraph) -> dict:
 
 
 def _run(cluster: LocalCluster, graph: IngestedGraph, state, pretask, posttask, clock) -> dict:
+    values = dict(graph.literals)
+    if graph.empty:
+        clock.counts = {"tasks": 0, "clusters": 0}
+        return values
     plan = plan_graph(graph, cluster.workers, cluster.clusters_per_worker)
     clock.lap("plan")
     clock.counts = {"tasks": len(graph.keys), "clusters": plan.cluster_count()}
     run_id = f"run-{uuid.uuid4().hex[:16]}"
     run = cluster._start_run(run_id, plan)
-    succeeded = False
     try:
         events = run.start()
         with _garbage_collection_paused():
@@ -153,31 +156,33 @@ def _run(cluster: LocalCluster, graph: IngestedGraph, state, pretask, posttask, 
         clock.lap("upload")
         while True:
             for event in events:
-                kind = event[0]
-                if kind == "tasks":
+                if isinstance(event, _core.TasksFinished):
+                    if event.warnings:
+                        _emit_warnings(graph, event.warnings)
                     if state:
-                        _progress(graph, event[1], state, pretask, posttask)
-                elif kind == "completed":
-                    clock.lap("run")
-                    succeeded = True
-                    values = {
-                        graph.keys[number]: loads(run.fetch(number))
-                        for number in dict.fromkeys(graph.outputs)
-                    }
-                    clock.lap("fetch")
-                    return values
+                        _progress(graph, event.tasks, state, pretask, posttask)
                 else:
-                    raise _failure(graph, plan, event[1], event[2])
+                    clock.lap("run")
+                    for number in dict.fromkeys(graph.outputs):
+                        values[graph.keys[number]] = loads(run.fetch(number))
+                    clock.lap("fetch")
+                    cluster._end_run(run, "succeeded")
+                    return values
             events = run.poll(POLL_SECONDS)
+    except BaseException as error:
+        outcome = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        note = cluster._end_run(run, outcome)
+        if note is not None:
+            error.add_note(note)
+        raise
     finally:
-        cluster._end_run(run, succeeded)
-        clock.counts.update(run.statistics())
+        clock.counts.update(run.statistics().to_dict())
 
 
 def plan_graph(graph: IngestedGraph, parallelism: int, clusters_per_worker: int) -> _core.Plan:
     """The native plan of an ingested graph."""
     return _core.Plan(
-        graph.key_names(),
+        [repr(key) for key in graph.keys],
         graph.dependencies,
         [str(key) for key in graph.missing],
         graph.outputs,
@@ -218,9 +223,9 @@ def _unpicklable(graph: IngestedGraph, tasks: list[int], error: Exception) -> Se
     return SerializationError(f"a cluster of tasks cannot be pickled: {error}")
 
 
-def _progress(graph: IngestedGraph, records, state, pretask, posttask) -> None:
+def _progress(graph: IngestedGraph, tasks: list[int], state, pretask, posttask) -> None:
     keys = graph.keys
-    for task, *_ in records:
+    for task in tasks:
         key = keys[task]
         state["waiting"].discard(key)
         state["running"].add(key)
@@ -232,43 +237,48 @@ def _progress(graph: IngestedGraph, records, state, pretask, posttask) -> None:
             callback(key, None, graph.graph, state, 0)
 
 
-def _failure(graph: IngestedGraph, plan, kind: str, details: dict) -> BaseException:
-    if kind == "task":
-        key = graph.keys[details["task"]]
-        pickled = details.get("pickled")
-        if pickled:
-            try:
-                error = cloudpickle.loads(base64.b64decode(pickled))
-            except Exception:  # noqa: BLE001 - fall through to the description
-                error = None
-            if isinstance(error, BaseException):
-                error.add_note(f"Raised by task {key!r} in a function:\n{details['traceback']}")
-                return error
-        return RemoteTaskError(
-            f"task {key!r} raised {details['type_name']}: {details['message']}\n"
-            f"{details['traceback']}"
+def _emit_warnings(graph: IngestedGraph, caught: list) -> None:
+    """Re-emits warnings raised in tasks, under the caller's own filters."""
+    for warning in caught:
+        key = graph.keys[warning.task]
+        message = _warning_message(warning)
+        category = type(message) if isinstance(message, Warning) else _category(warning.category)
+        filename = warning.filename or "<task>"
+        module = os.path.splitext(os.path.basename(filename))[0] or "<task>"
+        registry = _WARNING_REGISTRIES.setdefault(filename, {})
+        warnings.warn_explicit(
+            message,
+            category,
+            f"{filename} (task {key!r})",
+            warning.lineno,
+            module=module,
+            registry=registry,
         )
-    if kind == "function":
-        message = details["message"] or "the function failed"
-        error_type = details["error_type"]
-        cluster = details.get("cluster")
-        where = ""
-        if cluster is not None:
-            tasks = plan.cluster_tasks(cluster)
-            if tasks:
-                where = f" (cluster {cluster}: {len(tasks)} tasks from {graph.keys[tasks[0]]!r})"
-        text = f"{error_type}: {message}{where}"
-        if error_type == "Runtime.OutOfMemory":
-            return FunctionMemoryError(text, error_type, cluster)
-        if error_type == "Sandbox.Timedout":
-            return FunctionTimeoutError(text, error_type, cluster)
-        return FunctionError(text, error_type, cluster)
-    if kind == "lost":
-        return RunLostError(
-            f"no news of the run for {details['silent_for_s']:.0f} s while "
-            f"{details['pending_clusters']} clusters were pending: the platform lost them"
-        )
-    return ServerlessError(f"cluster {details.get('cluster')}: {details.get('message')}")
+
+
+# One registry per source file, as Python keeps one per module: a warning the filters show
+# "once per location" is shown once, not once per task.
+_WARNING_REGISTRIES: dict[str, dict] = {}
+
+
+def _warning_message(warning) -> Warning | str:
+    if warning.pickled is not None:
+        try:
+            message = cloudpickle.loads(warning.pickled)
+        except Exception:  # noqa: BLE001 - fall back to the category's name and the text
+            message = None
+        if isinstance(message, Warning):
+            return message
+    return warning.message
+
+
+def _category(name: str) -> type[Warning]:
+    module_name, _, qualified = name.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name or "builtins"), qualified)
+    except (ImportError, AttributeError, ValueError):
+        return UserWarning
+    return found if isinstance(found, type) and issubclass(found, Warning) else UserWarning
 
 
 __all__ = ["compute", "flat_keys", "plan_graph"]

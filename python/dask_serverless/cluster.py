@@ -5,6 +5,10 @@ Invoke API to callers and the Lambda Runtime API to its workers (warm Python pro
 this package's handler through the AWS runtime interface client), a shared-memory store and a
 result channel. Inside the block every Dask compute runs on it; on exit the previous scheduler
 is restored and every worker process, shared-memory object and queue is gone.
+
+Every function of a cluster hashes strings the same way (``PYTHONHASHSEED`` is pinned: the
+client's own value when it sets one, otherwise a value fixed per cluster), as Dask partitions
+by ``hash()``; Dask's ``processes`` scheduler pins its workers' seed the same way.
 """
 
 from __future__ import annotations
@@ -17,12 +21,23 @@ import tempfile
 import uuid
 import weakref
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from dask_serverless import _core
 from dask_serverless._base import ServerlessCluster
+from dask_serverless._validate import check_executable, check_integer, check_number
+from dask_serverless.errors import ConfigurationError
 
 FUNCTION_NAME = "dask-serverless-executor"
 HANDLER = "dask_serverless.handler.handler"
+#: Lambda's range of memory sizes, which the local platform enforces as well.
+MEMORY_RANGE_MB = (128, 10_240)
+#: Lambda's longest timeout.
+MAX_TIMEOUT_S = 900.0
+#: Most functions the local platform runs at once.
+MAX_WORKERS = 1024
+#: Stores a LocalCluster can use besides its own shared memory.
+STORE_SCHEMES = ("redis", "rediss", "s3")
 
 
 def _default_memory_mb(workers: int) -> int:
@@ -64,6 +79,10 @@ class LocalCluster(ServerlessCluster):
         Interpreter of the worker processes (default: this one).
     prewarm:
         Start the worker processes at once instead of at the first compute.
+    store:
+        ``None`` (default) for a shared-memory store private to the cluster, or the address of
+        a store the functions share: ``redis://host:port/db`` or ``s3://bucket?region=...``.
+        The cluster keeps its objects under a prefix of its own and deletes them.
     """
 
     def __init__(
@@ -75,20 +94,22 @@ class LocalCluster(ServerlessCluster):
         threads_per_worker: int | str | None = None,
         python: str | None = None,
         prewarm: bool = True,
+        store: str | None = None,
     ) -> None:
-        self.workers = int(workers or os.cpu_count() or 1)
-        if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
-        self.memory_mb = int(memory_mb or _default_memory_mb(self.workers))
-        if self.memory_mb < 128:
-            raise ValueError(f"memory_mb must be at least 128 (Lambda's minimum), not {memory_mb}")
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive, not {timeout_s}")
-        self.timeout_s = float(timeout_s)
-        self.clusters_per_worker = int(clusters_per_worker)
+        if workers is None:
+            workers = os.cpu_count() or 1
+        self.workers = check_integer("workers", workers, 1, MAX_WORKERS)
+        if memory_mb is None:
+            memory_mb = _default_memory_mb(self.workers)
+        self.memory_mb = check_integer("memory_mb", memory_mb, *MEMORY_RANGE_MB)
+        self.timeout_s = check_number("timeout_s", timeout_s, 0.0, MAX_TIMEOUT_S, exclusive=True)
+        self.clusters_per_worker = check_integer(
+            "clusters_per_worker", clusters_per_worker, 1, 1000
+        )
         self.threads_per_worker = _threads_per_worker(threads_per_worker, self.workers)
-        self.python = python or sys.executable
-        self.prewarm = prewarm
+        self.python = check_executable("python", python or sys.executable)
+        self.prewarm = bool(prewarm)
+        self.store_address = _store_address(store)
         super().__init__()
         self._platform: Any = None
         self._store_root: str | None = None
@@ -98,12 +119,18 @@ class LocalCluster(ServerlessCluster):
     def start(self) -> LocalCluster:
         if self._platform is not None:
             return self
-        root = _shared_memory_root()
-        store = _core.SharedMemoryStore.create(root)
+        if self.store_address is None:
+            root: str | None = _shared_memory_root()
+            store = _core.SharedMemoryStore.create(root)
+            address = f"shm://{root}"
+        else:
+            root = None
+            address = self.store_address
+            store = _core.Store.open(address)
         try:
             platform = _core.LocalPlatform()
         except BaseException:
-            store.destroy()
+            _destroy_store(store)
             raise
         queue = f"results-{uuid.uuid4().hex[:12]}"
         try:
@@ -120,12 +147,12 @@ class LocalCluster(ServerlessCluster):
             )
         except BaseException:
             platform.close()
-            store.destroy()
+            _destroy_store(store)
             raise
         self._platform, self._store, self._store_root = platform, store, root
         self._context = {
             "function": FUNCTION_NAME,
-            "store": f"shm://{root}",
+            "store": address,
             "platform": {
                 "kind": "local",
                 "invoke_endpoint": platform.endpoint,
@@ -134,6 +161,7 @@ class LocalCluster(ServerlessCluster):
             },
         }
         self._finalizer = weakref.finalize(self, _release, platform, store, root)
+        self._register_started()
         if self.prewarm:
             for _ in range(self.workers):
                 platform.invoke_event(FUNCTION_NAME, json.dumps({"ping": True}))
@@ -142,10 +170,22 @@ class LocalCluster(ServerlessCluster):
     def close(self) -> None:
         """Stop every worker and delete every object; safe to call twice."""
         self._restore_scheduler()
+        self._unregister_started()
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
         self._platform = self._store = self._context = None
+
+    def _stop_functions(self) -> None:
+        if self._platform is not None:
+            self._platform.stop_invocations(FUNCTION_NAME)
+
+    def _forget_after_fork(self) -> None:
+        # The platform's threads and workers belong to the parent: never close them from here.
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        self._platform = self._store = None
 
     def statistics(self) -> dict:
         """Invocations, cold starts, throttles and workers of the local platform."""
@@ -162,7 +202,10 @@ class LocalCluster(ServerlessCluster):
 
     def _worker_environment(self) -> dict[str, str]:
         paths = [path for path in sys.path if path and os.path.isdir(path)]
-        environment = {"PYTHONPATH": os.pathsep.join(paths)}
+        environment = {
+            "PYTHONPATH": os.pathsep.join(paths),
+            "PYTHONHASHSEED": _hash_seed(),
+        }
         for name in ("PATH", "HOME", "LANG", *THREAD_VARIABLES):
             if name in os.environ:
                 environment[name] = os.environ[name]
@@ -185,18 +228,58 @@ def _threads_per_worker(requested: int | str | None, workers: int) -> int | str:
             if value.isdigit() and int(value) > 0:
                 return int(value)
         return max(1, (os.cpu_count() or 1) // workers)
-    if isinstance(requested, str) or int(requested) < 1:
-        raise ValueError(
-            f'threads_per_worker must be a positive number or "client", not {requested!r}'
+    if isinstance(requested, str):
+        raise ConfigurationError(
+            f'threads_per_worker must be a positive whole number or "client", not {requested!r}'
         )
-    return int(requested)
+    return check_integer("threads_per_worker", requested, 1, 1024)
 
 
-def _release(platform: Any, store: Any, root: str) -> None:
+def _hash_seed() -> str:
+    """The ``PYTHONHASHSEED`` of every function: the client's when it pins one (so functions
+    hash as the client does), otherwise a fixed value, as Dask's ``processes`` scheduler."""
+    value = os.environ.get("PYTHONHASHSEED", "")
+    if value.isdigit() and int(value) <= 4_294_967_295:
+        return value
+    return "6640"
+
+
+def _store_address(store: str | None) -> str | None:
+    """The address functions use, under a prefix private to this cluster."""
+    if store is None:
+        return None
+    if not isinstance(store, str):
+        raise ConfigurationError(
+            f"store must be an address such as 'redis://host:6379/0', not {store!r}"
+        )
+    parsed = urlparse(store)
+    if parsed.scheme not in STORE_SCHEMES:
+        raise ConfigurationError(
+            f"store {store!r} is not supported by LocalCluster: use None (shared memory), "
+            "'redis://host:port/db' or 's3://bucket?region=...'"
+        )
+    query = dict(parse_qsl(parsed.query))
+    prefix = query.get("prefix", "")
+    query["prefix"] = f"{prefix}dask-serverless-{uuid.uuid4().hex[:12]}/"
+    return urlunparse(parsed._replace(query=urlencode(query)))
+
+
+def _destroy_store(store: Any) -> None:
+    """Deletes the cluster's objects: its whole shared memory, or its prefix of a shared store."""
+    destroy = getattr(store, "destroy", None)
+    if destroy is not None:
+        destroy()
+        return
+    for prefix in sorted({key.split("/", 1)[0] for key in store.list("")}):
+        store.delete_prefix(f"{prefix}/")
+
+
+def _release(platform: Any, store: Any, root: str | None) -> None:
     try:
         platform.close()
     finally:
         try:
-            store.destroy()
+            _destroy_store(store)
         finally:
-            shutil.rmtree(root, ignore_errors=True)
+            if root is not None:
+                shutil.rmtree(root, ignore_errors=True)

@@ -6,7 +6,21 @@ or to finish; fan-in, invocations of released children and reports happen native
 
 Values live in ``values`` (Dask key -> value) for the whole invocation, so a cluster that this
 invocation *becomes* reads its parent's outputs from memory. After each task the values no
-later task of the cluster needs are dropped, except outputs that leave the cluster.
+later task of the cluster needs are dropped, except outputs that leave the cluster. Values are
+keyed by the graph's keys (what the client planned), never by ``node.key``: a node reached
+through an alias (``dask.graph_manipulation`` makes such graphs) may carry another key.
+
+What the caller sees as with Dask's local schedulers:
+
+* **progress**: finished tasks are streamed to the client while the cluster runs, batched by
+  time (at most one message per ``PROGRESS_SECONDS``), so a long cluster moves a progress bar
+  task by task;
+* **warnings** raised by a task are recorded (all of them: the caller's filters decide) and
+  re-emitted in the caller's process;
+* **inputs** loaded from the store are private copy-on-write mappings: a task may write into
+  them without changing what other tasks read;
+* **nested computes**: a task that calls ``.compute()`` runs the inner graph here, on Dask's
+  synchronous scheduler.
 
 When ``DASK_SERVERLESS_PROGRESS_PATH`` is set (the local platform sets it), the handler writes
 the task it is running to that file, so that a function stopped for its memory size or its
@@ -16,23 +30,29 @@ copy into shared memory, not a system call (the platform reads up to the first N
 
 from __future__ import annotations
 
-import base64
 import json
 import mmap
 import os
 import time
 import traceback
+import warnings
 from typing import Any
 
 import cloudpickle
+import dask
 
 from dask_serverless import _core
 from dask_serverless._serialize import dumps, loads
 
+#: Longest time between two progress messages of a running cluster.
+PROGRESS_SECONDS = 0.1
+PROGRESS_SIZE = 4096
+
 _invocation_count = 0
 _progress_map: mmap.mmap | None = None
-_cluster_cache: dict[tuple[str, int], Any] = {}
-PROGRESS_SIZE = 4096
+
+# A task that calls .compute() runs its graph inside this function.
+dask.config.set(scheduler="sync")
 
 
 def _note_progress(text: str) -> None:
@@ -63,13 +83,11 @@ def handler(event: dict, context: Any) -> dict:
     clusters_run = 0
     while True:
         step = worker.step()
-        kind = step[0]
-        if kind == "run":
-            _, spec, tasks_payload, inputs = step
+        if isinstance(step, _core.RunClusterStep):
             clusters_run += 1
-            _run_cluster(worker, spec, tasks_payload, inputs, values, key_of)
-        elif kind == "retain":
-            keep = {key_of[task] for task in step[1] if task in key_of}
+            _run_cluster(worker, step, values, key_of)
+        elif isinstance(step, _core.RetainStep):
+            keep = {key_of[task] for task in step.tasks if task in key_of}
             for key in [key for key in values if key not in keep]:
                 del values[key]
         else:
@@ -77,66 +95,94 @@ def handler(event: dict, context: Any) -> dict:
             return {"clusters": clusters_run}
 
 
-def _run_cluster(worker, spec, tasks_payload, inputs, values, key_of) -> None:
-    cluster = spec["cluster"]
-    run_id = worker.run_id
+def _run_cluster(worker: Any, step: Any, values: dict, key_of: dict) -> None:
+    cluster = step.cluster
     try:
-        task_ids, nodes, keys = _cluster_cache.pop((run_id, cluster), None) or loads(
-            [tasks_payload]
-        )
+        task_ids, nodes, keys = loads([step.payload])
     except Exception as error:  # noqa: BLE001 - reported to the client with its cause
         worker.failed(f"could not unpickle the tasks of cluster {cluster}: {error!r}")
         return
     key_of.update(keys)
     try:
-        for task, parts in inputs:
+        for task, parts in step.inputs:
             values[key_of[task]] = loads(parts)
     except Exception as error:  # noqa: BLE001
         worker.failed(f"could not unpickle an input of cluster {cluster}: {error!r}")
         return
 
-    stored = set(spec["stored_outputs"])
-    leaving = stored.union(spec["memory_outputs"])
-    release_after = spec["release_after"]
-    records = []
-    for position, (task, node) in enumerate(zip(task_ids, nodes, strict=True)):
-        key = node.key
-        _note_progress(f"task {key!r} (cluster {cluster})")
-        start = time.time_ns()
-        try:
-            dependencies = node.dependencies
-            value = node({dependency: values[dependency] for dependency in dependencies})
-        except Exception as error:  # noqa: BLE001 - the task's own exception goes to the caller
-            worker.task_failed(task, *_describe(error))
-            return
-        duration = time.time_ns() - start
-        values[key] = value
-        stored_bytes = 0
-        if task in stored:
+    stored = set(step.stored_outputs)
+    leaving = stored.union(step.memory_outputs)
+    release_after = step.release_after
+    records: list[tuple[int, int, int, int]] = []
+    task_warnings: list[tuple] = []
+    streamed = 0
+    next_progress = time.monotonic() + PROGRESS_SECONDS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for position, (task, node) in enumerate(zip(task_ids, nodes, strict=True)):
+            key = key_of[task]
+            _note_progress(f"task {key!r} (cluster {cluster})")
+            start = time.time_ns()
             try:
-                parts = dumps(value)
-            except Exception as error:  # noqa: BLE001
-                worker.failed(
-                    f"the result of task {key!r} cannot be pickled, so it cannot leave the "
-                    f"function: {type(error).__name__}: {error}"
-                )
+                value = node({dependency: values[dependency] for dependency in node.dependencies})
+            except Exception as error:  # noqa: BLE001 - the task's own exception goes to the caller
+                worker.task_failed(task, *_describe(error))
                 return
-            stored_bytes = worker.put_value(task, parts)
-        records.append((task, start // 1000, duration // 1000, stored_bytes))
-        for released in release_after[position]:
-            if released not in leaving:
-                values.pop(key_of[released], None)
-    worker.tasks_finished(records)
+            duration = time.time_ns() - start
+            if caught:
+                task_warnings.extend(_describe_warning(task, warning) for warning in caught)
+                caught.clear()
+            values[key] = value
+            stored_bytes = 0
+            if task in stored:
+                try:
+                    parts = dumps(value)
+                except Exception as error:  # noqa: BLE001
+                    worker.result_unpicklable(
+                        task,
+                        f"the result of task {key!r} cannot be pickled, so it cannot leave the "
+                        f"function: {type(error).__name__}: {error}",
+                    )
+                    return
+                stored_bytes = worker.put_value(task, parts)
+            records.append((task, start // 1000, duration // 1000, stored_bytes))
+            for released in release_after[position]:
+                if released not in leaving:
+                    values.pop(key_of[released], None)
+            if time.monotonic() >= next_progress:
+                worker.progress(records[streamed:], task_warnings)
+                streamed = len(records)
+                task_warnings = []
+                next_progress = time.monotonic() + PROGRESS_SECONDS
+    worker.tasks_finished(records[streamed:], task_warnings)
 
 
-def _describe(error: BaseException) -> tuple[str, str, str, str | None]:
+def _describe(error: BaseException) -> tuple[str, str, str, bytes | None]:
     """Type name, message, traceback and (when possible) the pickled exception."""
     error_type = type(error)
     type_name = f"{error_type.__module__}.{error_type.__qualname__}"
     text = "".join(traceback.format_exception(error))
     try:
-        pickled = base64.b64encode(cloudpickle.dumps(error)).decode("ascii")
-        cloudpickle.loads(base64.b64decode(pickled))
+        pickled: bytes | None = cloudpickle.dumps(error)
+        cloudpickle.loads(pickled)
     except Exception:  # noqa: BLE001 - fall back to type name and message
         pickled = None
     return type_name, str(error), text, pickled
+
+
+def _describe_warning(task: int, caught: warnings.WarningMessage) -> tuple:
+    """``(task, category, message, filename, lineno, pickled warning)`` of a caught warning."""
+    category = caught.category
+    message = caught.message
+    try:
+        pickled: bytes | None = cloudpickle.dumps(message)
+    except Exception:  # noqa: BLE001 - the category's name and the text still travel
+        pickled = None
+    return (
+        task,
+        f"{category.__module__}.{category.__qualname__}",
+        str(message),
+        str(caught.filename),
+        int(caught.lineno or 0),
+        pickled,
+    )

@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlparse
 
 from dask_serverless import _core
 from dask_serverless._base import ServerlessCluster
+from dask_serverless._validate import check_integer, check_number
 from dask_serverless.packaging import build_package
 
 HANDLER = "dask_serverless.handler.handler"
@@ -72,16 +73,14 @@ class LambdaCluster(ServerlessCluster):
         cluster_id: str | None = None,
     ) -> None:
         super().__init__()
-        if not 128 <= int(memory_mb) <= 10240:
-            raise ValueError(f"memory_mb must be between 128 and 10240 (Lambda), not {memory_mb}")
-        if not 0 < float(timeout_s) <= 900:
-            raise ValueError(f"timeout_s must be in (0, 900] seconds (Lambda), not {timeout_s}")
-        if max_concurrency is not None and int(max_concurrency) < 1:
-            raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
         self.region = region
-        self.memory_mb = int(memory_mb)
-        self.timeout_s = float(timeout_s)
-        self.max_concurrency = None if max_concurrency is None else int(max_concurrency)
+        self.memory_mb = check_integer("memory_mb", memory_mb, 128, 10_240)
+        self.timeout_s = check_number("timeout_s", timeout_s, 0.0, 900.0, exclusive=True)
+        self.max_concurrency = (
+            None
+            if max_concurrency is None
+            else check_integer("max_concurrency", max_concurrency, 1, 100_000)
+        )
         self.requirements = tuple(requirements)
         self.endpoint_url = endpoint_url
         self.profile = profile
@@ -89,8 +88,12 @@ class LambdaCluster(ServerlessCluster):
         self.python_version = python_version
         self.wheel = wheel
         self.store_address = store
-        self.workers = int(parallelism or self.max_concurrency or 64)
-        self.clusters_per_worker = int(clusters_per_worker)
+        self.workers = check_integer(
+            "parallelism", parallelism or self.max_concurrency or 64, 1, 100_000
+        )
+        self.clusters_per_worker = check_integer(
+            "clusters_per_worker", clusters_per_worker, 1, 1000
+        )
         host = urlparse(endpoint_url).hostname if endpoint_url else None
         # Functions of a local endpoint run on this machine, with this machine's libraries.
         self.local_endpoint = host in LOCAL_HOSTS
@@ -132,6 +135,7 @@ class LambdaCluster(ServerlessCluster):
             deployer.cleanup(self.cluster_id, False)
             raise
         self._finalizer = weakref.finalize(self, _destroy, deployer, record)
+        self._register_started()
         self.deployment = json.loads(record)
         region = self.deployment["region"]
         store = self.store_address or _s3_address(
@@ -153,11 +157,24 @@ class LambdaCluster(ServerlessCluster):
     def close(self) -> None:
         """Delete every resource the cluster created; safe to call twice."""
         self._restore_scheduler()
+        self._unregister_started()
         self._context = None
         self._store = None
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
+
+    def _stop_functions(self) -> None:
+        # Lambda functions cannot be killed: with the run's clusters deleted, each one finds the
+        # run gone at its next cluster and stops.
+        return None
+
+    def _forget_after_fork(self) -> None:
+        # The deployment is the parent's: a forked child must never delete it at exit.
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        self._store = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

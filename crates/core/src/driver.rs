@@ -3,17 +3,26 @@
 //! The client uploads the clusters, invoking each leaf as soon as it is uploaded (and any
 //! cluster whose parents all finished before its upload, see
 //! [`UPLOAD_MEMBER`](crate::UPLOAD_MEMBER)), and from then on only listens. Every cluster ends in
-//! exactly one report on the result channel (finished or failed); the platform adds a failure
-//! record when it stops a function (memory, timeout, crash). The driver folds these into the
-//! run's state:
+//! exactly one final report on the result channel (finished or failed), possibly after progress
+//! reports; the platform adds a failure record when it stops a function (memory, timeout,
+//! crash). The driver folds these into the run's state:
 //!
-//! * a cluster is `Pending` until its report arrives, then `Finished`; a repeated report of a
-//!   finished cluster changes nothing (delivery may repeat);
+//! * a cluster is `Pending` until something says it runs, `Running` until its final report,
+//!   then `Finished`; a repeated report of a finished cluster changes nothing (delivery may
+//!   repeat);
+//! * each task is passed on to progress ([`DriverAction::TasksFinished`]) exactly once, whether
+//!   it arrives in a progress report, a final report, or both, and however often they repeat;
 //! * the run is complete when every cluster is finished, and failed at the first failure;
 //! * reports of other runs are ignored (the channel outlives runs);
 //! * silence: a function lives at most its timeout, and the platform reports the ones it stops,
 //!   so when nothing at all has arrived for longer than `silence_limit` while clusters are
 //!   pending, the work is lost and the run fails instead of waiting forever.
+//!
+//! **Which cluster a dead function was running.** An invocation starts with one cluster and may
+//! *become* others; the platform's failure record only knows the event it was invoked with.
+//! The driver follows each invocation (by its request id) through its reports — progress names
+//! the cluster it runs now, a final report the cluster it became — so a failure is blamed on
+//! the cluster that was running when the function died, once.
 //!
 //! Actions after [`DriverAction::Completed`] or [`DriverAction::Failed`] are never emitted.
 //!
@@ -25,10 +34,13 @@
 //! driver keeps following reports for this purpose only; [`Driver::is_drained`] tells the
 //! shell when nothing of the run can write any more.
 
+use std::collections::HashMap;
+
+use dask_serverless_graph::TaskId;
 use dask_serverless_plan::{ClusterId, Plan};
 
 use crate::Micros;
-use crate::messages::{Report, TaskError, TaskRecord};
+use crate::messages::{FailureCause, Report, TaskError, TaskRecord, TaskWarning};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverEvent {
@@ -36,8 +48,10 @@ pub enum DriverEvent {
     Start,
     /// A message from the result channel.
     Report(Report),
-    /// The platform stopped a function that was running `cluster` (or an unknown cluster).
+    /// The platform stopped a function. `invocation` is its request id and `cluster` the
+    /// cluster it was invoked with, when the platform's record tells them.
     PlatformFailure {
+        invocation: Option<String>,
         cluster: Option<ClusterId>,
         error_type: String,
         message: String,
@@ -54,12 +68,37 @@ pub enum DriverEvent {
 pub enum DriverAction {
     /// Invoke a function for this cluster (a leaf, or one the upload released).
     Invoke { cluster: ClusterId },
-    /// These tasks ran (feed progress callbacks).
-    TasksFinished { records: Vec<TaskRecord> },
+    /// These tasks ran (feed progress callbacks), each reported once; the warnings they raised.
+    TasksFinished {
+        records: Vec<TaskRecord>,
+        warnings: Vec<TaskWarning>,
+    },
     /// Every cluster finished; the outputs are in the store.
     Completed,
     /// The run failed; nothing more will be emitted.
     Failed(RunFailure),
+}
+
+/// How the platform stopped a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionFailureKind {
+    /// It used more memory than its memory size.
+    OutOfMemory,
+    /// It ran longer than its timeout.
+    Timeout,
+    /// Its process died, or the platform failed it otherwise.
+    Crashed,
+}
+
+impl FunctionFailureKind {
+    /// The kind of a platform error type, as AWS Lambda (and the local platform) name them.
+    pub fn from_error_type(error_type: &str) -> FunctionFailureKind {
+        match error_type {
+            "Runtime.OutOfMemory" => FunctionFailureKind::OutOfMemory,
+            "Sandbox.Timedout" => FunctionFailureKind::Timeout,
+            _ => FunctionFailureKind::Crashed,
+        }
+    }
 }
 
 /// Why a run failed.
@@ -67,9 +106,19 @@ pub enum DriverAction {
 pub enum RunFailure {
     /// A task raised.
     Task(TaskError),
+    /// A task's result cannot be pickled.
+    Unpicklable {
+        cluster: ClusterId,
+        task: TaskId,
+        message: String,
+    },
     /// The platform stopped a function (memory size, timeout, crash).
     Function {
+        kind: FunctionFailureKind,
+        /// The cluster the function was running, when known.
         cluster: Option<ClusterId>,
+        /// Tasks this invocation had reported finished (over every cluster it ran).
+        tasks_finished: usize,
         error_type: String,
         message: String,
     },
@@ -86,7 +135,7 @@ pub enum RunFailure {
 enum ClusterState {
     /// Not started as far as the driver knows.
     Pending,
-    /// Invoked or become, no report yet.
+    /// Invoked or become, no final report yet.
     Running,
     /// Reported finished.
     Finished,
@@ -101,6 +150,14 @@ enum RunState {
     Over,
 }
 
+/// What the driver knows of one invocation.
+#[derive(Debug, Clone, Copy)]
+struct InvocationState {
+    /// The cluster it runs now (or ran last).
+    cluster: ClusterId,
+    tasks_finished: usize,
+}
+
 /// The client's state machine for one run.
 #[derive(Debug)]
 pub struct Driver {
@@ -108,7 +165,9 @@ pub struct Driver {
     /// By cluster id: whether the cluster has no parents (the client invokes it).
     leaves: Vec<bool>,
     clusters: Vec<ClusterState>,
-    task_counts: Vec<usize>,
+    /// By task: already passed on to progress.
+    reported: Vec<bool>,
+    invocations: HashMap<String, InvocationState>,
     finished_clusters: usize,
     running_clusters: usize,
     finished_tasks: usize,
@@ -127,7 +186,8 @@ impl Driver {
                 .map(|c| c.parents.is_empty())
                 .collect(),
             clusters: vec![ClusterState::Pending; plan.clusters().len()],
-            task_counts: plan.clusters().iter().map(|c| c.tasks.len()).collect(),
+            reported: vec![false; plan.task_count()],
+            invocations: HashMap::new(),
             finished_clusters: 0,
             running_clusters: 0,
             finished_tasks: 0,
@@ -145,7 +205,7 @@ impl Driver {
         self.state == RunState::Over
     }
 
-    /// Tasks reported finished so far.
+    /// Tasks passed on to progress so far.
     pub fn finished_tasks(&self) -> usize {
         self.finished_tasks
     }
@@ -164,13 +224,21 @@ impl Driver {
         if self.state == RunState::Over {
             // Only follow which clusters still run (see "Draining").
             match event {
-                DriverEvent::Report(report) if report.run_id() == self.run_id => {
+                DriverEvent::Report(report)
+                    if report.run_id() == self.run_id
+                        && self.names_only_known_clusters(&report) =>
+                {
                     self.follow(&report);
                 }
                 DriverEvent::PlatformFailure {
-                    cluster: Some(cluster),
+                    invocation,
+                    cluster,
                     ..
-                } => self.set_state(cluster, ClusterState::Failed),
+                } => {
+                    if let Some(cluster) = self.failed_cluster(invocation.as_deref(), cluster) {
+                        self.set_state(cluster, ClusterState::Failed);
+                    }
+                }
                 _ => {}
             }
             return Vec::new();
@@ -179,15 +247,23 @@ impl Driver {
             DriverEvent::Start => self.start(now),
             DriverEvent::Report(report) => self.report(report, now),
             DriverEvent::PlatformFailure {
+                invocation,
                 cluster,
                 error_type,
                 message,
             } => {
+                let cluster = self.failed_cluster(invocation.as_deref(), cluster);
                 if let Some(cluster) = cluster {
                     self.set_state(cluster, ClusterState::Failed);
                 }
+                let tasks_finished = invocation
+                    .as_deref()
+                    .and_then(|id| self.invocations.get(id))
+                    .map_or(0, |state| state.tasks_finished);
                 self.fail(RunFailure::Function {
+                    kind: FunctionFailureKind::from_error_type(&error_type),
                     cluster,
+                    tasks_finished,
                     error_type,
                     message,
                 })
@@ -197,11 +273,25 @@ impl Driver {
         }
     }
 
+    /// The cluster a failed invocation was running: the last one its reports named, else the
+    /// one it was invoked with.
+    fn failed_cluster(
+        &self,
+        invocation: Option<&str>,
+        invoked_with: Option<ClusterId>,
+    ) -> Option<ClusterId> {
+        invocation
+            .and_then(|id| self.invocations.get(id))
+            .map(|state| state.cluster)
+            .or(invoked_with)
+            .filter(|cluster| cluster.index() < self.clusters.len())
+    }
+
     fn uploaded(&mut self, cluster: ClusterId, released: bool) -> Vec<DriverAction> {
-        let leaf = self.leaves.get(cluster.0 as usize) == Some(&true);
+        let leaf = self.leaves.get(cluster.index()) == Some(&true);
         if !(released || leaf)
             || self.state != RunState::Running
-            || self.clusters.get(cluster.0 as usize) != Some(&ClusterState::Pending)
+            || self.clusters.get(cluster.index()) != Some(&ClusterState::Pending)
         {
             return Vec::new();
         }
@@ -228,75 +318,163 @@ impl Driver {
             return Vec::new();
         }
         self.last_heard = now;
-        if let Some(unknown) = self.unknown_cluster(&report) {
+        if !self.names_only_known_clusters(&report) {
+            let unknown = self
+                .named_clusters(&report)
+                .into_iter()
+                .find(|cluster| cluster.index() >= self.clusters.len());
             return self.fail(RunFailure::Infrastructure {
-                cluster: unknown,
-                message: format!("a report names unknown cluster {}", unknown.0),
+                cluster: unknown.unwrap_or(ClusterId(u32::MAX)),
+                message: "a report names a cluster or task this run does not have".to_owned(),
             });
         }
         let was_finished = match &report {
             Report::ClusterFinished(finished) => {
-                self.clusters[finished.cluster.0 as usize] == ClusterState::Finished
+                self.clusters[finished.cluster.index()] == ClusterState::Finished
             }
-            Report::ClusterFailed(_) => false,
+            _ => false,
         };
         self.follow(&report);
         match report {
+            Report::Progress(progress) => self.progressed(progress.tasks, progress.warnings),
             Report::ClusterFinished(finished) => {
                 if was_finished {
                     return Vec::new();
                 }
-                self.finished_tasks += self.task_counts[finished.cluster.0 as usize];
-                let mut actions = vec![DriverAction::TasksFinished {
-                    records: finished.tasks,
-                }];
+                let mut actions = self.progressed(finished.tasks, finished.warnings);
                 if self.finished_clusters == self.clusters.len() {
                     self.state = RunState::Over;
                     actions.push(DriverAction::Completed);
                 }
                 actions
             }
-            Report::ClusterFailed(failed) => match failed.task_error {
-                Some(error) => self.fail(RunFailure::Task(error)),
-                None => self.fail(RunFailure::Infrastructure {
+            Report::ClusterFailed(failed) => match failed.cause {
+                FailureCause::Task(error) => self.fail(RunFailure::Task(error)),
+                FailureCause::Unpicklable { task, message } => self.fail(RunFailure::Unpicklable {
                     cluster: failed.cluster,
-                    message: failed.message,
+                    task,
+                    message,
+                }),
+                FailureCause::Infrastructure { message } => self.fail(RunFailure::Infrastructure {
+                    cluster: failed.cluster,
+                    message,
                 }),
             },
         }
     }
 
-    /// The first cluster a report names that the plan does not have.
-    fn unknown_cluster(&self, report: &Report) -> Option<ClusterId> {
-        let named: Vec<ClusterId> = match report {
+    /// The records of tasks not passed on yet, as one progress action.
+    fn progressed(
+        &mut self,
+        records: Vec<TaskRecord>,
+        warnings: Vec<TaskWarning>,
+    ) -> Vec<DriverAction> {
+        let mut fresh = Vec::with_capacity(records.len());
+        for record in records {
+            let seen = &mut self.reported[record.task.index()];
+            if !*seen {
+                *seen = true;
+                fresh.push(record);
+            }
+        }
+        self.finished_tasks += fresh.len();
+        if fresh.is_empty() && warnings.is_empty() {
+            return Vec::new();
+        }
+        vec![DriverAction::TasksFinished {
+            records: fresh,
+            warnings,
+        }]
+    }
+
+    fn named_clusters(&self, report: &Report) -> Vec<ClusterId> {
+        match report {
+            Report::Progress(progress) => vec![progress.cluster],
             Report::ClusterFinished(finished) => std::iter::once(finished.cluster)
                 .chain(finished.invoked.iter().copied())
                 .chain(finished.became)
                 .collect(),
             Report::ClusterFailed(failed) => vec![failed.cluster],
-        };
-        named
-            .into_iter()
-            .find(|cluster| cluster.0 as usize >= self.clusters.len())
+        }
     }
 
-    /// Updates which clusters run and which finished from a report of this run.
+    /// Whether every cluster and task a report names belongs to the run.
+    fn names_only_known_clusters(&self, report: &Report) -> bool {
+        let clusters_known = self
+            .named_clusters(report)
+            .iter()
+            .all(|cluster| cluster.index() < self.clusters.len());
+        let tasks: &[TaskRecord] = match report {
+            Report::Progress(progress) => &progress.tasks,
+            Report::ClusterFinished(finished) => &finished.tasks,
+            Report::ClusterFailed(_) => &[],
+        };
+        let warnings: &[TaskWarning] = match report {
+            Report::Progress(progress) => &progress.warnings,
+            Report::ClusterFinished(finished) => &finished.warnings,
+            Report::ClusterFailed(_) => &[],
+        };
+        clusters_known
+            && tasks
+                .iter()
+                .all(|record| record.task.index() < self.reported.len())
+            && warnings
+                .iter()
+                .all(|warning| warning.task.index() < self.reported.len())
+    }
+
+    /// Updates which clusters run, which finished, and what each invocation runs, from a report
+    /// of this run.
     fn follow(&mut self, report: &Report) {
         match report {
+            Report::Progress(progress) => {
+                if self.clusters[progress.cluster.index()] == ClusterState::Pending {
+                    self.set_state(progress.cluster, ClusterState::Running);
+                }
+                self.track_invocation(
+                    &progress.invocation,
+                    Some(progress.cluster),
+                    progress.tasks.len(),
+                );
+            }
             Report::ClusterFinished(finished) => {
                 self.set_state(finished.cluster, ClusterState::Finished);
                 for &child in finished.invoked.iter().chain(&finished.became) {
-                    if self.clusters.get(child.0 as usize) == Some(&ClusterState::Pending) {
+                    if self.clusters.get(child.index()) == Some(&ClusterState::Pending) {
                         self.set_state(child, ClusterState::Running);
                     }
                 }
+                self.track_invocation(&finished.invocation, finished.became, finished.tasks.len());
             }
             Report::ClusterFailed(failed) => self.set_state(failed.cluster, ClusterState::Failed),
         }
     }
 
+    fn track_invocation(&mut self, invocation: &str, cluster: Option<ClusterId>, tasks: usize) {
+        if invocation.is_empty() {
+            return;
+        }
+        match (self.invocations.get_mut(invocation), cluster) {
+            (Some(state), Some(cluster)) => {
+                state.cluster = cluster;
+                state.tasks_finished += tasks;
+            }
+            (Some(state), None) => state.tasks_finished += tasks,
+            (None, Some(cluster)) => {
+                self.invocations.insert(
+                    invocation.to_owned(),
+                    InvocationState {
+                        cluster,
+                        tasks_finished: tasks,
+                    },
+                );
+            }
+            (None, None) => {}
+        }
+    }
+
     fn set_state(&mut self, cluster: ClusterId, state: ClusterState) {
-        let Some(current) = self.clusters.get_mut(cluster.0 as usize) else {
+        let Some(current) = self.clusters.get_mut(cluster.index()) else {
             return;
         };
         if *current == ClusterState::Finished || *current == state {

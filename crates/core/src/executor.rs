@@ -16,6 +16,10 @@
 //!                                                                  +--> Finished (nothing released)
 //! ```
 //!
+//! While the host runs a cluster's tasks it may hand over the tasks finished so far
+//! ([`ExecutorEvent::TasksProgressed`]); each batch becomes one [`Report::Progress`], and the
+//! cluster's final report carries only what came after the last batch.
+//!
 //! A task's exception or any failure around the tasks ends the invocation with a
 //! [`Report::ClusterFailed`]. So does a run whose objects are gone (the client ended it after
 //! a failure and is waiting for its running clusters to stop).
@@ -30,7 +34,10 @@ use dask_serverless_graph::TaskId;
 use dask_serverless_plan::ClusterId;
 
 use crate::Micros;
-use crate::messages::{ClusterReport, ClusterSpec, FailureReport, Report, TaskError, TaskRecord};
+use crate::messages::{
+    ClusterReport, ClusterSpec, FailureCause, FailureReport, ProgressReport, Report, TaskError,
+    TaskRecord, TaskWarning,
+};
 
 /// What the host tells the executor.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,10 +50,21 @@ pub enum ExecutorEvent {
     RunGone,
     /// The inputs asked for are in memory.
     InputsLoaded { bytes: u64 },
-    /// Every task of the cluster ran; stored outputs are in the store.
-    TasksFinished { records: Vec<TaskRecord> },
+    /// Some tasks of the running cluster finished (stored outputs are in the store); more
+    /// follow.
+    TasksProgressed {
+        records: Vec<TaskRecord>,
+        warnings: Vec<TaskWarning>,
+    },
+    /// Every other task of the cluster ran; stored outputs are in the store.
+    TasksFinished {
+        records: Vec<TaskRecord>,
+        warnings: Vec<TaskWarning>,
+    },
     /// A task raised.
     TaskFailed { error: TaskError },
+    /// A task's result cannot be pickled.
+    ResultUnpicklable { task: TaskId, message: String },
     /// The answer of one fan-in asked for.
     FanInAnswered { child: ClusterId, released: bool },
     /// Something around the tasks failed (store, invoke, pickling).
@@ -106,6 +124,7 @@ pub struct Executor {
     /// Values the host holds that the current cluster may read without loading.
     held: BTreeSet<TaskId>,
     records: Vec<TaskRecord>,
+    warnings: Vec<TaskWarning>,
     loaded_bytes: u64,
 }
 
@@ -120,6 +139,7 @@ impl Executor {
             spec: None,
             held: BTreeSet::new(),
             records: Vec::new(),
+            warnings: Vec::new(),
             loaded_bytes: 0,
         }
     }
@@ -147,7 +167,9 @@ impl Executor {
             ExecutorEvent::ClusterLoaded { spec } => self.cluster_loaded(spec),
             ExecutorEvent::RunGone => {
                 // Tell the client (it may be draining the run) that this cluster never ran.
-                self.fail(None, "the run ended before this cluster started".to_owned())
+                self.fail(FailureCause::Infrastructure {
+                    message: "the run ended before this cluster started".to_owned(),
+                })
             }
             ExecutorEvent::InputsLoaded { bytes } => {
                 if self.state != State::LoadingInputs {
@@ -157,14 +179,22 @@ impl Executor {
                 self.state = State::Running;
                 vec![ExecutorAction::RunTasks]
             }
-            ExecutorEvent::TasksFinished { records } => self.tasks_finished(records),
+            ExecutorEvent::TasksProgressed { records, warnings } => {
+                self.tasks_progressed(records, warnings)
+            }
+            ExecutorEvent::TasksFinished { records, warnings } => {
+                self.tasks_finished(records, warnings)
+            }
             ExecutorEvent::FanInAnswered { child, released } => {
                 self.fan_in_answered(child, released)
             }
-            ExecutorEvent::TaskFailed { error } => {
-                self.fail(Some(error), "a task raised an exception".to_owned())
+            ExecutorEvent::TaskFailed { error } => self.fail(FailureCause::Task(error)),
+            ExecutorEvent::ResultUnpicklable { task, message } => {
+                self.fail(FailureCause::Unpicklable { task, message })
             }
-            ExecutorEvent::Failed { message } => self.fail(None, message),
+            ExecutorEvent::Failed { message } => {
+                self.fail(FailureCause::Infrastructure { message })
+            }
         }
     }
 
@@ -186,13 +216,12 @@ impl Executor {
             _ => return self.protocol_error("ClusterLoaded"),
         };
         if spec.cluster != expected {
-            return self.fail(
-                None,
-                format!(
+            return self.fail(FailureCause::Infrastructure {
+                message: format!(
                     "loaded cluster {} while cluster {} was asked for",
                     spec.cluster.0, expected.0
                 ),
-            );
+            });
         }
         let missing: Vec<TaskId> = spec
             .inputs
@@ -201,6 +230,7 @@ impl Executor {
             .filter(|input| !self.held.contains(input))
             .collect();
         self.records.clear();
+        self.warnings.clear();
         self.loaded_bytes = 0;
         self.spec = Some(spec);
         if missing.is_empty() {
@@ -212,11 +242,37 @@ impl Executor {
         }
     }
 
-    fn tasks_finished(&mut self, records: Vec<TaskRecord>) -> Vec<ExecutorAction> {
+    fn tasks_progressed(
+        &mut self,
+        records: Vec<TaskRecord>,
+        warnings: Vec<TaskWarning>,
+    ) -> Vec<ExecutorAction> {
+        if self.state != State::Running {
+            return self.protocol_error("TasksProgressed");
+        }
+        if records.is_empty() && warnings.is_empty() {
+            return Vec::new();
+        }
+        let spec = self.spec.as_ref().expect("running implies a loaded spec");
+        vec![ExecutorAction::Report(Report::Progress(ProgressReport {
+            run_id: self.run_id.clone(),
+            cluster: spec.cluster,
+            invocation: self.invocation.clone(),
+            tasks: records,
+            warnings,
+        }))]
+    }
+
+    fn tasks_finished(
+        &mut self,
+        records: Vec<TaskRecord>,
+        warnings: Vec<TaskWarning>,
+    ) -> Vec<ExecutorAction> {
         if self.state != State::Running {
             return self.protocol_error("TasksFinished");
         }
         self.records = records;
+        self.warnings = warnings;
         let spec = self.spec.as_ref().expect("running implies a loaded spec");
         self.held = spec
             .stored_outputs
@@ -290,6 +346,7 @@ impl Executor {
                 loaded_bytes: self.loaded_bytes,
                 invoked,
                 became,
+                warnings: std::mem::take(&mut self.warnings),
                 store: Default::default(),
             },
         )));
@@ -313,7 +370,7 @@ impl Executor {
         actions
     }
 
-    fn fail(&mut self, task_error: Option<TaskError>, message: String) -> Vec<ExecutorAction> {
+    fn fail(&mut self, cause: FailureCause) -> Vec<ExecutorAction> {
         let cluster = match (&self.spec, &self.state) {
             (Some(spec), _) => spec.cluster,
             (None, State::Loading { cluster }) => *cluster,
@@ -326,8 +383,7 @@ impl Executor {
                 run_id: self.run_id.clone(),
                 cluster,
                 invocation: self.invocation.clone(),
-                task_error,
-                message,
+                cause,
             })),
             ExecutorAction::Retain { tasks: Vec::new() },
             ExecutorAction::Finish,
@@ -339,6 +395,6 @@ impl Executor {
             "internal protocol error: {event} arrived in state {:?}",
             self.state
         );
-        self.fail(None, message)
+        self.fail(FailureCause::Infrastructure { message })
     }
 }

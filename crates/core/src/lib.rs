@@ -21,12 +21,12 @@ mod driver;
 mod executor;
 pub mod messages;
 
-pub use driver::{Driver, DriverAction, DriverEvent, RunFailure};
+pub use driver::{Driver, DriverAction, DriverEvent, FunctionFailureKind, RunFailure};
 pub use executor::{Executor, ExecutorAction, ExecutorEvent};
 pub use messages::{
-    ChildSpec, ClusterReport, ClusterSpec, FailureReport, Invocation, PlatformAddress, Report,
-    RunContext, StoreTraffic, TaskError, TaskRecord, UPLOAD_MEMBER, fan_in_members,
-    upload_joins_fan_in,
+    ChildSpec, ClusterReport, ClusterSpec, FailureCause, FailureReport, Invocation,
+    PlatformAddress, ProgressReport, Report, RunContext, StoreTraffic, TaskError, TaskRecord,
+    TaskWarning, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
 };
 
 /// Time as the state machines see it: microseconds on a clock chosen by the shell.

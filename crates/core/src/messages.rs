@@ -134,6 +134,20 @@ pub struct TaskRecord {
     pub stored_bytes: u64,
 }
 
+/// A warning a task raised, re-emitted in the client under its own filters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskWarning {
+    pub task: TaskId,
+    /// Qualified name of the warning's category (`builtins.RuntimeWarning`).
+    pub category: String,
+    pub message: String,
+    pub filename: String,
+    pub lineno: u32,
+    /// The pickled warning, base64 encoded, when it could be pickled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickled: Option<String>,
+}
+
 /// A task's exception, as the function saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskError {
@@ -172,9 +186,37 @@ pub struct ClusterReport {
     pub invoked: Vec<ClusterId>,
     /// The child this invocation runs next.
     pub became: Option<ClusterId>,
+    /// Warnings of the tasks not sent with an earlier [`ProgressReport`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<TaskWarning>,
     /// Filled in by the shell just before the report is sent.
     #[serde(default)]
     pub store: StoreTraffic,
+}
+
+/// Tasks of a cluster that is still running, sent at most every few tenths of a second so
+/// that the client's progress moves task by task. The cluster's final report carries only the
+/// tasks finished after the last progress report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    pub run_id: String,
+    pub cluster: ClusterId,
+    pub invocation: String,
+    pub tasks: Vec<TaskRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<TaskWarning>,
+}
+
+/// Why a cluster could not run to the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum FailureCause {
+    /// A task raised: its own exception.
+    Task(TaskError),
+    /// A task's result cannot be pickled, so it cannot leave the function.
+    Unpicklable { task: TaskId, message: String },
+    /// Something around the tasks failed (store, invocation, unpickling the cluster).
+    Infrastructure { message: String },
 }
 
 /// A cluster could not run to the end.
@@ -183,16 +225,15 @@ pub struct FailureReport {
     pub run_id: String,
     pub cluster: ClusterId,
     pub invocation: String,
-    /// The task's own exception, when a task raised.
-    pub task_error: Option<TaskError>,
-    /// Otherwise what went wrong around the tasks (store, invocation, pickling).
-    pub message: String,
+    #[serde(flatten)]
+    pub cause: FailureCause,
 }
 
 /// A message on the result channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Report {
+    Progress(ProgressReport),
     ClusterFinished(ClusterReport),
     ClusterFailed(FailureReport),
 }
@@ -200,6 +241,7 @@ pub enum Report {
 impl Report {
     pub fn run_id(&self) -> &str {
         match self {
+            Report::Progress(report) => &report.run_id,
             Report::ClusterFinished(report) => &report.run_id,
             Report::ClusterFailed(report) => &report.run_id,
         }

@@ -2,7 +2,8 @@
 //! ending with a check that nothing unexpected is left.
 
 use dask_serverless_core::{
-    ChildSpec, ClusterSpec, Executor, ExecutorAction, ExecutorEvent, Report, TaskError, TaskRecord,
+    ChildSpec, ClusterSpec, Executor, ExecutorAction, ExecutorEvent, FailureCause, Report,
+    TaskError, TaskRecord,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::ClusterId;
@@ -69,6 +70,7 @@ fn a_lone_cluster_loads_runs_reports_and_finishes() {
     let actions = executor.handle(
         ExecutorEvent::TasksFinished {
             records: vec![record(0), record(1)],
+            warnings: vec![],
         },
         2,
     );
@@ -125,6 +127,7 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
     let actions = executor.handle(
         ExecutorEvent::TasksFinished {
             records: vec![record(0), record(1)],
+            warnings: vec![],
         },
         2,
     );
@@ -192,6 +195,7 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
     let actions = executor.handle(
         ExecutorEvent::TasksFinished {
             records: vec![record(7)],
+            warnings: vec![],
         },
         6,
     );
@@ -222,6 +226,7 @@ fn invokes_every_released_child_but_the_preferred_one() {
     executor.handle(
         ExecutorEvent::TasksFinished {
             records: vec![record(0)],
+            warnings: vec![],
         },
         2,
     );
@@ -292,10 +297,16 @@ fn a_task_error_is_reported_once_and_ends_the_invocation() {
         panic!("unexpected actions {actions:?}");
     };
     assert_eq!(failure.cluster, ClusterId(4));
-    assert_eq!(failure.task_error.as_ref(), Some(&error));
+    assert_eq!(failure.cause, FailureCause::Task(error));
     assert!(
         executor
-            .handle(ExecutorEvent::TasksFinished { records: vec![] }, 3)
+            .handle(
+                ExecutorEvent::TasksFinished {
+                    records: vec![],
+                    warnings: vec![]
+                },
+                3
+            )
             .is_empty()
     );
 }
@@ -309,7 +320,7 @@ fn a_run_that_is_gone_ends_the_invocation_with_a_failure_report() {
         panic!("unexpected actions {actions:?}");
     };
     assert_eq!(failure.cluster, ClusterId(1));
-    assert!(failure.task_error.is_none());
+    assert!(matches!(failure.cause, FailureCause::Infrastructure { .. }));
     assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
 }
 
@@ -317,11 +328,20 @@ fn a_run_that_is_gone_ends_the_invocation_with_a_failure_report() {
 fn events_out_of_order_fail_the_cluster_with_a_message() {
     let mut executor = executor(1);
     executor.handle(ExecutorEvent::Start, 0);
-    let actions = executor.handle(ExecutorEvent::TasksFinished { records: vec![] }, 1);
+    let actions = executor.handle(
+        ExecutorEvent::TasksFinished {
+            records: vec![],
+            warnings: vec![],
+        },
+        1,
+    );
     let Report::ClusterFailed(failure) = reports(&actions)[0] else {
         panic!()
     };
-    assert!(failure.message.contains("protocol"), "{}", failure.message);
+    let FailureCause::Infrastructure { message } = &failure.cause else {
+        panic!("{failure:?}")
+    };
+    assert!(message.contains("protocol"), "{message}");
     assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
 }
 
@@ -338,5 +358,87 @@ fn a_spec_of_another_cluster_is_refused() {
     let Report::ClusterFailed(failure) = reports(&actions)[0] else {
         panic!()
     };
-    assert!(failure.message.contains("cluster 2"));
+    let FailureCause::Infrastructure { message } = &failure.cause else {
+        panic!("{failure:?}")
+    };
+    assert!(message.contains("cluster 2"), "{message}");
+}
+
+#[test]
+fn progress_while_running_is_reported_and_the_final_report_carries_the_rest() {
+    let mut executor = executor(0);
+    executor.handle(ExecutorEvent::Start, 0);
+    executor.handle(
+        ExecutorEvent::ClusterLoaded {
+            spec: spec(0, &[0, 1, 2], &[], &[]),
+        },
+        1,
+    );
+    let actions = executor.handle(
+        ExecutorEvent::TasksProgressed {
+            records: vec![record(0), record(1)],
+            warnings: vec![],
+        },
+        2,
+    );
+    let [ExecutorAction::Report(Report::Progress(progress))] = actions.as_slice() else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(progress.cluster, ClusterId(0));
+    assert_eq!(progress.invocation, "request-1");
+    assert_eq!(progress.tasks, vec![record(0), record(1)]);
+    // An empty batch sends nothing.
+    assert!(
+        executor
+            .handle(
+                ExecutorEvent::TasksProgressed {
+                    records: vec![],
+                    warnings: vec![],
+                },
+                3,
+            )
+            .is_empty()
+    );
+    let actions = executor.handle(
+        ExecutorEvent::TasksFinished {
+            records: vec![record(2)],
+            warnings: vec![],
+        },
+        4,
+    );
+    let Report::ClusterFinished(report) = reports(&actions)[0] else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(report.tasks, vec![record(2)]);
+    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
+}
+
+#[test]
+fn an_unpicklable_result_ends_the_invocation_with_its_own_cause() {
+    let mut executor = executor(0);
+    executor.handle(ExecutorEvent::Start, 0);
+    executor.handle(
+        ExecutorEvent::ClusterLoaded {
+            spec: spec(0, &[0], &[], &[]),
+        },
+        1,
+    );
+    let actions = executor.handle(
+        ExecutorEvent::ResultUnpicklable {
+            task: TaskId(0),
+            message: "cannot pickle".into(),
+        },
+        2,
+    );
+    let Report::ClusterFailed(failure) = reports(&actions)[0] else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(
+        failure.cause,
+        FailureCause::Unpicklable {
+            task: TaskId(0),
+            message: "cannot pickle".into()
+        }
+    );
+    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
 }

@@ -115,7 +115,10 @@ impl World {
                             stored_bytes: 0,
                         });
                     }
-                    vec![ExecutorEvent::TasksFinished { records }]
+                    vec![ExecutorEvent::TasksFinished {
+                        records,
+                        warnings: vec![],
+                    }]
                 }
                 ExecutorAction::FanIn {
                     child,
@@ -207,7 +210,9 @@ fn simulate(
             while let Some(report) = world.reports.pop_front() {
                 for action in driver.handle(DriverEvent::Report(report), 1) {
                     match action {
-                        DriverAction::TasksFinished { records } => finished_tasks += records.len(),
+                        DriverAction::TasksFinished { records, .. } => {
+                            finished_tasks += records.len()
+                        }
                         DriverAction::Completed => completed = true,
                         other => panic!("unexpected {other:?}"),
                     }
@@ -313,6 +318,7 @@ fn the_driver_ignores_other_runs_and_repeats_and_notices_silence() {
             loaded_bytes: 0,
             invoked: vec![],
             became: None,
+            warnings: vec![],
             store: Default::default(),
         })
     };
@@ -351,6 +357,7 @@ fn a_platform_failure_fails_the_run_once() {
     let mut driver = Driver::new("run".into(), &plan, 100);
     driver.handle(DriverEvent::Start, 0);
     let failure = DriverEvent::PlatformFailure {
+        invocation: None,
         cluster: Some(ClusterId(0)),
         error_type: "Runtime.ExitError".into(),
         message: "Runtime exited".into(),
@@ -379,6 +386,7 @@ fn finished_report(cluster: u32, invoked: &[u32], became: Option<u32>) -> Report
         loaded_bytes: 0,
         invoked: invoked.iter().map(|&c| ClusterId(c)).collect(),
         became: became.map(ClusterId),
+        warnings: vec![],
         store: Default::default(),
     })
 }
@@ -411,8 +419,9 @@ fn after_a_failure_the_driver_follows_running_clusters_until_drained() {
         run_id: "run".into(),
         cluster: ClusterId(leaves[0]),
         invocation: String::new(),
-        task_error: None,
-        message: "broken".into(),
+        cause: dask_serverless_core::FailureCause::Infrastructure {
+            message: "broken".into(),
+        },
     });
     let actions = driver.handle(DriverEvent::Report(failure), 1);
     assert!(matches!(actions.as_slice(), [DriverAction::Failed(_)]));

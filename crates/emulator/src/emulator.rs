@@ -265,6 +265,27 @@ impl EmulatorHandle {
             .await
     }
 
+    /// Stops every invocation of a function now: kills the workers running one (their
+    /// invocations end as `Runtime.Abandoned` failures) and drops its queued events. Idle
+    /// workers stay warm. Returns how many invocations were stopped.
+    pub fn stop_invocations(&self, name: &str) -> Result<usize, EmulatorError> {
+        let function =
+            self.shared
+                .function(name)
+                .ok_or_else(|| EmulatorError::FunctionNotFound {
+                    name: name.to_string(),
+                })?;
+        let stopped = function.stop_invocations();
+        let count = stopped.len();
+        abandon(
+            &self.shared,
+            &function,
+            stopped,
+            &format!("the invocations of function '{name}' were stopped"),
+        );
+        Ok(count)
+    }
+
     /// The configurations of the functions hosted now, by name.
     pub fn functions(&self) -> Vec<FunctionConfig> {
         let mut configs: Vec<FunctionConfig> = self

@@ -384,6 +384,19 @@ impl Function {
         abandoned
     }
 
+    /// Stops the workers that hold an invocation (killing their process groups) and drops the
+    /// queued events; returns the invocations to complete. Idle workers stay warm.
+    pub(crate) fn stop_invocations(&self) -> Vec<Invocation> {
+        let mut state = self.lock();
+        let mut stopped: Vec<Invocation> = state.queued_events.drain(..).collect();
+        for worker in state.workers.values_mut() {
+            if worker.assignment.is_some() {
+                stopped.extend(worker.stop());
+            }
+        }
+        stopped
+    }
+
     pub(crate) fn count(&self, shared: &Shared, counter: Counter) {
         self.statistics.increment(counter);
         shared.statistics.increment(counter);

@@ -10,9 +10,12 @@
 //!    `AWS_DEFAULT_REGION`), `DASK_SERVERLESS_PROGRESS_PATH`, then the function's own variables;
 //! 3. in its own process group (so that a kill reaches whatever it started) and with
 //!    `PR_SET_PDEATHSIG = SIGKILL`, so that it dies with the emulator's process even if the
-//!    emulator never gets to kill it. The death signal is tied to the thread that forked the
-//!    process: workers are always launched from a task of the emulator's tokio runtime, whose
-//!    threads live as long as the runtime;
+//!    emulator never gets to kill it. Every worker is forked by one dedicated *spawner thread*
+//!    that lives as long as the process: the death signal is tied to the thread that forked
+//!    (so it must outlive the worker), and forks never run concurrently. Concurrent forks in a
+//!    process that loaded a multithreaded library with fork handlers (the OpenBLAS that SciPy
+//!    bundles joins its threads in its `pthread_atfork` handler) race in those handlers: one
+//!    fork then blocks for seconds and the runtime's own thread joins fail;
 //! 4. forward its standard output and error, line by line and prefixed by function name and
 //!    worker id, to the emulator's standard error or worker log, keeping the last lines for
 //!    initialization failures.
@@ -28,7 +31,7 @@ use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -286,7 +289,7 @@ async fn launch(
     unsafe {
         command.pre_exec(arm_death_signal);
     }
-    let mut child = match command.spawn() {
+    let mut child = match spawn(command).await {
         Ok(child) => child,
         Err(error) => {
             server.abort();
@@ -314,6 +317,46 @@ async fn launch(
         forwarders.push(forward(stderr, prefix, Arc::clone(shared), output_tail));
     }
     Ok((child, process_id, forwarders, server))
+}
+
+/// A command to fork, and where to send the child.
+struct SpawnRequest {
+    command: Command,
+    runtime: tokio::runtime::Handle,
+    reply: tokio::sync::oneshot::Sender<std::io::Result<Child>>,
+}
+
+/// Forks `command` on the spawner thread (see the module documentation).
+async fn spawn(command: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<std::sync::mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("dask-serverless-spawner".to_owned())
+            .spawn(move || {
+                for mut request in receiver {
+                    // The child is registered with the runtime that supervises it.
+                    let _context = request.runtime.enter();
+                    let _ = request.reply.send(request.command.spawn());
+                }
+            })
+            .expect("the spawner thread starts");
+        Mutex::new(sender)
+    });
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = SpawnRequest {
+        command,
+        runtime: tokio::runtime::Handle::current(),
+        reply,
+    };
+    sender
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .send(request)
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    answer
+        .await
+        .map_err(|_| std::io::Error::other("the spawner thread dropped the request"))?
 }
 
 fn forward(

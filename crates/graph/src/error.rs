@@ -1,5 +1,6 @@
 //! Why a graph was rejected. Every message names the Dask keys involved, because that is what
-//! the person who built the graph can look up.
+//! the person who built the graph can look up. Keys are display names chosen by the caller,
+//! shown as they are (the Python front passes each Dask key's `repr`, quotes included).
 
 use std::fmt::Write;
 
@@ -8,7 +9,7 @@ use std::fmt::Write;
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum GraphError {
     /// A task references a key that no task defines.
-    #[error("task '{task}' depends on '{dependency}', which is not in the graph")]
+    #[error("task {task} depends on {dependency}, which is not in the graph")]
     MissingDependency { task: String, dependency: String },
     /// The dependencies loop back: `path[0]` depends on `path[1]`, which depends on
     /// `path[2]`..., and the last key is the first again. A task that depends on itself gives a
@@ -26,7 +27,7 @@ fn cycle_text(path: &[String]) -> String {
         if position > 0 {
             text.push_str(" -> ");
         }
-        let _ = write!(text, "'{key}'");
+        let _ = write!(text, "{key}");
     }
     text
 }

@@ -69,7 +69,7 @@ fn missing_dependency_names_both_keys() {
     );
     assert_eq!(
         error.to_string(),
-        "task 'b' depends on 'zzz', which is not in the graph"
+        "task b depends on zzz, which is not in the graph"
     );
 }
 
@@ -85,7 +85,7 @@ fn cycle_reports_its_path() {
     .unwrap_err();
     assert_eq!(
         error.to_string(),
-        "the graph has a cycle: 'a' -> 'b' -> 'c' -> 'a' (each task depends on the next)"
+        "the graph has a cycle: a -> b -> c -> a (each task depends on the next)"
     );
 }
 

@@ -94,9 +94,10 @@ fn id_list(ids: &[ClusterId]) -> String {
     format!("[{}]", ids.join(" "))
 }
 
-/// `'a', 'b', 'c', … 'z'`: all keys up to four, else the first three and the last.
+/// `a, b, c, … z`: all keys up to four, else the first three and the last (keys are shown as
+/// the caller named them).
 fn key_list(graph: &Graph, tasks: &[TaskId]) -> String {
-    let quoted = |task: &TaskId| format!("'{}'", graph.key(*task));
+    let quoted = |task: &TaskId| graph.key(*task).to_owned();
     match tasks {
         [first, second, third, .., last] if tasks.len() > 4 => format!(
             "{}, {}, {}, … {}",

@@ -83,6 +83,16 @@ impl Plan {
         self.cluster_of[task.index()]
     }
 
+    /// The number of tasks planned.
+    pub fn task_count(&self) -> usize {
+        self.cluster_of.len()
+    }
+
+    /// Whether `id` names a cluster of this plan.
+    pub fn has_cluster(&self, id: ClusterId) -> bool {
+        id.index() < self.clusters.len()
+    }
+
     /// Clusters without parents, which the client invokes, in id order.
     pub fn leaves(&self) -> &[ClusterId] {
         &self.leaves

@@ -86,5 +86,5 @@ fn huge_plans_are_cut_short() {
     );
     let text = plan.explain(&graph);
     assert_eq!(plan.clusters().len(), 60);
-    assert!(text.ends_with("cluster 49  (2 tasks, parents [48], children [50], becomes 50)\n    tasks: 'step-98', 'step-99'\n    inputs (1): 'step-97'\n    in memory (1): 'step-99'\n… 10 more clusters\n"), "{text}");
+    assert!(text.ends_with("cluster 49  (2 tasks, parents [48], children [50], becomes 50)\n    tasks: step-98, step-99\n    inputs (1): step-97\n    in memory (1): step-99\n… 10 more clusters\n"), "{text}");
 }

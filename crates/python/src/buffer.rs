@@ -1,11 +1,19 @@
-//! A read-only Python buffer over Rust bytes, without a copy.
+//! Python buffers over Rust bytes and Rust bytes over Python buffers, both without a copy.
 //!
-//! Objects read from the shared-memory store are memory maps; wrapping them here lets
-//! `pickle.loads(stream, buffers=[...])` build NumPy arrays directly on the mapped memory.
+//! * [`Buffer`] exports bytes read from a store to Python: `pickle.loads(stream, buffers=[...])`
+//!   builds NumPy arrays directly on the store's memory (for the shared-memory store, a private
+//!   copy-on-write map of the object). The memory is exported **writable**: every store hands out
+//!   bytes that belong to the reader (`Store::get`), so a task may write into an input, or a
+//!   user into a result, without changing the stored object or what another task reads — as
+//!   with Dask's local schedulers — and a page is copied only when written.
+//! * [`chunks`] wraps the buffers of a value being stored (the pickle stream and NumPy's
+//!   out-of-band buffers) as [`Bytes`] that keep the Python buffer pinned, so storing a value of
+//!   size S needs no second S in memory.
 
 use std::os::raw::{c_int, c_void};
 
 use bytes::Bytes;
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -35,19 +43,18 @@ impl Buffer {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
-            return Err(PyBufferError::new_err("this buffer is read-only"));
-        }
         let bytes = &slf.get().bytes;
         // SAFETY: `view` is valid per the buffer protocol; PyBuffer_FillInfo takes a new
-        // reference to `slf`, which keeps `bytes` alive while the view exists.
+        // reference to `slf`, which keeps `bytes` alive while the view exists. The memory is
+        // the reader's own (see the module documentation) and no Rust code reads it once it is
+        // exported, so Python may write into it.
         let status = unsafe {
             ffi::PyBuffer_FillInfo(
                 view,
                 slf.as_ptr(),
                 bytes.as_ptr() as *mut c_void,
                 bytes.len() as ffi::Py_ssize_t,
-                1,
+                0,
                 flags,
             )
         };
@@ -66,13 +73,29 @@ pub(crate) fn buffers(py: Python<'_>, parts: Vec<Bytes>) -> PyResult<Vec<Py<Buff
         .collect()
 }
 
-/// Copies Python bytes-like objects into owned chunks.
+/// A contiguous Python buffer, held so that its memory can be read without the GIL.
+struct PinnedBuffer(PyBuffer<u8>);
+
+impl AsRef<[u8]> for PinnedBuffer {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the buffer is C-contiguous (checked in `chunks`) and stays valid and pinned
+        // until `PyBuffer` is released, when this value drops.
+        unsafe { std::slice::from_raw_parts(self.0.buf_ptr() as *const u8, self.0.len_bytes()) }
+    }
+}
+
+/// Python bytes-like objects as chunks, without copying them.
 pub(crate) fn chunks(parts: &[Bound<'_, PyAny>]) -> PyResult<Vec<Bytes>> {
     parts
         .iter()
         .map(|part| {
-            let buffer = pyo3::buffer::PyBuffer::<u8>::get(part)?;
-            Ok(Bytes::from(buffer.to_vec(part.py())?))
+            let buffer = PyBuffer::<u8>::get(part)?;
+            if !buffer.is_c_contiguous() {
+                return Err(PyBufferError::new_err(
+                    "a part of a value is not a contiguous buffer",
+                ));
+            }
+            Ok(Bytes::from_owner(PinnedBuffer(buffer)))
         })
         .collect()
 }

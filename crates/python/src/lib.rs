@@ -3,8 +3,9 @@
 //! The only crate that touches Python. It wraps the planner ([`plan::Plan`]), the local
 //! platform ([`platform::LocalPlatform`]), the shared-memory store, the client's run
 //! ([`run::ClientRun`]) and the function's executor ([`worker::Worker`]). Blocking calls release
-//! the GIL and run on one process-wide tokio runtime. Rust errors become Python exceptions in
-//! exactly one place, [`error`].
+//! the GIL and run on one process-wide tokio runtime. Rust errors become the package's own
+//! Python exceptions (`dask_serverless.errors`) in exactly one place, [`error`]; results cross
+//! as typed classes, never tuples or JSON strings.
 
 use std::sync::OnceLock;
 
@@ -34,14 +35,20 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
 
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    error::register(module)?;
     module.add_class::<buffer::Buffer>()?;
     module.add_class::<plan::Plan>()?;
     module.add_class::<platform::LocalPlatform>()?;
     module.add_class::<store::SharedMemoryStore>()?;
     module.add_class::<store::AnyStore>()?;
     module.add_class::<run::ClientRun>()?;
+    module.add_class::<run::TasksFinished>()?;
+    module.add_class::<run::TaskWarningRecord>()?;
+    module.add_class::<run::RunCompleted>()?;
+    module.add_class::<run::RunStatistics>()?;
     module.add_class::<worker::Worker>()?;
+    module.add_class::<worker::RunClusterStep>()?;
+    module.add_class::<worker::RetainStep>()?;
+    module.add_class::<worker::FinishStep>()?;
     module.add_class::<aws::AwsDeployer>()?;
     module.add_function(wrap_pyfunction!(plan::zero_work, module)?)?;
     Ok(())

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::error::graph_error;
+use crate::error::{configuration_error, graph_error};
 
 /// A validated graph and its plan.
 #[pyclass(frozen, module = "dask_serverless._core")]
@@ -28,6 +28,57 @@ impl Plan {
             .get(cluster as usize)
             .ok_or_else(|| PyIndexError::new_err(format!("no cluster {cluster}")))
     }
+
+    /// A task's key as the client wrote it (its `repr`), or its number if out of range.
+    pub(crate) fn key_name(&self, task: TaskId) -> String {
+        if task.index() < self.graph.len() {
+            self.graph.key(task).to_owned()
+        } else {
+            format!("#{}", task.0)
+        }
+    }
+
+    /// `cluster 3 (40 tasks, ('x', 0) to ('y', 3))`, for messages.
+    pub(crate) fn describe_cluster(&self, cluster: ClusterId) -> String {
+        let Some(planned) = self.plan.clusters().get(cluster.index()) else {
+            return format!("cluster {}", cluster.0);
+        };
+        match planned.tasks.as_slice() {
+            [] => format!("cluster {}", cluster.0),
+            [only] => format!("cluster {} (1 task: {})", cluster.0, self.key_name(*only)),
+            [first, .., last] => format!(
+                "cluster {} ({} tasks, {} to {})",
+                cluster.0,
+                planned.tasks.len(),
+                self.key_name(*first),
+                self.key_name(*last)
+            ),
+        }
+    }
+}
+
+/// Planner options checked: every count at least 1.
+fn plan_options(
+    parallelism: usize,
+    clusters_per_worker: usize,
+    max_cluster_tasks: usize,
+) -> PyResult<PlanOptions> {
+    for (name, value) in [
+        ("parallelism", parallelism),
+        ("clusters_per_worker", clusters_per_worker),
+        ("max_cluster_tasks", max_cluster_tasks),
+    ] {
+        if value == 0 {
+            return Err(configuration_error(format!(
+                "{name} must be at least 1, not 0"
+            )));
+        }
+    }
+    Ok(PlanOptions {
+        parallelism,
+        clusters_per_worker,
+        max_cluster_tasks,
+    })
 }
 
 #[pymethods]
@@ -45,13 +96,9 @@ impl Plan {
         clusters_per_worker: usize,
         max_cluster_tasks: usize,
     ) -> PyResult<Plan> {
+        let options = plan_options(parallelism, clusters_per_worker, max_cluster_tasks)?;
         py.detach(|| {
             let graph = Graph::new(keys, dependencies, missing, outputs).map_err(graph_error)?;
-            let options = PlanOptions {
-                parallelism: parallelism.max(1),
-                clusters_per_worker: clusters_per_worker.max(1),
-                max_cluster_tasks: max_cluster_tasks.max(1),
-            };
             let plan = dask_serverless_plan::Plan::build(&graph, &options);
             Ok(Plan {
                 graph: Arc::new(graph),
@@ -136,16 +183,12 @@ pub(crate) fn zero_work<'py>(
     clusters_per_worker: usize,
     max_cluster_tasks: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let options = plan_options(parallelism, clusters_per_worker, max_cluster_tasks)?;
     let cost = py.detach(|| {
         let keys = (0..dependencies.len())
             .map(|task| task.to_string())
             .collect();
         let graph = Graph::new(keys, dependencies, Vec::new(), outputs).map_err(graph_error)?;
-        let options = PlanOptions {
-            parallelism: parallelism.max(1),
-            clusters_per_worker: clusters_per_worker.max(1),
-            max_cluster_tasks: max_cluster_tasks.max(1),
-        };
         crate::runtime()
             .block_on(dask_serverless_runtime::zero_work(&graph, &options))
             .map_err(crate::error::runtime_error)

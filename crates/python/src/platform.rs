@@ -2,6 +2,11 @@
 //!
 //! `LocalPlatform()` starts the Lambda-compatible emulator on this process's runtime, bound to
 //! 127.0.0.1 on a free port. `close()` (or dropping it) stops it and kills every worker.
+//!
+//! A platform belongs to the process that started it. In a process forked from it the
+//! runtime's threads do not exist: closing or dropping it there does nothing (the parent's
+//! workers are the parent's), and every other call fails with a clear error instead of
+//! waiting forever.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,13 +25,32 @@ pub(crate) struct LocalPlatform {
     handle: Option<EmulatorHandle>,
     endpoint: String,
     invoker: LocalInvoker,
+    /// The process that started the platform.
+    owner: u32,
 }
 
 impl LocalPlatform {
     fn handle(&self) -> PyResult<&EmulatorHandle> {
+        self.check_process()?;
         self.handle
             .as_ref()
             .ok_or_else(|| emulator_error("the local platform is closed"))
+    }
+
+    fn forked(&self) -> bool {
+        std::process::id() != self.owner
+    }
+
+    fn check_process(&self) -> PyResult<()> {
+        if self.forked() {
+            return Err(emulator_error(format!(
+                "this local platform belongs to process {}; process {} is a fork of it and \
+                 cannot use it (start a cluster in the child instead)",
+                self.owner,
+                std::process::id()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -47,6 +71,7 @@ impl LocalPlatform {
             handle: Some(handle),
             invoker: LocalInvoker::new(endpoint.clone()),
             endpoint,
+            owner: std::process::id(),
         })
     }
 
@@ -83,6 +108,7 @@ impl LocalPlatform {
     }
 
     fn create_queue(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        self.check_process()?;
         let queue = LocalQueue::new(self.endpoint.clone(), name);
         py.detach(|| runtime().block_on(queue.create()))
             .map_err(platform_error)
@@ -90,6 +116,7 @@ impl LocalPlatform {
 
     /// An asynchronous (`Event`) invocation.
     fn invoke_event(&self, py: Python<'_>, function: &str, payload: String) -> PyResult<()> {
+        self.check_process()?;
         let invoker = &self.invoker;
         py.detach(|| runtime().block_on(invoker.invoke_event(function, Bytes::from(payload))))
             .map_err(platform_error)
@@ -97,6 +124,7 @@ impl LocalPlatform {
 
     /// A synchronous (`RequestResponse`) invocation; returns the response body.
     fn invoke(&self, py: Python<'_>, function: &str, payload: String) -> PyResult<Vec<u8>> {
+        self.check_process()?;
         let invoker = &self.invoker;
         py.detach(|| {
             runtime().block_on(invoker.invoke_request_response(function, Bytes::from(payload)))
@@ -120,8 +148,21 @@ impl LocalPlatform {
         Ok(self.handle()?.worker_process_ids())
     }
 
-    /// Stops serving and kills every worker; safe to call twice.
+    /// Stops every running invocation of a function now (its workers are killed and restart
+    /// cold) and drops its queued events; returns how many were stopped.
+    fn stop_invocations(&self, function: &str) -> PyResult<usize> {
+        self.handle()?
+            .stop_invocations(function)
+            .map_err(emulator_error)
+    }
+
+    /// Stops serving and kills every worker; safe to call twice. In a forked process it only
+    /// forgets the parent's platform.
     fn close(&mut self, py: Python<'_>) {
+        if self.forked() {
+            std::mem::forget(self.handle.take());
+            return;
+        }
         if let Some(handle) = self.handle.take() {
             py.detach(|| runtime().block_on(handle.shutdown()));
         }
@@ -130,6 +171,11 @@ impl LocalPlatform {
 
 impl Drop for LocalPlatform {
     fn drop(&mut self) {
+        if self.forked() {
+            // The runtime that serves the handle has no threads here.
+            std::mem::forget(self.handle.take());
+            return;
+        }
         if let Some(handle) = self.handle.take() {
             // Outside Python's control now: block on this thread.
             let _ = std::thread::spawn(move || runtime().block_on(handle.shutdown())).join();

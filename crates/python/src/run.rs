@@ -1,49 +1,206 @@
-//! The client's run, seen from Python: upload, start, poll, fetch, clean up.
+//! The client's run, seen from Python: upload, start, poll, fetch, drain, clean up.
+//!
+//! [`ClientRun::poll`] returns typed events ([`TasksFinished`], [`RunCompleted`]) and raises
+//! the run's failure as the exception the caller sees (see `error::run_failure`).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use dask_serverless_core::{RunContext, RunFailure, TaskRecord};
+use dask_serverless_core::{RunContext, TaskWarning};
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::ClusterId;
-use dask_serverless_runtime::RunEvent;
-use pyo3::exceptions::PyValueError;
+use dask_serverless_runtime::{RunEvent, RunStatistics as NativeStatistics};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::buffer::{Buffer, buffers};
-use crate::error::runtime_error;
+use crate::error::{configuration_error, run_failure, runtime_error};
 use crate::plan::Plan;
 use crate::runtime;
+
+/// A warning a task raised, to re-emit in the caller.
+#[pyclass(frozen, module = "dask_serverless._core")]
+pub(crate) struct TaskWarningRecord {
+    #[pyo3(get)]
+    task: u32,
+    /// Qualified name of the category (`builtins.RuntimeWarning`).
+    #[pyo3(get)]
+    category: String,
+    #[pyo3(get)]
+    message: String,
+    #[pyo3(get)]
+    filename: String,
+    #[pyo3(get)]
+    lineno: u32,
+    /// The pickled warning, when it could be pickled.
+    pickled: Option<Vec<u8>>,
+}
+
+#[pymethods]
+impl TaskWarningRecord {
+    #[getter]
+    fn pickled<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.pickled.as_deref().map(|bytes| PyBytes::new(py, bytes))
+    }
+}
+
+impl TaskWarningRecord {
+    fn from_native(warning: TaskWarning) -> TaskWarningRecord {
+        use base64::Engine;
+        TaskWarningRecord {
+            task: warning.task.0,
+            category: warning.category,
+            message: warning.message,
+            filename: warning.filename,
+            lineno: warning.lineno,
+            pickled: warning
+                .pickled
+                .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok()),
+        }
+    }
+}
+
+/// Tasks that ran, each reported once, in columns; and the warnings they raised.
+#[pyclass(frozen, module = "dask_serverless._core")]
+pub(crate) struct TasksFinished {
+    #[pyo3(get)]
+    tasks: Vec<u32>,
+    /// Microseconds since the Unix epoch, on the function's clock.
+    #[pyo3(get)]
+    start_us: Vec<u64>,
+    #[pyo3(get)]
+    duration_us: Vec<u64>,
+    /// Bytes written to the store for each value (0 when kept in memory).
+    #[pyo3(get)]
+    stored_bytes: Vec<u64>,
+    #[pyo3(get)]
+    warnings: Vec<Py<TaskWarningRecord>>,
+}
+
+/// Every cluster finished: the outputs can be fetched.
+#[pyclass(frozen, module = "dask_serverless._core")]
+pub(crate) struct RunCompleted;
+
+/// What one compute cost, counted by the client from its own work and the clusters' reports.
+#[pyclass(frozen, module = "dask_serverless._core")]
+pub(crate) struct RunStatistics {
+    /// Function invocations (a cluster an invocation became costs none).
+    #[pyo3(get)]
+    invocations: u64,
+    #[pyo3(get)]
+    clusters_finished: u64,
+    /// Store operations of the client and of every function.
+    #[pyo3(get)]
+    store_operations: u64,
+    #[pyo3(get)]
+    store_bytes_written: u64,
+    #[pyo3(get)]
+    store_bytes_read: u64,
+    /// Bytes of the clusters' specs and pickled tasks.
+    #[pyo3(get)]
+    task_bytes: u64,
+    /// Bytes of values written by functions.
+    #[pyo3(get)]
+    value_bytes_written: u64,
+    /// Bytes of distinct values read by another invocation or by the client.
+    #[pyo3(get)]
+    boundary_bytes: u64,
+}
+
+#[pymethods]
+impl RunStatistics {
+    /// The statistics as a dict of their names.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item("invocations", self.invocations)?;
+        dict.set_item("clusters_finished", self.clusters_finished)?;
+        dict.set_item("store_operations", self.store_operations)?;
+        dict.set_item("store_bytes_written", self.store_bytes_written)?;
+        dict.set_item("store_bytes_read", self.store_bytes_read)?;
+        dict.set_item("task_bytes", self.task_bytes)?;
+        dict.set_item("value_bytes_written", self.value_bytes_written)?;
+        dict.set_item("boundary_bytes", self.boundary_bytes)?;
+        Ok(dict)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "RunStatistics(invocations={}, store_operations={}, store_bytes_written={}, \
+             store_bytes_read={}, boundary_bytes={})",
+            self.invocations,
+            self.store_operations,
+            self.store_bytes_written,
+            self.store_bytes_read,
+            self.boundary_bytes
+        )
+    }
+}
+
+impl From<NativeStatistics> for RunStatistics {
+    fn from(statistics: NativeStatistics) -> RunStatistics {
+        RunStatistics {
+            invocations: statistics.invocations,
+            clusters_finished: statistics.clusters_finished,
+            store_operations: statistics.store_operations,
+            store_bytes_written: statistics.store_bytes_written,
+            store_bytes_read: statistics.store_bytes_read,
+            task_bytes: statistics.task_bytes,
+            value_bytes_written: statistics.value_bytes_written,
+            boundary_bytes: statistics.boundary_bytes,
+        }
+    }
+}
 
 #[pyclass(module = "dask_serverless._core")]
 pub(crate) struct ClientRun {
     inner: dask_serverless_runtime::ClientRun,
+    plan: Py<Plan>,
+    function_timeout_s: f64,
+}
+
+/// A duration in seconds from Python: finite and not negative.
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(configuration_error(format!(
+            "{name} must be a finite number of seconds, at least 0, not {value}"
+        )))
+    }
 }
 
 #[pymethods]
 impl ClientRun {
+    /// A run of `plan` in the cluster described by `context` (a `RunContext` as JSON).
+    /// `function_timeout_s` is the function's timeout; the run is lost after
+    /// `silence_limit_s` without news.
     #[new]
     fn new(
         py: Python<'_>,
         context: &str,
-        plan: &Plan,
+        plan: Py<Plan>,
+        function_timeout_s: f64,
         silence_limit_s: f64,
     ) -> PyResult<ClientRun> {
         let context: RunContext = serde_json::from_str(context)
-            .map_err(|error| PyValueError::new_err(format!("invalid run context: {error}")))?;
-        let silence_limit = Duration::from_secs_f64(silence_limit_s.max(0.0));
-        let plan = plan.plan.clone();
+            .map_err(|error| configuration_error(format!("invalid run context: {error}")))?;
+        seconds("function_timeout_s", function_timeout_s)?;
+        let silence_limit = seconds("silence_limit_s", silence_limit_s)?;
+        let native_plan = plan.get().plan.clone();
         let inner = py
             .detach(|| {
                 runtime().block_on(dask_serverless_runtime::ClientRun::new(
                     context,
-                    plan,
+                    native_plan,
                     silence_limit,
                 ))
             })
             .map_err(runtime_error)?;
-        Ok(ClientRun { inner })
+        Ok(ClientRun {
+            inner,
+            plan,
+            function_timeout_s,
+        })
     }
 
     #[getter]
@@ -58,28 +215,27 @@ impl ClientRun {
             .map_err(runtime_error)
     }
 
-    /// Invokes the leaf clusters; returns the first events.
-    fn start<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// Starts the run; returns the first events.
+    fn start(&mut self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let inner = &mut self.inner;
         let events = py
             .detach(|| runtime().block_on(inner.start()))
             .map_err(runtime_error)?;
-        events_to_python(py, events)
+        self.events(py, events)
     }
 
-    /// Waits up to `timeout_s` for news; returns events as tuples:
-    /// `("tasks", [(task, start_us, duration_us, stored_bytes), ...])`, `("completed",)` or
-    /// `("failed", kind, details)` with kind `task`, `function`, `infrastructure` or `lost`.
-    fn poll<'py>(&mut self, py: Python<'py>, timeout_s: f64) -> PyResult<Bound<'py, PyList>> {
+    /// Waits up to `timeout_s` for news; returns `TasksFinished` and `RunCompleted` events,
+    /// or raises the run's failure.
+    fn poll(&mut self, py: Python<'_>, timeout_s: f64) -> PyResult<Vec<Py<PyAny>>> {
+        let wait = seconds("timeout_s", timeout_s)?;
         let inner = &mut self.inner;
-        let wait = Duration::from_secs_f64(timeout_s.max(0.0));
         let events = py
             .detach(|| runtime().block_on(inner.poll(wait)))
             .map_err(runtime_error)?;
-        events_to_python(py, events)
+        self.events(py, events)
     }
 
-    /// A value's pickle parts (zero-copy buffers).
+    /// A value's pickle parts (zero-copy, writable buffers); only outputs can be fetched.
     fn fetch(&mut self, py: Python<'_>, task: u32) -> PyResult<Vec<Py<Buffer>>> {
         let inner = &mut self.inner;
         let parts = py
@@ -91,8 +247,8 @@ impl ClientRun {
     /// After a failure: stops clusters from starting and waits up to `timeout_s` for running
     /// ones to end; True when nothing of the run runs any more.
     fn drain(&mut self, py: Python<'_>, timeout_s: f64) -> PyResult<bool> {
+        let wait = seconds("timeout_s", timeout_s)?;
         let inner = &mut self.inner;
-        let wait = Duration::from_secs_f64(timeout_s.max(0.0));
         py.detach(|| runtime().block_on(inner.drain(wait)))
             .map_err(runtime_error)
     }
@@ -104,94 +260,49 @@ impl ClientRun {
             .map_err(runtime_error)
     }
 
-    /// What the run cost so far: invocations, store operations and bytes (see
-    /// `RunStatistics`), as a dict.
-    fn statistics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let statistics = self.inner.statistics();
-        let dict = PyDict::new(py);
-        dict.set_item("invocations", statistics.invocations)?;
-        dict.set_item("clusters_finished", statistics.clusters_finished)?;
-        dict.set_item("store_operations", statistics.store_operations)?;
-        dict.set_item("store_bytes_written", statistics.store_bytes_written)?;
-        dict.set_item("store_bytes_read", statistics.store_bytes_read)?;
-        dict.set_item("task_bytes", statistics.task_bytes)?;
-        dict.set_item("value_bytes_written", statistics.value_bytes_written)?;
-        dict.set_item("boundary_bytes", statistics.boundary_bytes)?;
-        Ok(dict)
+    /// What the run cost so far.
+    fn statistics(&self) -> RunStatistics {
+        self.inner.statistics().into()
     }
 }
 
-fn records_to_python<'py>(py: Python<'py>, records: &[TaskRecord]) -> PyResult<Bound<'py, PyList>> {
-    let list = PyList::empty(py);
-    for record in records {
-        list.append((
-            record.task.0,
-            record.start_us,
-            record.duration_us,
-            record.stored_bytes,
-        ))?;
-    }
-    Ok(list)
-}
-
-fn events_to_python(py: Python<'_>, events: Vec<RunEvent>) -> PyResult<Bound<'_, PyList>> {
-    let list = PyList::empty(py);
-    for event in events {
-        let item = match event {
-            RunEvent::TasksFinished(records) => PyTuple::new(
-                py,
-                [
-                    "tasks".into_pyobject(py)?.into_any(),
-                    records_to_python(py, &records)?.into_any(),
-                ],
-            )?,
-            RunEvent::Completed => PyTuple::new(py, ["completed"])?,
-            RunEvent::Failed(failure) => {
-                let details = PyDict::new(py);
-                let kind = match failure {
-                    RunFailure::Task(error) => {
-                        details.set_item("task", error.task.0)?;
-                        details.set_item("type_name", error.type_name)?;
-                        details.set_item("message", error.message)?;
-                        details.set_item("traceback", error.traceback)?;
-                        details.set_item("pickled", error.pickled)?;
-                        "task"
+impl ClientRun {
+    fn events(&self, py: Python<'_>, events: Vec<RunEvent>) -> PyResult<Vec<Py<PyAny>>> {
+        let mut converted = Vec::with_capacity(events.len());
+        for event in events {
+            match event {
+                RunEvent::TasksFinished { records, warnings } => {
+                    let mut finished = TasksFinished {
+                        tasks: Vec::with_capacity(records.len()),
+                        start_us: Vec::with_capacity(records.len()),
+                        duration_us: Vec::with_capacity(records.len()),
+                        stored_bytes: Vec::with_capacity(records.len()),
+                        warnings: Vec::with_capacity(warnings.len()),
+                    };
+                    for record in records {
+                        finished.tasks.push(record.task.0);
+                        finished.start_us.push(record.start_us);
+                        finished.duration_us.push(record.duration_us);
+                        finished.stored_bytes.push(record.stored_bytes);
                     }
-                    RunFailure::Function {
-                        cluster,
-                        error_type,
-                        message,
-                    } => {
-                        details.set_item("cluster", cluster.map(|cluster| cluster.0))?;
-                        details.set_item("error_type", error_type)?;
-                        details.set_item("message", message)?;
-                        "function"
+                    for warning in warnings {
+                        finished
+                            .warnings
+                            .push(Py::new(py, TaskWarningRecord::from_native(warning))?);
                     }
-                    RunFailure::Infrastructure { cluster, message } => {
-                        details.set_item("cluster", cluster.0)?;
-                        details.set_item("message", message)?;
-                        "infrastructure"
-                    }
-                    RunFailure::Lost {
-                        silent_for_us,
-                        pending_clusters,
-                    } => {
-                        details.set_item("silent_for_s", silent_for_us as f64 / 1e6)?;
-                        details.set_item("pending_clusters", pending_clusters)?;
-                        "lost"
-                    }
-                };
-                PyTuple::new(
-                    py,
-                    [
-                        "failed".into_pyobject(py)?.into_any(),
-                        kind.into_pyobject(py)?.into_any(),
-                        details.into_any(),
-                    ],
-                )?
+                    converted.push(Py::new(py, finished)?.into_any());
+                }
+                RunEvent::Completed => converted.push(Py::new(py, RunCompleted)?.into_any()),
+                RunEvent::Failed(failure) => {
+                    return Err(run_failure(
+                        py,
+                        self.plan.get(),
+                        self.function_timeout_s,
+                        failure,
+                    ));
+                }
             }
-        };
-        list.append(item)?;
+        }
+        Ok(converted)
     }
-    Ok(list)
 }

@@ -1,22 +1,107 @@
 //! The function's executor, seen from the handler.
+//!
+//! The handler asks [`Worker::step`] what to do next and gets a typed step: run a cluster
+//! ([`RunClusterStep`]), keep only some values ([`RetainStep`]) or finish ([`FinishStep`]).
+//! While it runs a cluster's tasks it stores outputs ([`Worker::put_value`], without copying
+//! them), streams finished tasks ([`Worker::progress`]) and ends with
+//! [`Worker::tasks_finished`], or reports what failed.
 
-use dask_serverless_core::{TaskError, TaskRecord};
+use base64::Engine;
+use dask_serverless_core::{TaskError, TaskRecord, TaskWarning};
 use dask_serverless_graph::TaskId;
 use dask_serverless_runtime::{HostStep, WorkerSession};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::PyBytes;
 
-use crate::buffer::{buffers, chunks};
+use crate::buffer::{Buffer, buffers, chunks};
 use crate::error::runtime_error;
 use crate::runtime;
+
+fn ids(tasks: &[TaskId]) -> Vec<u32> {
+    tasks.iter().map(|task| task.0).collect()
+}
+
+/// Run the tasks of a cluster, in order.
+#[pyclass(frozen, module = "dask_serverless._core")]
+pub(crate) struct RunClusterStep {
+    #[pyo3(get)]
+    cluster: u32,
+    /// Tasks in execution order.
+    #[pyo3(get)]
+    tasks: Vec<u32>,
+    /// Values to write to the store when computed.
+    #[pyo3(get)]
+    stored_outputs: Vec<u32>,
+    /// Values handed in memory to the cluster this invocation becomes next.
+    #[pyo3(get)]
+    memory_outputs: Vec<u32>,
+    /// `release_after[i]`: values no later task needs once `tasks[i]` ran.
+    #[pyo3(get)]
+    release_after: Vec<Vec<u32>>,
+    /// The pickled tasks the client stored.
+    payload: Py<PyBytes>,
+    /// Values read from the store: `(task, [pickle stream, buffer, ...])`.
+    #[pyo3(get)]
+    inputs: Vec<(u32, Vec<Py<Buffer>>)>,
+}
+
+#[pymethods]
+impl RunClusterStep {
+    #[getter]
+    fn payload(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.payload.clone_ref(py)
+    }
+}
+
+/// Keep these values in memory; drop the others.
+#[pyclass(frozen, module = "dask_serverless._core")]
+pub(crate) struct RetainStep {
+    #[pyo3(get)]
+    tasks: Vec<u32>,
+}
+
+/// The invocation is over.
+#[pyclass(frozen, module = "dask_serverless._core")]
+pub(crate) struct FinishStep;
 
 #[pyclass(module = "dask_serverless._core")]
 pub(crate) struct Worker {
     session: WorkerSession,
 }
 
-fn ids(tasks: &[TaskId]) -> Vec<u32> {
-    tasks.iter().map(|task| task.0).collect()
+type Record = (u32, u64, u64, u64);
+type Warning = (u32, String, String, String, u32, Option<Vec<u8>>);
+
+fn task_records(records: Vec<Record>) -> Vec<TaskRecord> {
+    records
+        .into_iter()
+        .map(|(task, start_us, duration_us, stored_bytes)| TaskRecord {
+            task: TaskId(task),
+            start_us,
+            duration_us,
+            stored_bytes,
+        })
+        .collect()
+}
+
+fn task_warnings(warnings: Vec<Warning>) -> Vec<TaskWarning> {
+    warnings
+        .into_iter()
+        .map(
+            |(task, category, message, filename, lineno, pickled)| TaskWarning {
+                task: TaskId(task),
+                category,
+                message,
+                filename,
+                lineno,
+                pickled: pickled.map(|bytes| encode(&bytes)),
+            },
+        )
+        .collect()
+}
+
+fn encode(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[pymethods]
@@ -34,54 +119,39 @@ impl Worker {
         self.session.run_id().to_owned()
     }
 
-    /// The next thing the handler must do: `("run", spec, tasks, inputs)`,
-    /// `("retain", [task, ...])` or `("finish",)`.
-    fn step<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+    /// The next thing the handler must do.
+    fn step(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let session = &mut self.session;
         let step = py.detach(|| runtime().block_on(session.next_step()));
-        match step {
+        Ok(match step {
             HostStep::Run {
                 spec,
                 tasks,
                 inputs,
             } => {
-                let description = PyDict::new(py);
-                description.set_item("cluster", spec.cluster.0)?;
-                description.set_item("tasks", ids(&spec.tasks))?;
-                description.set_item("stored_outputs", ids(&spec.stored_outputs))?;
-                description.set_item("memory_outputs", ids(&spec.memory_outputs))?;
-                description.set_item("sinks", ids(&spec.sinks))?;
-                let release_after = PyList::empty(py);
-                for released in &spec.release_after {
-                    release_after.append(ids(released))?;
-                }
-                description.set_item("release_after", release_after)?;
-                let loaded = PyList::empty(py);
-                for (task, parts) in inputs {
-                    loaded.append((task.0, buffers(py, parts)?))?;
-                }
-                PyTuple::new(
-                    py,
-                    [
-                        "run".into_pyobject(py)?.into_any(),
-                        description.into_any(),
-                        PyBytes::new(py, &tasks).into_any(),
-                        loaded.into_any(),
-                    ],
-                )
+                let loaded = inputs
+                    .into_iter()
+                    .map(|(task, parts)| Ok((task.0, buffers(py, parts)?)))
+                    .collect::<PyResult<Vec<_>>>()?;
+                let step = RunClusterStep {
+                    cluster: spec.cluster.0,
+                    tasks: ids(&spec.tasks),
+                    stored_outputs: ids(&spec.stored_outputs),
+                    memory_outputs: ids(&spec.memory_outputs),
+                    release_after: spec.release_after.iter().map(|tasks| ids(tasks)).collect(),
+                    payload: PyBytes::new(py, &tasks).unbind(),
+                    inputs: loaded,
+                };
+                Py::new(py, step)?.into_any()
             }
-            HostStep::Retain { tasks } => PyTuple::new(
-                py,
-                [
-                    "retain".into_pyobject(py)?.into_any(),
-                    ids(&tasks).into_pyobject(py)?.into_any(),
-                ],
-            ),
-            HostStep::Finish => PyTuple::new(py, ["finish"]),
-        }
+            HostStep::Retain { tasks } => {
+                Py::new(py, RetainStep { tasks: ids(&tasks) })?.into_any()
+            }
+            HostStep::Finish => Py::new(py, FinishStep)?.into_any(),
+        })
     }
 
-    /// Stores a value's pickle parts; returns the bytes written.
+    /// Stores a value's pickle parts without copying them; returns the bytes written.
     fn put_value(&self, py: Python<'_>, task: u32, parts: Vec<Bound<'_, PyAny>>) -> PyResult<u64> {
         let chunks = chunks(&parts)?;
         let session = &self.session;
@@ -89,21 +159,22 @@ impl Worker {
             .map_err(runtime_error)
     }
 
-    /// Every task ran: `records` are `(task, start_us, duration_us, stored_bytes)`.
-    fn tasks_finished(&mut self, records: Vec<(u32, u64, u64, u64)>) {
-        let records = records
-            .into_iter()
-            .map(|(task, start_us, duration_us, stored_bytes)| TaskRecord {
-                task: TaskId(task),
-                start_us,
-                duration_us,
-                stored_bytes,
-            })
-            .collect();
-        self.session.tasks_finished(records);
+    /// Some tasks of the running cluster finished: `records` are
+    /// `(task, start_us, duration_us, stored_bytes)`, `warnings`
+    /// `(task, category, message, filename, lineno, pickled)`. Sent in the background.
+    fn progress(&mut self, py: Python<'_>, records: Vec<Record>, warnings: Vec<Warning>) {
+        let session = &mut self.session;
+        let (records, warnings) = (task_records(records), task_warnings(warnings));
+        py.detach(|| runtime().block_on(session.progress(records, warnings)));
     }
 
-    /// A task raised.
+    /// Every other task of the cluster ran.
+    fn tasks_finished(&mut self, records: Vec<Record>, warnings: Vec<Warning>) {
+        self.session
+            .tasks_finished(task_records(records), task_warnings(warnings));
+    }
+
+    /// A task raised; `pickled` is the pickled exception when it could be pickled.
     #[pyo3(signature = (task, type_name, message, traceback, pickled=None))]
     fn task_failed(
         &mut self,
@@ -111,15 +182,20 @@ impl Worker {
         type_name: String,
         message: String,
         traceback: String,
-        pickled: Option<String>,
+        pickled: Option<Vec<u8>>,
     ) {
         self.session.task_failed(TaskError {
             task: TaskId(task),
             type_name,
             message,
             traceback,
-            pickled,
+            pickled: pickled.map(|bytes| encode(&bytes)),
         });
+    }
+
+    /// A task's result cannot be pickled.
+    fn result_unpicklable(&mut self, task: u32, message: String) {
+        self.session.result_unpicklable(TaskId(task), message);
     }
 
     /// Something around the tasks failed.

@@ -1,14 +1,14 @@
 //! The client's side: drives a [`Driver`] against the store, the invoker and the result
 //! channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dask_serverless_core::{
     ClusterSpec, Driver, DriverAction, DriverEvent, Executor, Invocation, Report, RunContext,
-    RunFailure, TaskRecord, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
+    RunFailure, TaskRecord, TaskWarning, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::{ClusterId, Plan};
@@ -22,7 +22,11 @@ use crate::{Connections, RuntimeError, cluster_key, invocation_payload, now_micr
 /// What the client's host (Python) hears about a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent {
-    TasksFinished(Vec<TaskRecord>),
+    /// Tasks that ran (each reported once) and the warnings they raised.
+    TasksFinished {
+        records: Vec<TaskRecord>,
+        warnings: Vec<TaskWarning>,
+    },
     Completed,
     Failed(RunFailure),
 }
@@ -58,15 +62,25 @@ pub struct ClientRun {
     statistics: RunStatistics,
     /// Sizes of the values read across a function boundary, by task.
     crossed: HashMap<TaskId, u64>,
+    /// The tasks whose values the client may fetch (the plan's sinks).
+    outputs: HashSet<TaskId>,
 }
 
 /// The part of a platform's failure record (a Lambda on-failure destination record) we read.
 #[derive(Debug, Deserialize)]
 struct FailureRecord {
+    #[serde(rename = "requestContext", default)]
+    request_context: RequestContext,
     #[serde(rename = "requestPayload")]
     request_payload: serde_json::Value,
     #[serde(rename = "responsePayload", default)]
     response_payload: serde_json::Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RequestContext {
+    #[serde(rename = "requestId", default)]
+    request_id: Option<String>,
 }
 
 impl ClientRun {
@@ -96,6 +110,11 @@ impl ClientRun {
             &plan,
             silence_limit.as_micros() as u64,
         );
+        let outputs = plan
+            .clusters()
+            .iter()
+            .flat_map(|cluster| cluster.sinks.iter().copied())
+            .collect();
         ClientRun {
             context,
             connections,
@@ -103,6 +122,7 @@ impl ClientRun {
             driver,
             statistics: RunStatistics::default(),
             crossed: HashMap::new(),
+            outputs,
         }
     }
 
@@ -127,6 +147,13 @@ impl ClientRun {
         cluster: ClusterId,
         tasks: Bytes,
     ) -> Result<(), RuntimeError> {
+        if !self.plan.has_cluster(cluster) {
+            return Err(RuntimeError::Configuration(format!(
+                "cluster {} is not in the plan, which has {} clusters",
+                cluster.0,
+                self.plan.clusters().len()
+            )));
+        }
         let spec = ClusterSpec::from_plan(&self.plan, cluster);
         let payload = cluster_payload(&spec, tasks);
         let size = payload.len() as u64;
@@ -210,6 +237,12 @@ impl ClientRun {
 
     /// Reads a value's framed parts.
     pub async fn fetch(&mut self, task: TaskId) -> Result<Vec<Bytes>, RuntimeError> {
+        if !self.outputs.contains(&task) {
+            return Err(RuntimeError::Configuration(format!(
+                "task {} is not an output of the run: only outputs are kept in the store",
+                task.0
+            )));
+        }
         let object = self
             .connections
             .store
@@ -267,6 +300,7 @@ impl ClientRun {
                 .to_owned()
         };
         Some(DriverEvent::PlatformFailure {
+            invocation: record.request_context.request_id,
             cluster: Some(invocation.cluster),
             error_type: text("errorType"),
             message: text("errorMessage"),
@@ -279,8 +313,8 @@ impl ClientRun {
         for action in actions {
             match action {
                 DriverAction::Invoke { cluster } => invocations.push(cluster),
-                DriverAction::TasksFinished { records } => {
-                    events.push(RunEvent::TasksFinished(records))
+                DriverAction::TasksFinished { records, warnings } => {
+                    events.push(RunEvent::TasksFinished { records, warnings })
                 }
                 DriverAction::Completed => events.push(RunEvent::Completed),
                 DriverAction::Failed(failure) => events.push(RunEvent::Failed(failure)),

@@ -6,8 +6,8 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    ClusterSpec, Executor, ExecutorAction, ExecutorEvent, FailureReport, Invocation, Report,
-    RunContext, StoreTraffic, TaskError, TaskRecord,
+    ClusterSpec, Executor, ExecutorAction, ExecutorEvent, FailureCause, FailureReport, Invocation,
+    Report, RunContext, StoreTraffic, TaskError, TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::ClusterId;
@@ -43,6 +43,8 @@ pub struct WorkerSession {
     loaded_inputs: Vec<(TaskId, Vec<Bytes>)>,
     /// Store traffic of the current cluster, sent with its report.
     traffic: Mutex<StoreTraffic>,
+    /// The progress report being sent in the background, if any: reports leave in order.
+    sending: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl WorkerSession {
@@ -82,6 +84,7 @@ impl WorkerSession {
             loaded_tasks: None,
             loaded_inputs: Vec::new(),
             traffic: Mutex::default(),
+            sending: None,
         }
     }
 
@@ -152,9 +155,28 @@ impl WorkerSession {
         Ok(size)
     }
 
-    /// The host ran every task of the cluster.
-    pub fn tasks_finished(&mut self, records: Vec<TaskRecord>) {
-        self.feed(ExecutorEvent::TasksFinished { records });
+    /// The host ran these tasks of the running cluster; more follow. The progress report is
+    /// sent in the background (call from within the runtime): the tasks go on meanwhile.
+    pub async fn progress(&mut self, records: Vec<TaskRecord>, warnings: Vec<TaskWarning>) {
+        self.feed(ExecutorEvent::TasksProgressed { records, warnings });
+        while let Some(ExecutorAction::Report(Report::Progress(_))) = self.actions.front() {
+            let Some(ExecutorAction::Report(report)) = self.actions.pop_front() else {
+                break;
+            };
+            self.wait_for_sending().await;
+            let channel = self.connections.channel.clone();
+            self.sending = Some(tokio::spawn(async move { send(&*channel, &report).await }));
+        }
+    }
+
+    /// The host ran every other task of the cluster.
+    pub fn tasks_finished(&mut self, records: Vec<TaskRecord>, warnings: Vec<TaskWarning>) {
+        self.feed(ExecutorEvent::TasksFinished { records, warnings });
+    }
+
+    /// A task's result cannot be pickled.
+    pub fn result_unpicklable(&mut self, task: TaskId, message: String) {
+        self.feed(ExecutorEvent::ResultUnpicklable { task, message });
     }
 
     /// A task raised.
@@ -305,33 +327,45 @@ impl WorkerSession {
                     run_id: self.context.run_id.clone(),
                     cluster,
                     invocation: String::new(),
-                    task_error: None,
-                    message: format!(
-                        "could not invoke a function for cluster {}: {error}",
-                        cluster.0
-                    ),
+                    cause: FailureCause::Infrastructure {
+                        message: format!(
+                            "could not invoke a function for cluster {}: {error}",
+                            cluster.0
+                        ),
+                    },
                 });
                 self.report(report).await;
             }
         }
     }
 
-    async fn report(&self, mut report: Report) {
+    async fn wait_for_sending(&mut self) {
+        if let Some(sending) = self.sending.take() {
+            let _ = sending.await;
+        }
+    }
+
+    async fn report(&mut self, mut report: Report) {
         if let Report::ClusterFinished(finished) = &mut report {
             let mut traffic = self.traffic.lock().unwrap_or_else(PoisonError::into_inner);
             finished.store = std::mem::take(&mut *traffic);
         }
-        let message = match serde_json::to_vec(&report) {
-            Ok(message) => Bytes::from(message),
-            Err(error) => {
-                eprintln!("dask-serverless: could not encode a report: {error}");
-                return;
-            }
-        };
-        if let Err(error) = self.connections.channel.send(vec![message]).await {
-            // The client notices the silence; say why on the function's log.
-            eprintln!("dask-serverless: could not send a report: {error}");
+        self.wait_for_sending().await;
+        send(&*self.connections.channel, &report).await;
+    }
+}
+
+async fn send(channel: &dyn dask_serverless_platform::ResultChannel, report: &Report) {
+    let message = match serde_json::to_vec(report) {
+        Ok(message) => Bytes::from(message),
+        Err(error) => {
+            eprintln!("dask-serverless: could not encode a report: {error}");
+            return;
         }
+    };
+    if let Err(error) = channel.send(vec![message]).await {
+        // The client notices the silence; say why on the function's log.
+        eprintln!("dask-serverless: could not send a report: {error}");
     }
 }
 

@@ -148,7 +148,7 @@ async fn run(
     loop {
         for event in events {
             match event {
-                RunEvent::TasksFinished(_) => {}
+                RunEvent::TasksFinished { .. } => {}
                 RunEvent::Completed => {
                     for &output in graph.outputs() {
                         client.fetch(output).await?;
@@ -220,7 +220,7 @@ async fn run_invocation(mut session: WorkerSession) -> Result<(), RuntimeError> 
                         stored_bytes,
                     });
                 }
-                session.tasks_finished(records);
+                session.tasks_finished(records, Vec::new());
             }
             HostStep::Retain { .. } => {}
             HostStep::Finish => return Ok(()),

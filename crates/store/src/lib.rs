@@ -71,7 +71,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Reads a whole object, or [`StoreError::NotFound`] naming the key if there is none.
     ///
-    /// The bytes stay valid after the object is deleted or replaced.
+    /// The bytes stay valid after the object is deleted or replaced, and they belong to the
+    /// caller: no other reader and not the stored object share their memory, so a caller may
+    /// write into them (the shared-memory store maps objects privately, copy-on-write; the
+    /// other backends return fresh buffers).
     async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
 
     /// Deletes an object. Deleting an absent object succeeds.

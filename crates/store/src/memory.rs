@@ -86,10 +86,11 @@ impl Store for MemoryStore {
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         validate_key(key)?;
+        // A copy: the caller owns what it reads (see `Store::get`).
         self.lock()
             .objects
             .get(key)
-            .cloned()
+            .map(|object| Bytes::copy_from_slice(object))
             .ok_or_else(|| StoreError::NotFound {
                 key: key.to_owned(),
             })

@@ -22,7 +22,9 @@
 //!   target's folder and renames it over the target (atomic on one file system), and `delete`
 //!   unlinks. So a reader sees a whole object or none, and `get` can memory-map the file: the
 //!   mapped inode never changes, and it stays alive while mapped even after a delete or an
-//!   overwrite. Any other writer of this layout must follow the same rule.
+//!   overwrite. Any other writer of this layout must follow the same rule. The map is private
+//!   (copy-on-write): pages are shared with the file until a reader writes into one, which
+//!   then becomes the reader's own — so readers may write into what they got.
 //! - **A fan-in file is changed only under an exclusive `flock`** on that file: read the members
 //!   (one per line), append the member if absent, release. A line without its final newline is
 //!   the torn write of a crashed adder and is cut off by the next adder. Fan-in files are never
@@ -44,7 +46,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use memmap2::Mmap;
+use memmap2::MmapOptions;
 
 use crate::key::{fan_in_overflow, validate_fan_in, validate_prefix};
 use crate::{Payload, Store, StoreError, validate_key};
@@ -247,8 +249,10 @@ impl Directories {
         // SAFETY: a published object file is never written, truncated or extended (see the
         // module invariants): puts rename a new file over it and deletes unlink it, neither of
         // which touches the mapped inode. So the mapping stays valid and unchanged for as long
-        // as the returned bytes live.
-        let map = unsafe { Mmap::map(&file) }.map_err(|error| self.error(key, error))?;
+        // as the returned bytes live. The mapping is private (copy-on-write): a reader that
+        // writes into it gets its own pages and never changes the file.
+        let map = unsafe { MmapOptions::new().map_copy(&file) }
+            .map_err(|error| self.error(key, error))?;
         Ok(Bytes::from_owner(map))
     }
 

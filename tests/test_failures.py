@@ -1,0 +1,340 @@
+"""Every failure named right, at once, and nothing left behind: a function that dies in a chain,
+timeouts, unpicklable results, a store that fails during cleanup, Ctrl-C, forked processes,
+bad arguments. One exception family, raised by the native module itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+from dask import delayed
+
+import dask_serverless
+from dask_serverless import (
+    ConfigurationError,
+    FunctionError,
+    FunctionTimeoutError,
+    LocalCluster,
+    SerializationError,
+    ServerlessError,
+    _core,
+)
+
+PYTHON = sys.executable
+
+
+def run_script(source: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs a Python script in a fresh interpreter (signals, forks and exits stay out of the
+    test process); fails on a hang."""
+    return subprocess.run(
+        [PYTHON, "-c", textwrap.dedent(source)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def step(previous, seconds):
+    time.sleep(seconds)
+    return previous + 1
+
+
+def die(previous):
+    os._exit(3)
+
+
+@pytest.fixture
+def chain_cluster():
+    # Clusters of one task: a chain is run by one invocation that becomes cluster after cluster.
+    with LocalCluster(
+        workers=1, clusters_per_worker=1000, memory_mb=512, timeout_s=20, prewarm=True
+    ) as running:
+        yield running
+
+
+def test_a_death_in_a_chain_is_reported_at_once_naming_the_running_cluster(chain_cluster):
+    value = delayed(0, name="start")
+    for number in range(3):
+        value = delayed(step)(value, 0.2, dask_key_name=f"step-{number}")
+    value = delayed(die)(value, dask_key_name="dies")
+    value = delayed(step)(value, 0, dask_key_name="after")
+    from dask_serverless._ingest import ingest
+    from dask_serverless._scheduler import plan_graph
+
+    plan = plan_graph(ingest(value.__dask_graph__(), value.__dask_keys__()), 1, 1000)
+    keys = ingest(value.__dask_graph__(), value.__dask_keys__()).keys
+    dying_cluster = plan.cluster_of(keys.index("dies"))
+    assert dying_cluster > 0  # not the cluster the invocation started with
+
+    started = time.monotonic()
+    with pytest.raises(FunctionError) as raised:
+        value.compute(scheduler=chain_cluster.get)
+    elapsed = time.monotonic() - started
+    # Four tasks of at most 0.2 s, then the death is reported: well within 2 s of it.
+    assert elapsed < 0.6 + 2.0, elapsed
+    error = raised.value
+    assert error.cluster == dying_cluster
+    message = str(error)
+    assert f"cluster {dying_cluster}" in message
+    assert "'dies'" in message
+    assert "exit status 3" in message
+    assert chain_cluster._store.list("") == []
+
+
+def test_a_timeout_names_the_limit_of_one_invocation(tmp_path):
+    with LocalCluster(workers=1, clusters_per_worker=1000, timeout_s=2, prewarm=True) as running:
+        value = delayed(0)
+        for number in range(6):
+            value = delayed(step)(value, 0.5, dask_key_name=f"slow-{number}")
+        with pytest.raises(FunctionTimeoutError) as raised:
+            value.compute(scheduler=running.get)
+    message = str(raised.value)
+    assert "timeout_s is the limit of one invocation" in message
+    assert "raise timeout_s" in message
+    assert "finished" in message and "tasks" in message
+
+
+def makes_a_lock():
+    return threading.Lock()
+
+
+def test_an_unpicklable_result_is_a_serialization_error_naming_the_task(cluster):
+    value = delayed(makes_a_lock)(dask_key_name="makes-a-lock")
+    with pytest.raises(SerializationError, match="'makes-a-lock'.*cannot be pickled"):
+        value.compute(scheduler=cluster.get)
+    assert isinstance(SerializationError("x"), TypeError)
+
+
+def removes_the_store_then_raises(root):
+    shutil.rmtree(root)
+    raise ValueError("the task's own failure")
+
+
+def test_a_store_failing_during_cleanup_is_a_note_on_the_tasks_error():
+    with LocalCluster(workers=1, memory_mb=512, timeout_s=30) as running:
+        value = delayed(removes_the_store_then_raises)(running._store_root)
+        with pytest.raises(ValueError, match="the task's own failure") as raised:
+            value.compute(scheduler=running.get)
+    notes = "\n".join(getattr(raised.value, "__notes__", []))
+    assert "could not delete the objects of run" in notes
+
+
+def test_ctrl_c_stops_a_compute_within_a_second_and_leaves_nothing():
+    result = run_script(
+        """
+        import glob, os, signal, threading, time
+        from dask import delayed
+        from dask_serverless import LocalCluster
+
+        def sleeps(seconds):
+            time.sleep(seconds)
+            return seconds
+
+        with LocalCluster(workers=2, memory_mb=512, timeout_s=120) as cluster:
+            values = [delayed(sleeps)(60, dask_key_name=f"sleeps-{i}") for i in range(4)]
+            threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+            started = time.monotonic()
+            try:
+                delayed(sum)(values).compute()
+            except KeyboardInterrupt:
+                print("interrupted after", round(time.monotonic() - started - 2.0, 2))
+            print("objects left", cluster._store.list(""))
+            busy = cluster.statistics()
+            print("cluster still works", delayed(abs)(-4).compute())
+            root = cluster._store_root
+            pids = cluster._platform.worker_pids()
+        time.sleep(0.5)
+        alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+        print("root left", os.path.exists(root))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    seconds = float(result.stdout.split("interrupted after ")[1].split()[0])
+    assert seconds < 1.0, result.stdout
+    assert "objects left []" in result.stdout
+    assert "cluster still works 4" in result.stdout
+    assert "root left False" in result.stdout
+    assert lines  # parsed
+
+
+def test_a_forked_child_gets_a_clear_error_and_exits():
+    result = run_script(
+        """
+        import os, sys
+        from dask import delayed
+        from dask_serverless import LocalCluster, ServerlessError
+
+        with LocalCluster(workers=1, memory_mb=512) as cluster:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    delayed(abs)(-1).compute()
+                except ServerlessError as error:
+                    print("child error:", error, flush=True)
+                sys.exit(0)  # a normal exit: finalizers run, and must not hang
+            _, status = os.waitpid(pid, 0)
+            print("child exit", os.waitstatus_to_exitcode(status))
+            print("parent still computes", delayed(abs)(-2).compute())
+        """,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "is a fork of it and cannot use its platform" in result.stdout
+    assert "child exit 0" in result.stdout
+    assert "parent still computes 2" in result.stdout
+
+
+def test_a_multiprocessing_fork_child_exits_cleanly():
+    result = run_script(
+        """
+        import multiprocessing
+        from dask import delayed
+        from dask_serverless import LocalCluster, ServerlessError
+
+        def child(queue):
+            try:
+                delayed(abs)(-1).compute()
+                queue.put("computed")
+            except ServerlessError as error:
+                queue.put(type(error).__name__)
+
+        if __name__ == "__main__":
+            with LocalCluster(workers=1, memory_mb=512):
+                context = multiprocessing.get_context("fork")
+                queue = context.Queue()
+                process = context.Process(target=child, args=(queue,))
+                process.start()
+                print("child said", queue.get(timeout=30))
+                process.join(timeout=30)
+                print("child exit", process.exitcode)
+        """,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "child said ServerlessError" in result.stdout
+    assert "child exit 0" in result.stdout
+
+
+def test_clusters_start_and_close_in_a_loop_after_importing_scipy():
+    """Forks of worker processes never race in a threaded library's fork handlers."""
+    result = run_script(
+        """
+        import time
+        import dask.array, scipy.linalg, scipy.sparse
+        from dask import delayed
+        from dask_serverless import LocalCluster
+
+        slowest = 0.0
+        for attempt in range(20):
+            started = time.monotonic()
+            with LocalCluster(workers=2, memory_mb=512) as cluster:
+                assert delayed(sum)([1, 2]).compute() == 3
+            slowest = max(slowest, time.monotonic() - started)
+        print("slowest", round(slowest, 2))
+        """,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "failed to join thread" not in result.stderr
+    assert "panicked" not in result.stderr
+    # A stall was about 10 s; a start, one compute and a close take about a second.
+    assert float(result.stdout.split("slowest ")[1]) < 8.0, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"workers": 0}, "workers must be between 1 and"),
+        ({"workers": 2.7}, "workers must be a whole number"),
+        ({"workers": "2"}, "workers must be a whole number"),
+        ({"memory_mb": 0}, "memory_mb must be between 128 and 10240"),
+        ({"memory_mb": 10**7}, "memory_mb must be between 128 and 10240"),
+        ({"timeout_s": 0}, "timeout_s must be above 0"),
+        ({"timeout_s": float("nan")}, "timeout_s must be above 0"),
+        ({"clusters_per_worker": -3}, "clusters_per_worker must be between 1 and"),
+        ({"clusters_per_worker": 0}, "clusters_per_worker must be between 1 and"),
+        ({"threads_per_worker": 0}, "threads_per_worker must be between 1 and"),
+        (
+            {"threads_per_worker": "many"},
+            'threads_per_worker must be a positive whole number or "client"',
+        ),
+        ({"python": "/nonexistent/python3"}, "is not an executable file"),
+        ({"store": "ftp://host/x"}, "is not supported by LocalCluster"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(arguments, message):
+    with pytest.raises(ConfigurationError, match=message) as raised:
+        LocalCluster(**arguments)
+    assert isinstance(raised.value, ValueError)
+
+
+def test_a_cluster_on_redis(redis_address):
+    with LocalCluster(workers=2, memory_mb=512, store=redis_address) as running:
+        assert running._context["store"].startswith(redis_address)
+        blocks = [delayed(np.arange)(n) for n in range(1, 40)]
+        assert delayed(sum)([delayed(np.sum)(block) for block in blocks]).compute() == sum(
+            n * (n - 1) // 2 for n in range(1, 40)
+        )
+        assert running._store.list("") == []
+
+
+def test_every_exception_is_exported_and_in_one_family():
+    classes = [
+        getattr(dask_serverless, name) for name in dask_serverless.__all__ if name.endswith("Error")
+    ]
+    assert len(classes) >= 15
+    for error_class in classes:
+        assert issubclass(error_class, ServerlessError), error_class
+        assert error_class.__module__ == "dask_serverless.errors"
+    assert issubclass(dask_serverless.StoreUnavailableError, ConnectionError)
+    assert issubclass(dask_serverless.GraphValidationError, ValueError)
+    assert issubclass(dask_serverless.AwsPermissionError, PermissionError)
+
+
+def test_the_native_module_raises_the_packages_own_classes(tmp_path):
+    with pytest.raises(dask_serverless.GraphValidationError, match="cycle"):
+        _core.Plan(["a", "b"], [[1], [0]], [], [0])
+    with pytest.raises(ConfigurationError, match="parallelism must be at least 1"):
+        _core.Plan(["a"], [[]], [], [0], parallelism=0)
+    with pytest.raises(dask_serverless.StoreUnavailableError):
+        store = _core.SharedMemoryStore.create(tmp_path / "store")
+        store.destroy()
+        os.makedirs(tmp_path / "elsewhere")
+        _core.Store.open(f"shm://{tmp_path / 'store'}").list("")
+
+
+def test_native_entry_points_check_their_input_without_panicking(cluster):
+    import json
+
+    plan = _core.Plan(["'a'", "'b'"], [[], [0]], [], [1])
+    context = json.dumps(dict(cluster._context, run_id="run-validation"))
+    with pytest.raises(ConfigurationError, match="silence_limit_s"):
+        _core.ClientRun(context, plan, 10.0, float("nan"))
+    with pytest.raises(ConfigurationError, match="invalid run context"):
+        _core.ClientRun("{}", plan, 10.0, 20.0)
+    run = _core.ClientRun(context, plan, 10.0, 20.0)
+    with pytest.raises(ConfigurationError, match="cluster 99 is not in the plan"):
+        run.put_cluster(99, b"")
+    with pytest.raises(ConfigurationError, match="not an output"):
+        run.fetch(0)
+    with pytest.raises(ConfigurationError, match="timeout_s"):
+        run.poll(-1.0)
+    with pytest.raises(OverflowError):
+        run.put_cluster(-1, b"")
+    run.cleanup()
+
+
+def test_signal_module_is_untouched_after_a_compute(cluster):
+    handler = signal.getsignal(signal.SIGINT)
+    delayed(abs)(-1).compute(scheduler=cluster.get)
+    assert signal.getsignal(signal.SIGINT) is handler
