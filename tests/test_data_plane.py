@@ -57,3 +57,16 @@ def test_plan_explain_is_readable():
     assert "3 tasks" in text
     assert "cluster 0" in text
     assert plan.cluster_count() >= 1
+
+
+def big_block(megabytes):
+    return np.ones(megabytes * 1024 * 1024 // 8)
+
+
+def test_a_result_near_half_the_memory_size_is_stored_without_a_copy():
+    """Storing a value of size S needs S and a small constant, not 2 S: its buffers go to the
+    store as they are."""
+    with LocalCluster(workers=1, memory_mb=1024, timeout_s=120) as running:
+        block = delayed(big_block)(480).compute(scheduler=running.get)
+    assert block.nbytes == 480 * 1024 * 1024
+    assert block[0] == 1.0 and block[-1] == 1.0

@@ -11,6 +11,7 @@ import os
 
 import dask
 import dask.array as da
+import dask.bag as db
 import pytest
 from dask import delayed
 
@@ -87,6 +88,15 @@ def test_demo_and_tree_reduction_then_nothing_remains(endpoint):
         assert remaining_resources(endpoint, cluster_id), "the cluster created nothing"
         assert x.mean().compute() == x.mean().compute(scheduler="sync")
         assert total.compute() == sum(range(1024))
+        # Every function hashes strings alike (Dask partitions by hash()).
+        configuration = client("lambda", endpoint).get_function_configuration(
+            FunctionName=cluster.deployment["function_name"]
+        )
+        assert configuration["Environment"]["Variables"]["PYTHONHASHSEED"].isdigit()
+        words = db.from_sequence([f"w{n % 29}" for n in range(600)], npartitions=12)
+        assert len(set(words.map(lambda w: (w, hash(w) % 4)).compute())) == 29
+        counted = words.groupby(lambda w: w).map(lambda kv: (kv[0], len(kv[1])))
+        assert sorted(counted.compute()) == sorted(counted.compute(scheduler="sync"))
         # A task's exception crosses intact, and the cluster stays usable.
         with pytest.raises(ZeroDivisionError):
             delayed(operator.truediv)(1, 0).compute()

@@ -126,6 +126,7 @@ class ServerlessCluster:
             return compute(self, dsk, keys, **kwargs)
 
     def _start_run(self, run_id: str, plan: Any) -> Any:
+        assert self._context is not None, "a run starts on a running cluster"
         context = dict(self._context, run_id=run_id)
         return _core.ClientRun(json.dumps(context), plan, self.timeout_s, self.timeout_s + 15.0)
 
@@ -169,6 +170,17 @@ class ServerlessCluster:
             raise ServerlessError(
                 f"this {name} is not running: use `with {name}(...):` or call start()"
             )
+
+
+def hash_seed() -> str:
+    """The ``PYTHONHASHSEED`` of every function of a cluster: the client's when it pins one
+    (so functions hash strings as the client does), otherwise a fixed value, as Dask's
+    ``processes`` scheduler does. Dask partitions by ``hash()``: functions that hashed strings
+    differently would send equal keys to different partitions."""
+    value = os.environ.get("PYTHONHASHSEED", "")
+    if value.isdigit() and int(value) <= 4_294_967_295:
+        return value
+    return "6640"
 
 
 class _InFunctionScheduler:

@@ -1,17 +1,39 @@
-"""Typed stub of the private native module (crates/python)."""
+"""Typed stub of the private native module (crates/python), checked against the module by
+`make lint` (mypy's stubtest)."""
 
 from collections.abc import Sequence
 from os import PathLike
+from typing import Self, TypeAlias, final
 
+__all__ = [
+    "AwsDeployer",
+    "Buffer",
+    "ClientRun",
+    "FinishStep",
+    "LocalPlatform",
+    "Plan",
+    "RetainStep",
+    "RunClusterStep",
+    "RunCompleted",
+    "RunStatistics",
+    "SharedMemoryStore",
+    "Store",
+    "TaskWarningRecord",
+    "TasksFinished",
+    "Worker",
+    "zero_work",
+]
+
+@final
 class Buffer:
     """A read-only buffer over native memory (for example a memory-mapped store object)."""
 
     def __len__(self) -> int: ...
-    def __buffer__(self, flags: int, /) -> memoryview: ...
 
+@final
 class Plan:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         keys: list[str],
         dependencies: list[list[int]],
         missing: list[str],
@@ -19,7 +41,7 @@ class Plan:
         parallelism: int = 2,
         clusters_per_worker: int = 4,
         max_cluster_tasks: int = 10_000,
-    ) -> None: ...
+    ) -> Self: ...
     def explain(self) -> str: ...
     def cluster_count(self) -> int: ...
     def task_count(self) -> int: ...
@@ -31,8 +53,9 @@ class Plan:
     def cluster_parents(self, cluster: int) -> list[int]: ...
     def statistics(self) -> dict[str, object]: ...
 
+@final
 class LocalPlatform:
-    def __init__(self, worker_log: str | PathLike[str] | None = None) -> None: ...
+    def __new__(cls, worker_log: str | PathLike[str] | None = None) -> Self: ...
     @property
     def endpoint(self) -> str: ...
     def create_function(
@@ -54,6 +77,7 @@ class LocalPlatform:
     def stop_invocations(self, function: str) -> int: ...
     def close(self) -> None: ...
 
+@final
 class SharedMemoryStore:
     @staticmethod
     def create(root: str | PathLike[str]) -> SharedMemoryStore: ...
@@ -63,6 +87,7 @@ class SharedMemoryStore:
     def delete_prefix(self, prefix: str) -> int: ...
     def destroy(self) -> None: ...
 
+@final
 class TaskWarningRecord:
     """A warning a task raised, to re-emit in the caller."""
 
@@ -79,6 +104,7 @@ class TaskWarningRecord:
     @property
     def pickled(self) -> bytes | None: ...
 
+@final
 class TasksFinished:
     """Tasks that ran, each reported once, in columns; and the warnings they raised."""
 
@@ -93,9 +119,11 @@ class TasksFinished:
     @property
     def warnings(self) -> list[TaskWarningRecord]: ...
 
+@final
 class RunCompleted:
     """Every cluster finished: the outputs can be fetched."""
 
+@final
 class RunStatistics:
     @property
     def invocations(self) -> int: ...
@@ -115,10 +143,11 @@ class RunStatistics:
     def boundary_bytes(self) -> int: ...
     def to_dict(self) -> dict[str, int]: ...
 
+@final
 class ClientRun:
-    def __init__(
-        self, context: str, plan: Plan, function_timeout_s: float, silence_limit_s: float
-    ) -> None: ...
+    def __new__(
+        cls, context: str, plan: Plan, function_timeout_s: float, silence_limit_s: float
+    ) -> Self: ...
     @property
     def run_id(self) -> str: ...
     def put_cluster(self, cluster: int, tasks: bytes) -> None: ...
@@ -137,6 +166,7 @@ def zero_work(
     max_cluster_tasks: int = 10_000,
 ) -> dict[str, float]: ...
 
+@final
 class RunClusterStep:
     """Run the tasks of a cluster, in order."""
 
@@ -155,27 +185,30 @@ class RunClusterStep:
     @property
     def inputs(self) -> list[tuple[int, list[Buffer]]]: ...
 
+@final
 class RetainStep:
     """Keep these values in memory; drop the others."""
 
     @property
     def tasks(self) -> list[int]: ...
 
+@final
 class FinishStep:
     """The invocation is over."""
 
-TaskRecordTuple = tuple[int, int, int, int]
-WarningTuple = tuple[int, str, str, str, int, bytes | None]
+_TaskRecordTuple: TypeAlias = tuple[int, int, int, int]
+_WarningTuple: TypeAlias = tuple[int, str, str, str, int, bytes | None]
 
+@final
 class Worker:
-    def __init__(self, event: str, invocation_id: str, cold: bool) -> None: ...
+    def __new__(cls, event: str, invocation_id: str, cold: bool) -> Self: ...
     @property
     def run_id(self) -> str: ...
     def step(self) -> RunClusterStep | RetainStep | FinishStep: ...
     def put_value(self, task: int, parts: Sequence[object]) -> int: ...
-    def progress(self, records: list[TaskRecordTuple], warnings: list[WarningTuple]) -> None: ...
+    def progress(self, records: list[_TaskRecordTuple], warnings: list[_WarningTuple]) -> None: ...
     def tasks_finished(
-        self, records: list[TaskRecordTuple], warnings: list[WarningTuple]
+        self, records: list[_TaskRecordTuple], warnings: list[_WarningTuple]
     ) -> None: ...
     def task_failed(
         self,
@@ -188,6 +221,7 @@ class Worker:
     def result_unpicklable(self, task: int, message: str) -> None: ...
     def failed(self, message: str) -> None: ...
 
+@final
 class Store:
     @staticmethod
     def open(address: str) -> Store: ...
@@ -196,8 +230,9 @@ class Store:
     def list(self, prefix: str) -> list[str]: ...
     def delete_prefix(self, prefix: str) -> int: ...
 
+@final
 class AwsDeployer:
-    def __init__(self, settings: str) -> None: ...
+    def __new__(cls, settings: str) -> Self: ...
     @property
     def region(self) -> str: ...
     def deploy(self, spec: str, package: str | PathLike[str]) -> str: ...

@@ -39,12 +39,12 @@ from dask_serverless._serialize import dumps_tasks, loads
 from dask_serverless.errors import SerializationError
 
 if TYPE_CHECKING:
-    from dask_serverless.cluster import LocalCluster
+    from dask_serverless._base import ServerlessCluster
 
 POLL_SECONDS = 0.05
 
 
-def compute(cluster: LocalCluster, dsk: Any, keys: Any, callbacks=None, **_ignored) -> Any:
+def compute(cluster: ServerlessCluster, dsk: Any, keys: Any, callbacks=None, **_ignored) -> Any:
     """Run one Dask graph on ``cluster``; keyword arguments Dask passes but we do not use are
     accepted and ignored."""
     clock = _Clock()
@@ -139,7 +139,7 @@ def _callback_state(graph: IngestedGraph) -> dict:
     }
 
 
-def _run(cluster: LocalCluster, graph: IngestedGraph, state, pretask, posttask, clock) -> dict:
+def _run(cluster: ServerlessCluster, graph: IngestedGraph, state, pretask, posttask, clock) -> dict:
     values = dict(graph.literals)
     if graph.empty:
         clock.counts = {"tasks": 0, "clusters": 0}

@@ -190,7 +190,7 @@ def _nested_tasks(node: Any) -> Iterator[Task]:
 def _collect_function(node: GraphNode) -> Any:
     if not isinstance(node, Task):
         return None
-    known = []
+    known: list[Any] = []
     try:
         from dask.bag.core import collect as bag_collect
 
@@ -228,7 +228,7 @@ def _is_reference(argument: Any, key: Any) -> bool:
 
 def _substitute(arguments: tuple, store: Any, barriers: set) -> tuple:
     """Arguments with the store reference replaced by a placeholder and barriers by 0."""
-    replaced = []
+    replaced: list[Any] = []
     for argument in arguments:
         if _is_reference(argument, store):
             replaced.append(_STORE)

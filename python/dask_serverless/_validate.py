@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import os
 import shutil
 
@@ -17,9 +18,9 @@ def check_integer(name: str, value: object, low: int, high: int) -> int:
             f"{name} must be a whole number between {low} and {high}, not {value!r}"
         )
     if isinstance(value, numbers.Integral):
-        number = int(value)
-    elif math.isfinite(value) and float(value).is_integer():
-        number = int(value)
+        number = operator.index(value)
+    elif math.isfinite(float(value)) and float(value).is_integer():
+        number = int(float(value))
     else:
         raise ConfigurationError(
             f"{name} must be a whole number between {low} and {high}, not {value!r}"

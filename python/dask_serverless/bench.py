@@ -55,7 +55,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -511,7 +511,7 @@ def measure_workload(
     built: Built,
     session: Session,
     runs: int,
-    skipped: set[tuple[str, str]] = frozenset(),
+    skipped: Collection[tuple[str, str]] = frozenset(),
 ) -> WorkloadResult:
     schedulers = {
         name: scheduler
@@ -635,7 +635,7 @@ def describe_zero_work(measured: dict) -> str:
 
 RATIO_TARGETS = {"threads": 1.2, "processes": 0.5}
 RATIO_TARGET_WORKLOADS = ("demo", "transpose-add", "gemm", "tsqr-svd", "svd-compressed")
-SYMBOLS = {operator.le: "<=", operator.ge: ">=", operator.lt: "<"}
+SYMBOLS: dict[Any, str] = {operator.le: "<=", operator.ge: ">=", operator.lt: "<"}
 
 
 @dataclass(frozen=True)
@@ -688,10 +688,11 @@ def evaluate_targets(
                 target(subject, rate, operator.ge, 20_000, "{:,.0f} tasks/s", "20,000 tasks/s")
             )
     if engine is not None:
-        labels = list(engine.zero_work) or [None]
+        labels: list[str | None] = list(engine.zero_work) or [None]
         for label in labels:
             subject = ZERO_WORK if label is None else f"{ZERO_WORK}, {label}"
-            microseconds = engine.zero_work.get(label, {}).get("microseconds_per_task")
+            figures = engine.zero_work.get(label, {}) if label is not None else {}
+            microseconds = figures.get("microseconds_per_task")
             measured = "{:.2f} µs per task"
             targets.append(target(subject, microseconds, operator.le, 10, measured, "10 µs"))
         rate = engine.planner_tasks_per_second()
@@ -1043,7 +1044,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for workload in WORKLOADS:
             print(f"{workload.name:<{width}}  {workload.summary}")
         return 0
-    sys.stdout.reconfigure(line_buffering=True)  # each run shows as it completes
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(line_buffering=True)  # each run shows as it completes
     arguments = sys.argv[1:] if argv is None else list(argv)
     command = " ".join(["python -m dask_serverless.bench", *arguments])
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

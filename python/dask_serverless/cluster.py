@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from dask_serverless import _core
-from dask_serverless._base import ServerlessCluster
+from dask_serverless._base import ServerlessCluster, hash_seed
 from dask_serverless._validate import check_executable, check_integer, check_number
 from dask_serverless.errors import ConfigurationError
 
@@ -119,10 +119,12 @@ class LocalCluster(ServerlessCluster):
     def start(self) -> LocalCluster:
         if self._platform is not None:
             return self
+        store: Any
         if self.store_address is None:
-            root: str | None = _shared_memory_root()
-            store = _core.SharedMemoryStore.create(root)
-            address = f"shm://{root}"
+            own_root = _shared_memory_root()
+            store = _core.SharedMemoryStore.create(own_root)
+            address = f"shm://{own_root}"
+            root: str | None = own_root
         else:
             root = None
             address = self.store_address
@@ -204,7 +206,7 @@ class LocalCluster(ServerlessCluster):
         paths = [path for path in sys.path if path and os.path.isdir(path)]
         environment = {
             "PYTHONPATH": os.pathsep.join(paths),
-            "PYTHONHASHSEED": _hash_seed(),
+            "PYTHONHASHSEED": hash_seed(),
         }
         for name in ("PATH", "HOME", "LANG", *THREAD_VARIABLES):
             if name in os.environ:
@@ -233,15 +235,6 @@ def _threads_per_worker(requested: int | str | None, workers: int) -> int | str:
             f'threads_per_worker must be a positive whole number or "client", not {requested!r}'
         )
     return check_integer("threads_per_worker", requested, 1, 1024)
-
-
-def _hash_seed() -> str:
-    """The ``PYTHONHASHSEED`` of every function: the client's when it pins one (so functions
-    hash as the client does), otherwise a fixed value, as Dask's ``processes`` scheduler."""
-    value = os.environ.get("PYTHONHASHSEED", "")
-    if value.isdigit() and int(value) <= 4_294_967_295:
-        return value
-    return "6640"
 
 
 def _store_address(store: str | None) -> str | None:

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode, urlparse
 
 from dask_serverless import _core
-from dask_serverless._base import ServerlessCluster
+from dask_serverless._base import ServerlessCluster, hash_seed
 from dask_serverless._validate import check_integer, check_number
 from dask_serverless.packaging import build_package
 
@@ -126,7 +126,10 @@ class LambdaCluster(ServerlessCluster):
             "memory_mb": self.memory_mb,
             "timeout_s": int(self.timeout_s),
             "max_concurrency": self.max_concurrency,
-            "environment": {"DASK_SERVERLESS_CLUSTER": self.cluster_id},
+            "environment": {
+                "DASK_SERVERLESS_CLUSTER": self.cluster_id,
+                "PYTHONHASHSEED": hash_seed(),
+            },
         }
         try:
             record = deployer.deploy(json.dumps(spec), str(self.package.path))
