@@ -255,3 +255,19 @@ def test_nested_compute_runs_inside_the_function(cluster):
 def test_a_graph_that_holds_the_clusters_scheduler(cluster):
     holder = delayed(lambda scheduler: scheduler.get({"a": 1, "b": (abs, -2)}, "b"))
     assert holder(cluster).compute(scheduler=cluster.get) == 2
+
+
+def test_store_into_an_array_of_this_process_is_refused_with_advice(cluster):
+    """Functions would write into copies: a silently unchanged target is refused instead."""
+    x = da.ones((4, 4), chunks=(2, 2))
+    target = np.zeros((4, 4))
+    with pytest.raises(UnsupportedGraphError, match=r"target\[\.\.\.\] = x.compute\(\)"):
+        da.store(x, target, scheduler=cluster.get)
+    assert target.sum() == 0
+
+
+def test_store_into_an_in_memory_array_computed_and_assigned(cluster):
+    x = da.arange(16, chunks=4).reshape(4, 4)
+    target = np.zeros((4, 4))
+    target[...] = x.compute(scheduler=cluster.get)
+    np.testing.assert_array_equal(target, np.arange(16).reshape(4, 4))

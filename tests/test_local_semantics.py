@@ -162,3 +162,22 @@ def test_progress_bar_counts_every_task_once(cluster, capsys):
     with ProgressBar(dt=0.01):
         assert (x + x.T).sum().compute(scheduler=cluster.get) == 80_000
     assert "100%" in capsys.readouterr().out
+
+
+class ComputesInsideACompute(Callback):
+    def __init__(self):
+        super().__init__()
+        self.inner: list[int] = []
+
+    def _pretask(self, key, dsk, state):
+        if not self.inner:
+            # The default scheduler is the cluster's, which is busy with this very compute.
+            self.inner.append(delayed(abs)(-5).compute())
+
+
+def test_a_compute_inside_a_compute_of_the_same_thread_does_not_wait_for_itself():
+    with LocalCluster(workers=1, memory_mb=512, timeout_s=60) as running:
+        callback = ComputesInsideACompute()
+        with callback:
+            assert delayed(sum)([1, 2, 3]).compute(scheduler=running.get) == 6
+    assert callback.inner == [5]

@@ -32,6 +32,7 @@ import threading
 from typing import Any
 
 import dask
+import dask.local
 
 from dask_serverless import _core
 from dask_serverless._scheduler import compute
@@ -41,6 +42,9 @@ from dask_serverless.errors import ServerlessError
 FAILED_DRAIN_SECONDS = 1.0
 #: How long an interrupted compute waits for functions it stopped to report.
 STOPPED_DRAIN_SECONDS = 0.5
+
+# Whether this thread is inside a compute of a cluster.
+_computing = threading.local()
 
 # Clusters started by this process, told when the process forks.
 _started: set[ServerlessCluster] = set()
@@ -120,10 +124,21 @@ class ServerlessCluster:
             self._config = None
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        """A Dask scheduler ``get``: pass ``scheduler=cluster.get`` to ``compute``."""
+        """A Dask scheduler ``get``: pass ``scheduler=cluster.get`` to ``compute``.
+
+        Computes of other threads wait for the running one (a cluster runs one compute at a
+        time). A compute started *inside* a running one in the same thread (from a callback,
+        or while a graph is being built) runs on Dask's synchronous scheduler in this process,
+        as a task's own compute does in a function: it never waits for itself."""
         self._require_running()
+        if getattr(_computing, "active", False):
+            return dask.local.get_sync(dsk, keys, **kwargs)
         with self._lock:
-            return compute(self, dsk, keys, **kwargs)
+            _computing.active = True
+            try:
+                return compute(self, dsk, keys, **kwargs)
+            finally:
+                _computing.active = False
 
     def _start_run(self, run_id: str, plan: Any) -> Any:
         assert self._context is not None, "a run starts on a running cluster"
@@ -189,7 +204,7 @@ class _InFunctionScheduler:
     running = True
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        return dask.get(dsk, keys, **kwargs)
+        return dask.local.get_sync(dsk, keys, **kwargs)
 
     def __reduce__(self):
         return (_InFunctionScheduler, ())

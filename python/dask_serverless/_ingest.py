@@ -14,6 +14,10 @@ Two rewrites keep results equal to Dask's local schedulers:
 * an output whose node is a literal (a ``DataNode``, or an alias of one) is not computed: the
   caller gets its own object back, as with the threaded scheduler.
 
+And one refusal: a graph that stores into a NumPy array of the caller's process (``da.store``
+with an in-memory target) would silently leave it unchanged, so it fails with advice
+(:mod:`dask_serverless._side_effects`).
+
 One fast path: graphs of ``dask.delayed`` objects. Their optimizer only culls (unless linear
 fusion is switched on), through ``HighLevelGraph.cull``, which costs about 70 µs per task on
 graphs with one layer per delayed object — seconds for 100,000 tasks. Ingest culls anyway, so
@@ -31,6 +35,7 @@ from dask._task_spec import Alias, DataNode, GraphNode, convert_legacy_graph
 from dask.core import flatten
 
 from dask_serverless._shuffle import rewrite_disk_shuffles
+from dask_serverless._side_effects import refuse_stores_into_caller_memory
 
 
 @dataclass
@@ -56,7 +61,9 @@ def as_task_graph(dsk: Any) -> dict:
     """``{key: GraphNode}`` from a mapping, a HighLevelGraph or an expression."""
     if not isinstance(dsk, Mapping):
         dsk = _unoptimized_delayed_graph(dsk) or dsk.__dask_graph__()
-    return rewrite_disk_shuffles(convert_legacy_graph(dsk))
+    graph = rewrite_disk_shuffles(convert_legacy_graph(dsk))
+    refuse_stores_into_caller_memory(graph)
+    return graph
 
 
 def _unoptimized_delayed_graph(expression: Any) -> dict | None:
