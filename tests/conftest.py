@@ -26,7 +26,7 @@ def process_exists(pid: int) -> bool:
 def cluster():
     """A running LocalCluster with two workers, shared by a test module."""
     with LocalCluster(
-        workers=2, memory_mb=1024, timeout_s=60, threads_per_worker="client"
+        max_concurrency=2, memory_mb=1024, timeout_s=60, threads_per_function="client"
     ) as running:
         yield running
 

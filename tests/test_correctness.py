@@ -29,7 +29,9 @@ def shuffle_cluster(tmp_path_factory):
     previous = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(private)
     try:
-        running = LocalCluster(workers=2, memory_mb=1024, timeout_s=60, threads_per_worker="client")
+        running = LocalCluster(
+            max_concurrency=2, memory_mb=1024, timeout_s=60, threads_per_function="client"
+        )
         running.start()
     finally:
         if previous is None:
@@ -141,7 +143,9 @@ def test_shuffle_inside_the_cluster_is_task_based(frames):
     from dask.utils import get_default_shuffle_method
 
     with dask.config.set({"dataframe.shuffle.method": "disk"}):
-        with LocalCluster(workers=1, memory_mb=1024, timeout_s=60, threads_per_worker="client"):
+        with LocalCluster(
+            max_concurrency=1, memory_mb=1024, timeout_s=60, threads_per_function="client"
+        ):
             assert get_default_shuffle_method() == "tasks"
             frame, _ = frames
             assert len(frame.shuffle("x").compute()) == 1_000

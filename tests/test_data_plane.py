@@ -18,7 +18,7 @@ def describe_inputs(*blocks):
 
 def test_inputs_from_other_clusters_are_zero_copy_memory_maps():
     with LocalCluster(
-        workers=2, clusters_per_worker=4, memory_mb=1024, threads_per_worker="client"
+        max_concurrency=2, batches_per_function=4, memory_mb=1024, threads_per_function="client"
     ) as running:
         blocks = [delayed(make_block)(seed) for seed in range(8)]
         flags = delayed(describe_inputs)(*blocks).compute(scheduler=running.get)
@@ -55,8 +55,8 @@ def test_plan_explain_is_readable():
     plan = _core.Plan(["a", "b", "c"], [[], [0], [0, 1]], [], [2], parallelism=1)
     text = plan.explain()
     assert "3 tasks" in text
-    assert "cluster 0" in text
-    assert plan.cluster_count() >= 1
+    assert "batch 0" in text
+    assert plan.batch_count() >= 1
 
 
 def big_block(megabytes):
@@ -66,7 +66,7 @@ def big_block(megabytes):
 def test_a_result_near_half_the_memory_size_is_stored_without_a_copy():
     """Storing a value of size S needs S and a small constant, not 2 S: its buffers go to the
     store as they are."""
-    with LocalCluster(workers=1, memory_mb=1024, timeout_s=120) as running:
+    with LocalCluster(max_concurrency=1, memory_mb=1024, timeout_s=120) as running:
         block = delayed(big_block)(480).compute(scheduler=running.get)
     assert block.nbytes == 480 * 1024 * 1024
     assert block[0] == 1.0 and block[-1] == 1.0

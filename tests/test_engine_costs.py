@@ -29,11 +29,11 @@ def test_last_run_reports_phases_invocations_and_store_traffic(cluster):
     last = cluster.last_run
     assert last["succeeded"] is True
     assert last["tasks"] == 256 + 255
-    assert 1 <= last["clusters"] < last["tasks"]
+    assert 1 <= last["batches"] < last["tasks"]
     # Each cluster runs in an invocation or in the one that became it.
-    assert 1 <= last["invocations"] <= last["clusters"] == last["clusters_finished"]
-    # The clusters' uploads and loads, at least; the final fetch and delete.
-    assert last["store_operations"] >= 2 * last["clusters"] + 2
+    assert 1 <= last["invocations"] <= last["batches"] == last["batches_finished"]
+    # The batches' uploads and loads, at least; the final fetch and delete.
+    assert last["store_operations"] >= 2 * last["batches"] + 2
     assert last["task_bytes"] > 0
     assert last["store_bytes_written"] == last["task_bytes"] + last["value_bytes_written"]
     # The result crossed to the client at least.
@@ -56,10 +56,10 @@ def test_last_run_is_kept_when_the_compute_fails(cluster):
 def test_a_zero_work_run_plans_and_runs_the_protocol_without_python():
     leaves = 1000
     dependencies = [[] for _ in range(leaves)] + [list(range(leaves))]
-    cost = _core.zero_work(dependencies, [leaves], parallelism=2, clusters_per_worker=4)
+    cost = _core.zero_work(dependencies, [leaves], parallelism=2, batches_per_function=4)
     assert cost["tasks"] == leaves + 1
-    assert cost["clusters"] > 1
-    assert 1 <= cost["invocations"] <= cost["clusters"]
+    assert cost["batches"] > 1
+    assert 1 <= cost["invocations"] <= cost["batches"]
     assert cost["microseconds_per_task"] > 0
     with pytest.raises(ValueError, match="cycle"):
         _core.zero_work([[1], [0]], [0])
@@ -107,20 +107,22 @@ def test_each_function_gets_its_share_of_numeric_threads(monkeypatch):
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     expected = str(max(1, (os.cpu_count() or 1) // 2))
-    with LocalCluster(workers=2, memory_mb=512, prewarm=False) as running:
-        assert running.threads_per_worker == int(expected)
+    with LocalCluster(max_concurrency=2, memory_mb=512, prewarm=False) as running:
+        assert running.threads_per_function == int(expected)
         seen = delayed(read_thread_variables)().compute(scheduler=running.get)
     assert seen == {"OMP_NUM_THREADS": expected, "OPENBLAS_NUM_THREADS": expected}
-    with LocalCluster(workers=1, memory_mb=512, threads_per_worker=3, prewarm=False) as running:
+    with LocalCluster(
+        max_concurrency=1, memory_mb=512, threads_per_function=3, prewarm=False
+    ) as running:
         seen = delayed(read_thread_variables)().compute(scheduler=running.get)
     assert seen == {"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "3"}
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
     with LocalCluster(
-        workers=1, memory_mb=512, threads_per_worker="client", prewarm=False
+        max_concurrency=1, memory_mb=512, threads_per_function="client", prewarm=False
     ) as running:
         seen = delayed(read_thread_variables)().compute(scheduler=running.get)
     assert seen == {"OMP_NUM_THREADS": None, "OPENBLAS_NUM_THREADS": "2"}
-    with pytest.raises(ValueError, match="threads_per_worker"):
-        LocalCluster(threads_per_worker=0)
-    with pytest.raises(ValueError, match="threads_per_worker"):
-        LocalCluster(threads_per_worker="many")
+    with pytest.raises(ValueError, match="threads_per_function"):
+        LocalCluster(threads_per_function=0)
+    with pytest.raises(ValueError, match="threads_per_function"):
+        LocalCluster(threads_per_function="many")

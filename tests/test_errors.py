@@ -108,7 +108,7 @@ def allocate(megabytes):
 
 @pytest.fixture
 def small_cluster():
-    with LocalCluster(workers=1, memory_mb=400, timeout_s=4, prewarm=False) as running:
+    with LocalCluster(max_concurrency=1, memory_mb=400, timeout_s=4, prewarm=False) as running:
         pids = []
         root = running._store_root
         yield running, pids
@@ -160,7 +160,7 @@ def test_task_over_memory_size_is_reported(small_cluster):
 
 
 def test_get_outside_running_cluster_is_clear():
-    stopped = LocalCluster(workers=1)
+    stopped = LocalCluster(max_concurrency=1)
     with pytest.raises(RuntimeError, match="not running"):
         stopped.get({"x": 1}, "x")
 
@@ -177,7 +177,7 @@ def test_scheduler_restored_and_nothing_left_behind():
 
     roots_before = shared_memory_roots()
     previous = dask.config.get("scheduler", None)
-    with LocalCluster(workers=2, memory_mb=512) as running:
+    with LocalCluster(max_concurrency=2, memory_mb=512) as running:
         assert dask.config.get("scheduler") == running.get
         assert delayed(sum)([1, 2]).compute() == 3
         pids = running._platform.worker_pids()

@@ -54,14 +54,14 @@ def die(previous):
 
 @pytest.fixture
 def chain_cluster():
-    # Clusters of one task: a chain is run by one invocation that becomes cluster after cluster.
+    # Batches of one task: a chain is run by one invocation that becomes batch after batch.
     with LocalCluster(
-        workers=1, clusters_per_worker=1000, memory_mb=512, timeout_s=20, prewarm=True
+        max_concurrency=1, batches_per_function=1000, memory_mb=512, timeout_s=20, prewarm=True
     ) as running:
         yield running
 
 
-def test_a_death_in_a_chain_is_reported_at_once_naming_the_running_cluster(chain_cluster):
+def test_a_death_in_a_chain_is_reported_at_once_naming_the_running_batch(chain_cluster):
     value = delayed(0, name="start")
     for number in range(3):
         value = delayed(step)(value, 0.2, dask_key_name=f"step-{number}")
@@ -72,8 +72,8 @@ def test_a_death_in_a_chain_is_reported_at_once_naming_the_running_cluster(chain
 
     plan = plan_graph(ingest(value.__dask_graph__(), value.__dask_keys__()), 1, 1000)
     keys = ingest(value.__dask_graph__(), value.__dask_keys__()).keys
-    dying_cluster = plan.cluster_of(keys.index("dies"))
-    assert dying_cluster > 0  # not the cluster the invocation started with
+    dying_batch = plan.batch_of(keys.index("dies"))
+    assert dying_batch > 0  # not the batch the invocation started with
 
     started = time.monotonic()
     with pytest.raises(FunctionError) as raised:
@@ -82,16 +82,18 @@ def test_a_death_in_a_chain_is_reported_at_once_naming_the_running_cluster(chain
     # Four tasks of at most 0.2 s, then the death is reported: well within 2 s of it.
     assert elapsed < 0.6 + 2.0, elapsed
     error = raised.value
-    assert error.cluster == dying_cluster
+    assert error.batch == dying_batch
     message = str(error)
-    assert f"cluster {dying_cluster}" in message
+    assert f"batch {dying_batch}" in message
     assert "'dies'" in message
     assert "exit status 3" in message
     assert chain_cluster._store.list("") == []
 
 
 def test_a_timeout_names_the_limit_of_one_invocation(tmp_path):
-    with LocalCluster(workers=1, clusters_per_worker=1000, timeout_s=2, prewarm=True) as running:
+    with LocalCluster(
+        max_concurrency=1, batches_per_function=1000, timeout_s=2, prewarm=True
+    ) as running:
         value = delayed(0)
         for number in range(6):
             value = delayed(step)(value, 0.5, dask_key_name=f"slow-{number}")
@@ -120,7 +122,7 @@ def removes_the_store_then_raises(root):
 
 
 def test_a_store_failing_during_cleanup_is_a_note_on_the_tasks_error():
-    with LocalCluster(workers=1, memory_mb=512, timeout_s=30) as running:
+    with LocalCluster(max_concurrency=1, memory_mb=512, timeout_s=30) as running:
         value = delayed(removes_the_store_then_raises)(running._store_root)
         with pytest.raises(ValueError, match="the task's own failure") as raised:
             value.compute(scheduler=running.get)
@@ -139,7 +141,7 @@ def test_ctrl_c_stops_a_compute_within_a_second_and_leaves_nothing():
             time.sleep(seconds)
             return seconds
 
-        with LocalCluster(workers=2, memory_mb=512, timeout_s=120) as cluster:
+        with LocalCluster(max_concurrency=2, memory_mb=512, timeout_s=120) as cluster:
             values = [delayed(sleeps)(60, dask_key_name=f"sleeps-{i}") for i in range(4)]
             threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
             started = time.monotonic()
@@ -174,7 +176,7 @@ def test_a_forked_child_gets_a_clear_error_and_exits():
         from dask import delayed
         from dask_serverless import LocalCluster, ServerlessError
 
-        with LocalCluster(workers=1, memory_mb=512) as cluster:
+        with LocalCluster(max_concurrency=1, memory_mb=512) as cluster:
             pid = os.fork()
             if pid == 0:
                 try:
@@ -209,7 +211,7 @@ def test_a_multiprocessing_fork_child_exits_cleanly():
                 queue.put(type(error).__name__)
 
         if __name__ == "__main__":
-            with LocalCluster(workers=1, memory_mb=512):
+            with LocalCluster(max_concurrency=1, memory_mb=512):
                 context = multiprocessing.get_context("fork")
                 queue = context.Queue()
                 process = context.Process(target=child, args=(queue,))
@@ -237,7 +239,7 @@ def test_clusters_start_and_close_in_a_loop_after_importing_scipy():
         slowest = 0.0
         for attempt in range(20):
             started = time.monotonic()
-            with LocalCluster(workers=2, memory_mb=512) as cluster:
+            with LocalCluster(max_concurrency=2, memory_mb=512) as cluster:
                 assert delayed(sum)([1, 2]).compute() == 3
             slowest = max(slowest, time.monotonic() - started)
         print("slowest", round(slowest, 2))
@@ -254,19 +256,19 @@ def test_clusters_start_and_close_in_a_loop_after_importing_scipy():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"workers": 0}, "workers must be between 1 and"),
-        ({"workers": 2.7}, "workers must be a whole number"),
-        ({"workers": "2"}, "workers must be a whole number"),
+        ({"max_concurrency": 0}, "max_concurrency must be between 1 and"),
+        ({"max_concurrency": 2.7}, "max_concurrency must be a whole number"),
+        ({"max_concurrency": "2"}, "max_concurrency must be a whole number"),
         ({"memory_mb": 0}, "memory_mb must be between 128 and 10240"),
         ({"memory_mb": 10**7}, "memory_mb must be between 128 and 10240"),
         ({"timeout_s": 0}, "timeout_s must be above 0"),
         ({"timeout_s": float("nan")}, "timeout_s must be above 0"),
-        ({"clusters_per_worker": -3}, "clusters_per_worker must be between 1 and"),
-        ({"clusters_per_worker": 0}, "clusters_per_worker must be between 1 and"),
-        ({"threads_per_worker": 0}, "threads_per_worker must be between 1 and"),
+        ({"batches_per_function": -3}, "batches_per_function must be between 1 and"),
+        ({"batches_per_function": 0}, "batches_per_function must be between 1 and"),
+        ({"threads_per_function": 0}, "threads_per_function must be between 1 and"),
         (
-            {"threads_per_worker": "many"},
-            'threads_per_worker must be a positive whole number or "client"',
+            {"threads_per_function": "many"},
+            'threads_per_function must be a positive whole number or "client"',
         ),
         ({"python": "/nonexistent/python3"}, "is not an executable file"),
         ({"store": "ftp://host/x"}, "is not supported by LocalCluster"),
@@ -278,8 +280,19 @@ def test_bad_arguments_fail_at_construction(arguments, message):
     assert isinstance(raised.value, ValueError)
 
 
+def test_former_keyword_names_still_work_with_a_warning():
+    with pytest.warns(FutureWarning, match="workers= is deprecated, use max_concurrency="):
+        cluster = LocalCluster(workers=3, prewarm=False)
+    assert cluster.max_concurrency == 3
+    with pytest.warns(FutureWarning, match="clusters_per_worker= is deprecated"):
+        cluster = LocalCluster(clusters_per_worker=2, threads_per_function=1, prewarm=False)
+    assert cluster.batches_per_function == 2
+    with pytest.raises(TypeError, match="unexpected keyword argument 'wokers'"):
+        LocalCluster(wokers=3)
+
+
 def test_a_cluster_on_redis(redis_address):
-    with LocalCluster(workers=2, memory_mb=512, store=redis_address) as running:
+    with LocalCluster(max_concurrency=2, memory_mb=512, store=redis_address) as running:
         assert running._context["store"].startswith(redis_address)
         blocks = [delayed(np.arange)(n) for n in range(1, 40)]
         assert delayed(sum)([delayed(np.sum)(block) for block in blocks]).compute() == sum(
@@ -323,14 +336,14 @@ def test_native_entry_points_check_their_input_without_panicking(cluster):
     with pytest.raises(ConfigurationError, match="invalid run context"):
         _core.ClientRun("{}", plan, 10.0, 20.0)
     run = _core.ClientRun(context, plan, 10.0, 20.0)
-    with pytest.raises(ConfigurationError, match="cluster 99 is not in the plan"):
-        run.put_cluster(99, b"")
+    with pytest.raises(ConfigurationError, match="batch 99 is not in the plan"):
+        run.put_batch(99, b"")
     with pytest.raises(ConfigurationError, match="not an output"):
         run.fetch(0)
     with pytest.raises(ConfigurationError, match="timeout_s"):
         run.poll(-1.0)
     with pytest.raises(OverflowError):
-        run.put_cluster(-1, b"")
+        run.put_batch(-1, b"")
     run.cleanup()
 
 

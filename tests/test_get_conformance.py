@@ -14,7 +14,7 @@ _cluster: LocalCluster | None = None
 def running_cluster():
     global _cluster
     with LocalCluster(
-        workers=2, memory_mb=1024, timeout_s=60, threads_per_worker="client"
+        max_concurrency=2, memory_mb=1024, timeout_s=60, threads_per_function="client"
     ) as running:
         _cluster = running
         yield running

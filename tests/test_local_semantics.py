@@ -95,8 +95,8 @@ def test_a_write_into_an_input_never_reaches_another_function(cluster):
     sums = [delayed(sum_of)(base, dask_key_name=f"sums-{i}") for i in range(6)]
     everything = delayed(list)([*written, *sums])
     graph = ingest(everything.__dask_graph__(), everything.__dask_keys__())
-    plan = plan_graph(graph, cluster.workers, cluster.clusters_per_worker)
-    cluster_of = {key: plan.cluster_of(number) for number, key in enumerate(graph.keys)}
+    plan = plan_graph(graph, cluster.parallelism, cluster.batches_per_function)
+    cluster_of = {key: plan.batch_of(number) for number, key in enumerate(graph.keys)}
     writing_clusters = {cluster_of[f"writes-{i}"] for i in range(6)}
     apart = [i for i in range(6) if cluster_of[f"sums-{i}"] not in writing_clusters]
     assert apart and writing_clusters - {cluster_of["base"]}, plan.explain()
@@ -138,12 +138,12 @@ def test_progress_arrives_task_by_task_while_a_cluster_runs():
     arrivals = Arrivals()
     with (
         LocalCluster(
-            workers=1, clusters_per_worker=1, memory_mb=1024, threads_per_worker="client"
+            max_concurrency=1, batches_per_function=1, memory_mb=1024, threads_per_function="client"
         ) as single,
         arrivals,
     ):
         plan = plan_graph(ingest(value.__dask_graph__(), value.__dask_keys__()), 1, 1)
-        assert plan.cluster_count() == 1
+        assert plan.batch_count() == 1
         started = time.monotonic()
         assert value.compute(scheduler=single.get) == 20
         ended = time.monotonic()
@@ -176,7 +176,7 @@ class ComputesInsideACompute(Callback):
 
 
 def test_a_compute_inside_a_compute_of_the_same_thread_does_not_wait_for_itself():
-    with LocalCluster(workers=1, memory_mb=512, timeout_s=60) as running:
+    with LocalCluster(max_concurrency=1, memory_mb=512, timeout_s=60) as running:
         callback = ComputesInsideACompute()
         with callback:
             assert delayed(sum)([1, 2, 3]).compute(scheduler=running.get) == 6

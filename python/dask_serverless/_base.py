@@ -54,9 +54,13 @@ _started_lock = threading.Lock()
 class ServerlessCluster:
     """Base of ``LocalCluster`` and ``LambdaCluster``."""
 
-    workers: int
-    clusters_per_worker: int
+    batches_per_function: int
     timeout_s: float
+
+    @property
+    def parallelism(self) -> int:
+        """How many functions the planner cuts a graph for."""
+        raise NotImplementedError
 
     def __init__(self) -> None:
         self._context: dict | None = None
@@ -159,7 +163,7 @@ class ServerlessCluster:
                         self._stale_runs.add(run.run_id)
             run.cleanup()
             for stale in list(self._stale_runs):
-                self._store.delete_prefix(f"{stale}/")
+                self._store.delete_prefix(_core.run_prefix(stale))
                 if stale != run.run_id:
                     self._stale_runs.discard(stale)
         except Exception as error:

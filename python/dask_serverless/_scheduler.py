@@ -1,11 +1,11 @@
 """The Dask scheduler ``get``: one compute from Dask's graph to results.
 
 1. ingest the graph (:mod:`dask_serverless._ingest`), plan it natively (clusters of tasks);
-2. pickle each cluster's tasks at once and store them beside the cluster's spec, the leaves
+2. pickle each batch's tasks at once and store them beside the batch's spec, the leaves
    first: each leaf is invoked as soon as it is uploaded, and runs while the client uploads
    the rest;
-3. then only listen: functions run clusters, release and invoke children themselves, and
-   report on the result channel (progress while a cluster runs, then its end);
+3. then only listen: functions run batches, release and invoke children themselves, and
+   report on the result channel (progress while a batch runs, then its end);
 4. feed Dask's callbacks as tasks finish (``ProgressBar`` works), re-emit the warnings tasks
    raised under the caller's own filters, read the outputs, delete every object of the run —
    whether it succeeded, failed or was interrupted (see :mod:`dask_serverless._base`).
@@ -16,7 +16,7 @@ task's own exception (with the function's traceback as a note), or one of
 objects, without a run.
 
 Each compute leaves its cost on ``cluster.last_run``: the time of each phase and what the
-clusters reported (invocations, store operations and bytes).
+batches reported (invocations, store operations and bytes).
 """
 
 from __future__ import annotations
@@ -142,11 +142,11 @@ def _callback_state(graph: IngestedGraph) -> dict:
 def _run(cluster: ServerlessCluster, graph: IngestedGraph, state, pretask, posttask, clock) -> dict:
     values = dict(graph.literals)
     if graph.empty:
-        clock.counts = {"tasks": 0, "clusters": 0}
+        clock.counts = {"tasks": 0, "batches": 0}
         return values
-    plan = plan_graph(graph, cluster.workers, cluster.clusters_per_worker)
+    plan = plan_graph(graph, cluster.parallelism, cluster.batches_per_function)
     clock.lap("plan")
-    clock.counts = {"tasks": len(graph.keys), "clusters": plan.cluster_count()}
+    clock.counts = {"tasks": len(graph.keys), "batches": plan.batch_count()}
     run_id = f"run-{uuid.uuid4().hex[:16]}"
     run = cluster._start_run(run_id, plan)
     try:
@@ -179,25 +179,25 @@ def _run(cluster: ServerlessCluster, graph: IngestedGraph, state, pretask, postt
         clock.counts.update(run.statistics().to_dict())
 
 
-def plan_graph(graph: IngestedGraph, parallelism: int, clusters_per_worker: int) -> _core.Plan:
+def plan_graph(graph: IngestedGraph, parallelism: int, batches_per_function: int) -> _core.Plan:
     """The native plan of an ingested graph."""
     return _core.Plan(
         [repr(key) for key in graph.keys],
         graph.dependencies,
-        [str(key) for key in graph.missing],
+        [repr(key) for key in graph.missing],
         graph.outputs,
         parallelism=parallelism,
-        clusters_per_worker=clusters_per_worker,
+        batches_per_function=batches_per_function,
     )
 
 
-def _upload(run, plan, graph: IngestedGraph, clusters: list[int], clock: _Clock) -> None:
+def _upload(run, plan, graph: IngestedGraph, batches: list[int], clock: _Clock) -> None:
     """Uploads in the plan's order; the first upload invokes the first leaf (the run has
     started)."""
     nodes, keys = graph.nodes, graph.keys
-    for position, cluster in enumerate(clusters):
-        tasks = plan.cluster_tasks(cluster)
-        inputs = plan.cluster_inputs(cluster)
+    for position, batch in enumerate(batches):
+        tasks = plan.batch_tasks(batch)
+        inputs = plan.batch_inputs(batch)
         key_of = {number: keys[number] for number in tasks}
         key_of.update((number, keys[number]) for number in inputs)
         payload = (tasks, [nodes[number] for number in tasks], key_of)
@@ -205,7 +205,7 @@ def _upload(run, plan, graph: IngestedGraph, clusters: list[int], clock: _Clock)
             pickled = dumps_tasks(payload)
         except Exception as error:  # noqa: BLE001 - find and name the culprit
             raise _unpicklable(graph, tasks, error) from error
-        run.put_cluster(cluster, pickled)
+        run.put_batch(batch, pickled)
         if position == 0:
             clock.mark("started")
 
@@ -220,7 +220,7 @@ def _unpicklable(graph: IngestedGraph, tasks: list[int], error: Exception) -> Se
                 f"function: {type(cause).__name__}: {cause}. Everything a task holds (its "
                 f"function, arguments and constants) must be picklable with cloudpickle."
             )
-    return SerializationError(f"a cluster of tasks cannot be pickled: {error}")
+    return SerializationError(f"a batch of tasks cannot be pickled: {error}")
 
 
 def _progress(graph: IngestedGraph, tasks: list[int], state, pretask, posttask) -> None:

@@ -7,6 +7,8 @@ import numbers
 import operator
 import os
 import shutil
+import warnings
+from typing import Any
 
 from dask_serverless.errors import ConfigurationError
 
@@ -55,3 +57,19 @@ def check_executable(name: str, path: object) -> str:
     if found is None or not (os.path.isfile(found) and os.access(found, os.X_OK)):
         raise ConfigurationError(f"{name} {text!r} is not an executable file")
     return found
+
+
+def renamed_keywords(given: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    """Values passed under former keyword names, under their new names (with a
+    ``FutureWarning`` each); any other unknown keyword is a ``TypeError``, as Python's own."""
+    unknown = sorted(set(given) - set(renames))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    renamed = {}
+    for former, value in given.items():
+        new = renames[former]
+        warnings.warn(
+            f"{former}= is deprecated, use {new}= (same meaning)", FutureWarning, stacklevel=3
+        )
+        renamed[new] = value
+    return renamed

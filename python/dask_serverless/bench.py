@@ -360,7 +360,7 @@ def max_relative_difference(expected: np.ndarray, actual: np.ndarray) -> float:
 # What ``cluster.last_run`` reports after each compute.
 LAST_RUN_KEYS = (
     "tasks",
-    "clusters",
+    "batches",
     "invocations",
     "store_operations",
     "store_bytes_written",
@@ -579,12 +579,12 @@ def measure_engine(
     small: bool, session: Session, trivial: Built, trivial_result: WorkloadResult | None
 ) -> EngineResult:
     cluster = session.cluster or LocalCluster()  # the defaults, when ours is not running
-    parallelism, clusters_per_worker = cluster.workers, cluster.clusters_per_worker
+    parallelism, batches_per_function = cluster.parallelism, cluster.batches_per_function
     engine = EngineResult()
     collection = trivial.collection
     started = time.perf_counter()
     graph = ingest(collection.__dask_graph__(), collection.__dask_keys__())
-    plan_graph(graph, parallelism, clusters_per_worker)
+    plan_graph(graph, parallelism, batches_per_function)
     engine.ingest_plan_seconds = time.perf_counter() - started
     engine.ingest_tasks = len(graph.keys)
     print(
@@ -613,7 +613,7 @@ def measure_engine(
     }
     for label, (graph_dependencies, graph_outputs) in graphs.items():
         measured = dict(
-            zero_work(graph_dependencies, graph_outputs, parallelism, clusters_per_worker)
+            zero_work(graph_dependencies, graph_outputs, parallelism, batches_per_function)
         )
         engine.zero_work[label] = measured
         print(f"  zero-work, {label}: {describe_zero_work(measured)}")
@@ -624,7 +624,7 @@ def measure_engine(
 def describe_zero_work(measured: dict) -> str:
     return (
         f"{format_number(measured.get('tasks'), ',')} tasks in "
-        f"{format_number(measured.get('clusters'), ',')} clusters, plan "
+        f"{format_number(measured.get('batches'), ',')} batches, plan "
         f"{format_number(measured.get('plan_seconds'), '.3f')} s, protocol "
         f"{format_number(measured.get('protocol_seconds'), '.3f')} s, "
         f"{format_number(measured.get('microseconds_per_task'), '.2f')} µs per task"
@@ -795,7 +795,7 @@ def notes(result: WorkloadResult) -> list[str]:
     statistics = ours.engine_statistics()
     lines.append(
         f"{OURS}: {format_number(statistics['tasks'], ',.0f')} tasks in "
-        f"{format_number(statistics['clusters'], ',.0f')} clusters; per task "
+        f"{format_number(statistics['batches'], ',.0f')} batches; per task "
         f"{format_number(statistics['invocations_per_task'], '.3f')} invocations, "
         f"{format_number(statistics['store_operations_per_task'], '.2f')} store operations, "
         f"{format_bytes(statistics['store_bytes_per_task'])} store bytes (written + read); "

@@ -1,10 +1,10 @@
 """``LocalCluster``: the embedded Lambda-compatible platform on this machine.
 
 ``with LocalCluster():`` starts, in this process, a local platform that speaks the AWS Lambda
-Invoke API to callers and the Lambda Runtime API to its workers (warm Python processes running
-this package's handler through the AWS runtime interface client), a shared-memory store and a
-result channel. Inside the block every Dask compute runs on it; on exit the previous scheduler
-is restored and every worker process, shared-memory object and queue is gone.
+Invoke API to callers and the Lambda Runtime API to its worker processes (warm Python processes
+running this package's handler through the AWS runtime interface client), a shared-memory store
+and a result channel. Inside the block every Dask compute runs on it; on exit the previous
+scheduler is restored and every worker process, shared-memory object and queue is gone.
 
 Every function of a cluster hashes strings the same way (``PYTHONHASHSEED`` is pinned: the
 client's own value when it sets one, otherwise a value fixed per cluster), as Dask partitions
@@ -25,7 +25,12 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from dask_serverless import _core
 from dask_serverless._base import ServerlessCluster, hash_seed
-from dask_serverless._validate import check_executable, check_integer, check_number
+from dask_serverless._validate import (
+    check_executable,
+    check_integer,
+    check_number,
+    renamed_keywords,
+)
 from dask_serverless.errors import ConfigurationError
 
 FUNCTION_NAME = "dask-serverless-executor"
@@ -35,17 +40,17 @@ MEMORY_RANGE_MB = (128, 10_240)
 #: Lambda's longest timeout.
 MAX_TIMEOUT_S = 900.0
 #: Most functions the local platform runs at once.
-MAX_WORKERS = 1024
+MAX_CONCURRENCY = 1024
 #: Stores a LocalCluster can use besides its own shared memory.
 STORE_SCHEMES = ("redis", "rediss", "s3")
 
 
-def _default_memory_mb(workers: int) -> int:
+def _default_memory_mb(functions: int) -> int:
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
     except (ValueError, OSError):
         return 3008
-    return max(512, min(3008, int(total * 0.8 / max(workers, 1))))
+    return max(512, min(3008, int(total * 0.8 / max(functions, 1))))
 
 
 def _shared_memory_root() -> str:
@@ -58,55 +63,74 @@ class LocalCluster(ServerlessCluster):
 
     Parameters
     ----------
-    workers:
-        Concurrency limit: at most this many functions run at once (default: CPU count).
+    max_concurrency:
+        At most this many functions run at once (default: CPU count).
     memory_mb:
         Memory size of each function; a function that exceeds it is stopped and the compute
         fails with an error naming the task and the size.
     timeout_s:
-        Longest a function may run (Lambda's own limit is 900 s).
-    clusters_per_worker:
-        How finely the planner cuts the graph: about ``workers * clusters_per_worker``
-        clusters of tasks, each run by one invocation.
-    threads_per_worker:
+        Longest one invocation may run (Lambda's own limit is 900 s). An invocation may run
+        many tasks in a row (several batches), so this bounds their sum.
+    batches_per_function:
+        How finely the planner cuts the graph: about ``max_concurrency *
+        batches_per_function`` batches of tasks, each run by one invocation.
+    threads_per_function:
         Threads of the numeric libraries (OpenBLAS, MKL, OpenMP) in each function, as a
         function on Lambda has its own vCPUs. Default: the machine's cores shared among the
-        workers (at least 1), or the client's ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/
+        functions (at least 1), or the client's ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/
         ``MKL_NUM_THREADS`` when set. ``"client"``: exactly the client's threading, so that
         BLAS-heavy results (matmul, SVD) are bit for bit those of Dask's schedulers in this
         process; other thread counts sum in another order and differ in the last bits.
     python:
-        Interpreter of the worker processes (default: this one).
+        Interpreter of the worker processes that run the functions (default: this one).
     prewarm:
         Start the worker processes at once instead of at the first compute.
     store:
         ``None`` (default) for a shared-memory store private to the cluster, or the address of
         a store the functions share: ``redis://host:port/db`` or ``s3://bucket?region=...``.
         The cluster keeps its objects under a prefix of its own and deletes them.
+
+    ``workers``, ``clusters_per_worker`` and ``threads_per_worker`` are the former names of
+    ``max_concurrency``, ``batches_per_function`` and ``threads_per_function``; they still
+    work, with a ``FutureWarning``.
     """
 
     def __init__(
         self,
-        workers: int | None = None,
+        max_concurrency: int | None = None,
         memory_mb: int | None = None,
         timeout_s: float = 900.0,
-        clusters_per_worker: int = 4,
-        threads_per_worker: int | str | None = None,
+        batches_per_function: int = 4,
+        threads_per_function: int | str | None = None,
         python: str | None = None,
         prewarm: bool = True,
         store: str | None = None,
+        **former_names: Any,
     ) -> None:
-        if workers is None:
-            workers = os.cpu_count() or 1
-        self.workers = check_integer("workers", workers, 1, MAX_WORKERS)
+        renamed = renamed_keywords(
+            former_names,
+            {
+                "workers": "max_concurrency",
+                "clusters_per_worker": "batches_per_function",
+                "threads_per_worker": "threads_per_function",
+            },
+        )
+        max_concurrency = renamed.get("max_concurrency", max_concurrency)
+        batches_per_function = renamed.get("batches_per_function", batches_per_function)
+        threads_per_function = renamed.get("threads_per_function", threads_per_function)
+        if max_concurrency is None:
+            max_concurrency = os.cpu_count() or 1
+        self.max_concurrency = check_integer("max_concurrency", max_concurrency, 1, MAX_CONCURRENCY)
         if memory_mb is None:
-            memory_mb = _default_memory_mb(self.workers)
+            memory_mb = _default_memory_mb(self.max_concurrency)
         self.memory_mb = check_integer("memory_mb", memory_mb, *MEMORY_RANGE_MB)
         self.timeout_s = check_number("timeout_s", timeout_s, 0.0, MAX_TIMEOUT_S, exclusive=True)
-        self.clusters_per_worker = check_integer(
-            "clusters_per_worker", clusters_per_worker, 1, 1000
+        self.batches_per_function = check_integer(
+            "batches_per_function", batches_per_function, 1, 1000
         )
-        self.threads_per_worker = _threads_per_worker(threads_per_worker, self.workers)
+        self.threads_per_function = _threads_per_function(
+            threads_per_function, self.max_concurrency
+        )
         self.python = check_executable("python", python or sys.executable)
         self.prewarm = bool(prewarm)
         self.store_address = _store_address(store)
@@ -114,6 +138,11 @@ class LocalCluster(ServerlessCluster):
         self._platform: Any = None
         self._store_root: str | None = None
         self._finalizer: Any = None
+
+    @property
+    def parallelism(self) -> int:
+        """Functions the planner cuts the graph for: the concurrency limit."""
+        return self.max_concurrency
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> LocalCluster:
@@ -143,7 +172,7 @@ class LocalCluster(ServerlessCluster):
                 environment=list(self._worker_environment().items()),
                 memory_mb=self.memory_mb,
                 timeout_s=self.timeout_s,
-                concurrency=self.workers,
+                concurrency=self.max_concurrency,
                 on_failure_queue=queue,
                 working_directory=os.getcwd(),
             )
@@ -165,7 +194,7 @@ class LocalCluster(ServerlessCluster):
         self._finalizer = weakref.finalize(self, _release, platform, store, root)
         self._register_started()
         if self.prewarm:
-            for _ in range(self.workers):
+            for _ in range(self.max_concurrency):
                 platform.invoke_event(FUNCTION_NAME, json.dumps({"ping": True}))
         return self
 
@@ -197,8 +226,8 @@ class LocalCluster(ServerlessCluster):
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return (
-            f"LocalCluster(workers={self.workers}, memory_mb={self.memory_mb}, "
-            f"timeout_s={self.timeout_s:g}, threads_per_worker={self.threads_per_worker!r}, "
+            f"LocalCluster(max_concurrency={self.max_concurrency}, memory_mb={self.memory_mb}, "
+            f"timeout_s={self.timeout_s:g}, threads_per_function={self.threads_per_function!r}, "
             f"{state})"
         )
 
@@ -211,9 +240,9 @@ class LocalCluster(ServerlessCluster):
         for name in ("PATH", "HOME", "LANG", *THREAD_VARIABLES):
             if name in os.environ:
                 environment[name] = os.environ[name]
-        if self.threads_per_worker != "client":
+        if self.threads_per_function != "client":
             for name in THREAD_VARIABLES:
-                environment[name] = str(self.threads_per_worker)
+                environment[name] = str(self.threads_per_function)
         return environment
 
 
@@ -221,7 +250,7 @@ class LocalCluster(ServerlessCluster):
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _threads_per_worker(requested: int | str | None, workers: int) -> int | str:
+def _threads_per_function(requested: int | str | None, functions: int) -> int | str:
     if requested == "client":
         return "client"
     if requested is None:
@@ -229,12 +258,12 @@ def _threads_per_worker(requested: int | str | None, workers: int) -> int | str:
             value = os.environ.get(name, "")
             if value.isdigit() and int(value) > 0:
                 return int(value)
-        return max(1, (os.cpu_count() or 1) // workers)
+        return max(1, (os.cpu_count() or 1) // functions)
     if isinstance(requested, str):
         raise ConfigurationError(
-            f'threads_per_worker must be a positive whole number or "client", not {requested!r}'
+            f'threads_per_function must be a positive whole number or "client", not {requested!r}'
         )
-    return check_integer("threads_per_worker", requested, 1, 1024)
+    return check_integer("threads_per_function", requested, 1, 1024)
 
 
 def _store_address(store: str | None) -> str | None:

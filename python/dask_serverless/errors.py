@@ -34,21 +34,14 @@ class SerializationError(ServerlessError, TypeError):
 class FunctionError(ServerlessError):
     """The platform stopped a function: memory size exceeded, timeout, or the process died.
 
-    ``error_type`` is the platform's name for it (``Runtime.ExitError``...), ``cluster`` the
-    cluster of tasks that was running and ``task`` the task, when known.
+    ``error_type`` is the platform's name for it (``Runtime.ExitError``...) and ``batch`` the
+    batch of tasks that was running, when known.
     """
 
-    def __init__(
-        self,
-        message: str,
-        error_type: str = "",
-        cluster: int | None = None,
-        task: object = None,
-    ):
+    def __init__(self, message: str, error_type: str = "", batch: int | None = None):
         super().__init__(message)
         self.error_type = error_type
-        self.cluster = cluster
-        self.task = task
+        self.batch = batch
 
 
 class FunctionMemoryError(FunctionError, MemoryError):

@@ -1,19 +1,19 @@
 """The function handler: the same code runs on the local platform and on AWS Lambda.
 
-An invocation event names a run and a cluster. The native executor (``_core.Worker``) loads
-the cluster's tasks and inputs, and hands control back here only to run tasks, to drop values
+An invocation event names a run and a batch. The native executor (``_core.Invocation``) loads
+the batch's tasks and inputs, and hands control back here only to run tasks, to drop values
 or to finish; fan-in, invocations of released children and reports happen natively.
 
-Values live in ``values`` (Dask key -> value) for the whole invocation, so a cluster that this
+Values live in ``values`` (Dask key -> value) for the whole invocation, so a batch that this
 invocation *becomes* reads its parent's outputs from memory. After each task the values no
-later task of the cluster needs are dropped, except outputs that leave the cluster. Values are
+later task of the batch needs are dropped, except outputs that leave the batch. Values are
 keyed by the graph's keys (what the client planned), never by ``node.key``: a node reached
 through an alias (``dask.graph_manipulation`` makes such graphs) may carry another key.
 
 What the caller sees as with Dask's local schedulers:
 
-* **progress**: finished tasks are streamed to the client while the cluster runs, batched by
-  time (at most one message per ``PROGRESS_SECONDS``), so a long cluster moves a progress bar
+* **progress**: finished tasks are streamed to the client while the batch runs, grouped by
+  time (at most one message per ``PROGRESS_SECONDS``), so a long batch moves a progress bar
   task by task;
 * **warnings** raised by a task are recorded (all of them: the caller's filters decide) and
   re-emitted in the caller's process;
@@ -44,7 +44,7 @@ import dask
 from dask_serverless import _core
 from dask_serverless._serialize import dumps, loads
 
-#: Longest time between two progress messages of a running cluster.
+#: Longest time between two progress messages of a running batch.
 PROGRESS_SECONDS = 0.1
 PROGRESS_SIZE = 4096
 
@@ -77,37 +77,37 @@ def handler(event: dict, context: Any) -> dict:
     if event.get("ping"):
         return {"pong": True, "pid": os.getpid()}
     invocation_id = getattr(context, "aws_request_id", "") or ""
-    worker = _core.Worker(json.dumps(event), invocation_id, _invocation_count == 1)
+    invocation = _core.Invocation(json.dumps(event), invocation_id, _invocation_count == 1)
     values: dict[Any, Any] = {}
     key_of: dict[int, Any] = {}
-    clusters_run = 0
+    batches_run = 0
     while True:
-        step = worker.step()
-        if isinstance(step, _core.RunClusterStep):
-            clusters_run += 1
-            _run_cluster(worker, step, values, key_of)
+        step = invocation.step()
+        if isinstance(step, _core.RunBatchStep):
+            batches_run += 1
+            _run_batch(invocation, step, values, key_of)
         elif isinstance(step, _core.RetainStep):
             keep = {key_of[task] for task in step.tasks if task in key_of}
             for key in [key for key in values if key not in keep]:
                 del values[key]
         else:
             _note_progress("no task (between invocations)")
-            return {"clusters": clusters_run}
+            return {"batches": batches_run}
 
 
-def _run_cluster(worker: Any, step: Any, values: dict, key_of: dict) -> None:
-    cluster = step.cluster
+def _run_batch(invocation: Any, step: Any, values: dict, key_of: dict) -> None:
+    batch = step.batch
     try:
         task_ids, nodes, keys = loads([step.payload])
     except Exception as error:  # noqa: BLE001 - reported to the client with its cause
-        worker.failed(f"could not unpickle the tasks of cluster {cluster}: {error!r}")
+        invocation.failed(f"could not unpickle the tasks of batch {batch}: {error!r}")
         return
     key_of.update(keys)
     try:
         for task, parts in step.inputs:
             values[key_of[task]] = loads(parts)
     except Exception as error:  # noqa: BLE001
-        worker.failed(f"could not unpickle an input of cluster {cluster}: {error!r}")
+        invocation.failed(f"could not unpickle an input of batch {batch}: {error!r}")
         return
 
     stored = set(step.stored_outputs)
@@ -121,12 +121,12 @@ def _run_cluster(worker: Any, step: Any, values: dict, key_of: dict) -> None:
         warnings.simplefilter("always")
         for position, (task, node) in enumerate(zip(task_ids, nodes, strict=True)):
             key = key_of[task]
-            _note_progress(f"task {key!r} (cluster {cluster})")
+            _note_progress(f"task {key!r} (batch {batch})")
             start = time.time_ns()
             try:
                 value = node({dependency: values[dependency] for dependency in node.dependencies})
             except Exception as error:  # noqa: BLE001 - the task's own exception goes to the caller
-                worker.task_failed(task, *_describe(error))
+                invocation.task_failed(task, *_describe(error))
                 return
             duration = time.time_ns() - start
             if caught:
@@ -138,23 +138,23 @@ def _run_cluster(worker: Any, step: Any, values: dict, key_of: dict) -> None:
                 try:
                     parts = dumps(value)
                 except Exception as error:  # noqa: BLE001
-                    worker.result_unpicklable(
+                    invocation.result_unpicklable(
                         task,
                         f"the result of task {key!r} cannot be pickled, so it cannot leave the "
                         f"function: {type(error).__name__}: {error}",
                     )
                     return
-                stored_bytes = worker.put_value(task, parts)
+                stored_bytes = invocation.put_value(task, parts)
             records.append((task, start // 1000, duration // 1000, stored_bytes))
             for released in release_after[position]:
                 if released not in leaving:
                     values.pop(key_of[released], None)
             if time.monotonic() >= next_progress:
-                worker.progress(records[streamed:], task_warnings)
+                invocation.progress(records[streamed:], task_warnings)
                 streamed = len(records)
                 task_warnings = []
                 next_progress = time.monotonic() + PROGRESS_SECONDS
-    worker.tasks_finished(records[streamed:], task_warnings)
+    invocation.tasks_finished(records[streamed:], task_warnings)
 
 
 def _describe(error: BaseException) -> tuple[str, str, str, bytes | None]:

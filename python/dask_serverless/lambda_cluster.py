@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urlparse
 
 from dask_serverless import _core
 from dask_serverless._base import ServerlessCluster, hash_seed
-from dask_serverless._validate import check_integer, check_number
+from dask_serverless._validate import check_integer, check_number, renamed_keywords
 from dask_serverless.packaging import build_package
 
 HANDLER = "dask_serverless.handler.handler"
@@ -51,8 +51,11 @@ class LambdaCluster(ServerlessCluster):
     store:
         ``None`` for the cluster's S3 bucket, or a ``redis://host:port`` address the functions
         can reach (faster fan-in and small values).
-    parallelism, clusters_per_worker:
-        How the planner cuts graphs: about ``parallelism * clusters_per_worker`` clusters.
+    parallelism, batches_per_function:
+        How the planner cuts graphs: about ``parallelism * batches_per_function`` batches of
+        tasks, each run by one invocation (``parallelism`` defaults to ``max_concurrency``,
+        else 64). ``clusters_per_worker`` is the former name of ``batches_per_function``
+        (still accepted, with a ``FutureWarning``).
     """
 
     def __init__(
@@ -69,8 +72,9 @@ class LambdaCluster(ServerlessCluster):
         wheel: str | None = None,
         store: str | None = None,
         parallelism: int | None = None,
-        clusters_per_worker: int = 4,
+        batches_per_function: int = 4,
         cluster_id: str | None = None,
+        **former_names: Any,
     ) -> None:
         super().__init__()
         self.region = region
@@ -88,11 +92,13 @@ class LambdaCluster(ServerlessCluster):
         self.python_version = python_version
         self.wheel = wheel
         self.store_address = store
-        self.workers = check_integer(
+        self._parallelism = check_integer(
             "parallelism", parallelism or self.max_concurrency or 64, 1, 100_000
         )
-        self.clusters_per_worker = check_integer(
-            "clusters_per_worker", clusters_per_worker, 1, 1000
+        renamed = renamed_keywords(former_names, {"clusters_per_worker": "batches_per_function"})
+        batches_per_function = renamed.get("batches_per_function", batches_per_function)
+        self.batches_per_function = check_integer(
+            "batches_per_function", batches_per_function, 1, 1000
         )
         host = urlparse(endpoint_url).hostname if endpoint_url else None
         # Functions of a local endpoint run on this machine, with this machine's libraries.
@@ -101,6 +107,11 @@ class LambdaCluster(ServerlessCluster):
         self.package: Any = None
         self.deployment: dict | None = None
         self._finalizer: Any = None
+
+    @property
+    def parallelism(self) -> int:
+        """Functions the planner cuts a graph for."""
+        return self._parallelism
 
     def _settings(self) -> str:
         return json.dumps(

@@ -1,7 +1,7 @@
 //! `dask-serverless`: the project's command-line tool.
 //!
 //! Subcommands:
-//! - `emulator`: runs the local Lambda-compatible platform standalone (Invoke API, Runtime API for
+//! - `platform`: runs the local Lambda-compatible platform standalone (Invoke API, Runtime API for
 //!   its workers, queue service) until Ctrl-C or SIGTERM, then shuts it down, killing every worker.
 //!   The first line on standard output is `listening on http://<address>`, so that a script that
 //!   asked for port 0 learns the port.
@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dask_serverless_emulator::{Emulator, EmulatorConfig};
+use dask_serverless_local_platform::{LocalPlatform, LocalPlatformConfig};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -41,7 +41,8 @@ struct Arguments {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the local Lambda-compatible platform until interrupted.
-    Emulator(EmulatorArguments),
+    #[command(alias = "emulator")]
+    LocalPlatform(LocalPlatformArguments),
     /// Delete the AWS resources that clusters left behind, found by their tags.
     #[cfg(feature = "aws")]
     Cleanup(CleanupArguments),
@@ -78,7 +79,7 @@ struct CleanupArguments {
 }
 
 #[derive(Debug, clap::Args)]
-struct EmulatorArguments {
+struct LocalPlatformArguments {
     /// Port of the Invoke API and queue service; 0 picks a free one.
     #[arg(long, default_value_t = 9000)]
     port: u16,
@@ -103,7 +104,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match arguments.command {
-        Command::Emulator(emulator) => async_runtime()?.block_on(run_emulator(emulator)),
+        Command::LocalPlatform(platform) => async_runtime()?.block_on(run_local_platform(platform)),
         #[cfg(feature = "aws")]
         Command::Cleanup(cleanup) => async_runtime()?.block_on(run_cleanup(cleanup)),
         Command::Bench(bench) => Err(run_bench(bench)),
@@ -166,19 +167,19 @@ async fn run_cleanup(arguments: CleanupArguments) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_emulator(arguments: EmulatorArguments) -> anyhow::Result<()> {
+async fn run_local_platform(arguments: LocalPlatformArguments) -> anyhow::Result<()> {
     // Listen for signals before announcing the address: a script may interrupt right after.
     let mut stop_signals = StopSignals::listen()?;
-    let config = EmulatorConfig {
+    let config = LocalPlatformConfig {
         bind: SocketAddr::new(arguments.bind, arguments.port),
         python: arguments.python,
         worker_log: arguments.worker_log,
     };
-    let emulator = Emulator::start(config).await?;
-    println!("listening on {}", emulator.endpoint());
+    let platform = LocalPlatform::start(config).await?;
+    println!("listening on {}", platform.endpoint());
     stop_signals.wait().await;
     eprintln!("stopping: killing every worker");
-    emulator.shutdown().await;
+    platform.shutdown().await;
     Ok(())
 }
 

@@ -1,33 +1,33 @@
 //! The driver: the client's side of a run.
 //!
-//! The client uploads the clusters, invoking each leaf as soon as it is uploaded (and any
-//! cluster whose parents all finished before its upload, see
-//! [`UPLOAD_MEMBER`](crate::UPLOAD_MEMBER)), and from then on only listens. Every cluster ends in
+//! The client uploads the batches, invoking each leaf as soon as it is uploaded (and any
+//! batch whose parents all finished before its upload, see
+//! [`UPLOAD_MEMBER`](crate::UPLOAD_MEMBER)), and from then on only listens. Every batch ends in
 //! exactly one final report on the result channel (finished or failed), possibly after progress
 //! reports; the platform adds a failure record when it stops a function (memory, timeout,
 //! crash). The driver folds these into the run's state:
 //!
-//! * a cluster is `Pending` until something says it runs, `Running` until its final report,
-//!   then `Finished`; a repeated report of a finished cluster changes nothing (delivery may
+//! * a batch is `Pending` until something says it runs, `Running` until its final report,
+//!   then `Finished`; a repeated report of a finished batch changes nothing (delivery may
 //!   repeat);
 //! * each task is passed on to progress ([`DriverAction::TasksFinished`]) exactly once, whether
 //!   it arrives in a progress report, a final report, or both, and however often they repeat;
-//! * the run is complete when every cluster is finished, and failed at the first failure;
+//! * the run is complete when every batch is finished, and failed at the first failure;
 //! * reports of other runs are ignored (the channel outlives runs);
 //! * silence: a function lives at most its timeout, and the platform reports the ones it stops,
-//!   so when nothing at all has arrived for longer than `silence_limit` while clusters are
+//!   so when nothing at all has arrived for longer than `silence_limit` while batches are
 //!   pending, the work is lost and the run fails instead of waiting forever.
 //!
-//! **Which cluster a dead function was running.** An invocation starts with one cluster and may
+//! **Which batch a dead function was running.** An invocation starts with one batch and may
 //! *become* others; the platform's failure record only knows the event it was invoked with.
 //! The driver follows each invocation (by its request id) through its reports — progress names
-//! the cluster it runs now, a final report the cluster it became — so a failure is blamed on
-//! the cluster that was running when the function died, once.
+//! the batch it runs now, a final report the batch it became — so a failure is blamed on
+//! the batch that was running when the function died, once.
 //!
 //! Actions after [`DriverAction::Completed`] or [`DriverAction::Failed`] are never emitted.
 //!
-//! **Draining.** When a run fails, clusters of other branches may still be running and would
-//! write values after the client cleaned up. The driver therefore knows which clusters are
+//! **Draining.** When a run fails, batches of other branches may still be running and would
+//! write values after the client cleaned up. The driver therefore knows which batches are
 //! *running*: the leaves once invoked, and every child a report says was invoked or become,
 //! until that child's own report (or failure) arrives — reports may arrive in any order, so a
 //! child already reported is never counted as running again. After the end of the run the
@@ -37,7 +37,7 @@
 use std::collections::HashMap;
 
 use dask_serverless_graph::TaskId;
-use dask_serverless_plan::{ClusterId, Plan};
+use dask_serverless_plan::{BatchId, Plan};
 
 use crate::Micros;
 use crate::messages::{FailureCause, Report, TaskError, TaskRecord, TaskWarning};
@@ -48,32 +48,32 @@ pub enum DriverEvent {
     Start,
     /// A message from the result channel.
     Report(Report),
-    /// The platform stopped a function. `invocation` is its request id and `cluster` the
-    /// cluster it was invoked with, when the platform's record tells them.
+    /// The platform stopped a function. `invocation` is its request id and `batch` the
+    /// batch it was invoked with, when the platform's record tells them.
     PlatformFailure {
         invocation: Option<String>,
-        cluster: Option<ClusterId>,
+        batch: Option<BatchId>,
         error_type: String,
         message: String,
     },
-    /// The client uploaded a cluster (after [`DriverEvent::Start`]). A leaf is invoked at once;
+    /// The client uploaded a batch (after [`DriverEvent::Start`]). A leaf is invoked at once;
     /// for others, the client added [`UPLOAD_MEMBER`](crate::UPLOAD_MEMBER) to its fan-in set
     /// and `released` says whether that completed the set (every parent had finished).
-    Uploaded { cluster: ClusterId, released: bool },
+    Uploaded { batch: BatchId, released: bool },
     /// Time passes.
     Tick,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverAction {
-    /// Invoke a function for this cluster (a leaf, or one the upload released).
-    Invoke { cluster: ClusterId },
+    /// Invoke a function for this batch (a leaf, or one the upload released).
+    Invoke { batch: BatchId },
     /// These tasks ran (feed progress callbacks), each reported once; the warnings they raised.
     TasksFinished {
         records: Vec<TaskRecord>,
         warnings: Vec<TaskWarning>,
     },
-    /// Every cluster finished; the outputs are in the store.
+    /// Every batch finished; the outputs are in the store.
     Completed,
     /// The run failed; nothing more will be emitted.
     Failed(RunFailure),
@@ -108,31 +108,31 @@ pub enum RunFailure {
     Task(TaskError),
     /// A task's result cannot be pickled.
     Unpicklable {
-        cluster: ClusterId,
+        batch: BatchId,
         task: TaskId,
         message: String,
     },
     /// The platform stopped a function (memory size, timeout, crash).
     Function {
         kind: FunctionFailureKind,
-        /// The cluster the function was running, when known.
-        cluster: Option<ClusterId>,
-        /// Tasks this invocation had reported finished (over every cluster it ran).
+        /// The batch the function was running, when known.
+        batch: Option<BatchId>,
+        /// Tasks this invocation had reported finished (over every batch it ran).
         tasks_finished: usize,
         error_type: String,
         message: String,
     },
     /// Something around the tasks failed in a function.
-    Infrastructure { cluster: ClusterId, message: String },
+    Infrastructure { batch: BatchId, message: String },
     /// Nothing arrived for longer than any function may live.
     Lost {
         silent_for_us: Micros,
-        pending_clusters: usize,
+        pending_batches: usize,
     },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ClusterState {
+enum BatchState {
     /// Not started as far as the driver knows.
     Pending,
     /// Invoked or become, no final report yet.
@@ -153,8 +153,8 @@ enum RunState {
 /// What the driver knows of one invocation.
 #[derive(Debug, Clone, Copy)]
 struct InvocationState {
-    /// The cluster it runs now (or ran last).
-    cluster: ClusterId,
+    /// The batch it runs now (or ran last).
+    batch: BatchId,
     tasks_finished: usize,
 }
 
@@ -162,14 +162,14 @@ struct InvocationState {
 #[derive(Debug)]
 pub struct Driver {
     run_id: String,
-    /// By cluster id: whether the cluster has no parents (the client invokes it).
+    /// By batch id: whether the batch has no parents (the client invokes it).
     leaves: Vec<bool>,
-    clusters: Vec<ClusterState>,
+    batches: Vec<BatchState>,
     /// By task: already passed on to progress.
     reported: Vec<bool>,
     invocations: HashMap<String, InvocationState>,
-    finished_clusters: usize,
-    running_clusters: usize,
+    finished_batches: usize,
+    running_batches: usize,
     finished_tasks: usize,
     last_heard: Micros,
     silence_limit: Micros,
@@ -181,15 +181,15 @@ impl Driver {
         Driver {
             run_id,
             leaves: plan
-                .clusters()
+                .batches()
                 .iter()
                 .map(|c| c.parents.is_empty())
                 .collect(),
-            clusters: vec![ClusterState::Pending; plan.clusters().len()],
+            batches: vec![BatchState::Pending; plan.batches().len()],
             reported: vec![false; plan.task_count()],
             invocations: HashMap::new(),
-            finished_clusters: 0,
-            running_clusters: 0,
+            finished_batches: 0,
+            running_batches: 0,
             finished_tasks: 0,
             last_heard: 0,
             silence_limit,
@@ -210,33 +210,30 @@ impl Driver {
         self.finished_tasks
     }
 
-    /// No cluster of the run is known to be running: nothing of it can write any more.
+    /// No batch of the run is known to be running: nothing of it can write any more.
     pub fn is_drained(&self) -> bool {
-        self.running_clusters == 0
+        self.running_batches == 0
     }
 
-    /// Clusters invoked or become that have not reported yet.
-    pub fn running_clusters(&self) -> usize {
-        self.running_clusters
+    /// Batches invoked or become that have not reported yet.
+    pub fn running_batches(&self) -> usize {
+        self.running_batches
     }
 
     pub fn handle(&mut self, event: DriverEvent, now: Micros) -> Vec<DriverAction> {
         if self.state == RunState::Over {
-            // Only follow which clusters still run (see "Draining").
+            // Only follow which batches still run (see "Draining").
             match event {
                 DriverEvent::Report(report)
-                    if report.run_id() == self.run_id
-                        && self.names_only_known_clusters(&report) =>
+                    if report.run_id() == self.run_id && self.names_only_known_batches(&report) =>
                 {
                     self.follow(&report);
                 }
                 DriverEvent::PlatformFailure {
-                    invocation,
-                    cluster,
-                    ..
+                    invocation, batch, ..
                 } => {
-                    if let Some(cluster) = self.failed_cluster(invocation.as_deref(), cluster) {
-                        self.set_state(cluster, ClusterState::Failed);
+                    if let Some(batch) = self.failed_batch(invocation.as_deref(), batch) {
+                        self.set_state(batch, BatchState::Failed);
                     }
                 }
                 _ => {}
@@ -248,13 +245,13 @@ impl Driver {
             DriverEvent::Report(report) => self.report(report, now),
             DriverEvent::PlatformFailure {
                 invocation,
-                cluster,
+                batch,
                 error_type,
                 message,
             } => {
-                let cluster = self.failed_cluster(invocation.as_deref(), cluster);
-                if let Some(cluster) = cluster {
-                    self.set_state(cluster, ClusterState::Failed);
+                let batch = self.failed_batch(invocation.as_deref(), batch);
+                if let Some(batch) = batch {
+                    self.set_state(batch, BatchState::Failed);
                 }
                 let tasks_finished = invocation
                     .as_deref()
@@ -262,41 +259,41 @@ impl Driver {
                     .map_or(0, |state| state.tasks_finished);
                 self.fail(RunFailure::Function {
                     kind: FunctionFailureKind::from_error_type(&error_type),
-                    cluster,
+                    batch,
                     tasks_finished,
                     error_type,
                     message,
                 })
             }
-            DriverEvent::Uploaded { cluster, released } => self.uploaded(cluster, released),
+            DriverEvent::Uploaded { batch, released } => self.uploaded(batch, released),
             DriverEvent::Tick => self.tick(now),
         }
     }
 
-    /// The cluster a failed invocation was running: the last one its reports named, else the
+    /// The batch a failed invocation was running: the last one its reports named, else the
     /// one it was invoked with.
-    fn failed_cluster(
+    fn failed_batch(
         &self,
         invocation: Option<&str>,
-        invoked_with: Option<ClusterId>,
-    ) -> Option<ClusterId> {
+        invoked_with: Option<BatchId>,
+    ) -> Option<BatchId> {
         invocation
             .and_then(|id| self.invocations.get(id))
-            .map(|state| state.cluster)
+            .map(|state| state.batch)
             .or(invoked_with)
-            .filter(|cluster| cluster.index() < self.clusters.len())
+            .filter(|batch| batch.index() < self.batches.len())
     }
 
-    fn uploaded(&mut self, cluster: ClusterId, released: bool) -> Vec<DriverAction> {
-        let leaf = self.leaves.get(cluster.index()) == Some(&true);
+    fn uploaded(&mut self, batch: BatchId, released: bool) -> Vec<DriverAction> {
+        let leaf = self.leaves.get(batch.index()) == Some(&true);
         if !(released || leaf)
             || self.state != RunState::Running
-            || self.clusters.get(cluster.index()) != Some(&ClusterState::Pending)
+            || self.batches.get(batch.index()) != Some(&BatchState::Pending)
         {
             return Vec::new();
         }
-        self.set_state(cluster, ClusterState::Running);
-        vec![DriverAction::Invoke { cluster }]
+        self.set_state(batch, BatchState::Running);
+        vec![DriverAction::Invoke { batch }]
     }
 
     fn start(&mut self, now: Micros) -> Vec<DriverAction> {
@@ -305,7 +302,7 @@ impl Driver {
         }
         self.state = RunState::Running;
         self.last_heard = now;
-        if self.clusters.is_empty() {
+        if self.batches.is_empty() {
             self.state = RunState::Over;
             return vec![DriverAction::Completed];
         }
@@ -318,45 +315,45 @@ impl Driver {
             return Vec::new();
         }
         self.last_heard = now;
-        if !self.names_only_known_clusters(&report) {
+        if !self.names_only_known_batches(&report) {
             let unknown = self
-                .named_clusters(&report)
+                .named_batches(&report)
                 .into_iter()
-                .find(|cluster| cluster.index() >= self.clusters.len());
+                .find(|batch| batch.index() >= self.batches.len());
             return self.fail(RunFailure::Infrastructure {
-                cluster: unknown.unwrap_or(ClusterId(u32::MAX)),
-                message: "a report names a cluster or task this run does not have".to_owned(),
+                batch: unknown.unwrap_or(BatchId(u32::MAX)),
+                message: "a report names a batch or task this run does not have".to_owned(),
             });
         }
         let was_finished = match &report {
-            Report::ClusterFinished(finished) => {
-                self.clusters[finished.cluster.index()] == ClusterState::Finished
+            Report::BatchFinished(finished) => {
+                self.batches[finished.batch.index()] == BatchState::Finished
             }
             _ => false,
         };
         self.follow(&report);
         match report {
             Report::Progress(progress) => self.progressed(progress.tasks, progress.warnings),
-            Report::ClusterFinished(finished) => {
+            Report::BatchFinished(finished) => {
                 if was_finished {
                     return Vec::new();
                 }
                 let mut actions = self.progressed(finished.tasks, finished.warnings);
-                if self.finished_clusters == self.clusters.len() {
+                if self.finished_batches == self.batches.len() {
                     self.state = RunState::Over;
                     actions.push(DriverAction::Completed);
                 }
                 actions
             }
-            Report::ClusterFailed(failed) => match failed.cause {
+            Report::BatchFailed(failed) => match failed.cause {
                 FailureCause::Task(error) => self.fail(RunFailure::Task(error)),
                 FailureCause::Unpicklable { task, message } => self.fail(RunFailure::Unpicklable {
-                    cluster: failed.cluster,
+                    batch: failed.batch,
                     task,
                     message,
                 }),
                 FailureCause::Infrastructure { message } => self.fail(RunFailure::Infrastructure {
-                    cluster: failed.cluster,
+                    batch: failed.batch,
                     message,
                 }),
             },
@@ -387,34 +384,34 @@ impl Driver {
         }]
     }
 
-    fn named_clusters(&self, report: &Report) -> Vec<ClusterId> {
+    fn named_batches(&self, report: &Report) -> Vec<BatchId> {
         match report {
-            Report::Progress(progress) => vec![progress.cluster],
-            Report::ClusterFinished(finished) => std::iter::once(finished.cluster)
+            Report::Progress(progress) => vec![progress.batch],
+            Report::BatchFinished(finished) => std::iter::once(finished.batch)
                 .chain(finished.invoked.iter().copied())
                 .chain(finished.became)
                 .collect(),
-            Report::ClusterFailed(failed) => vec![failed.cluster],
+            Report::BatchFailed(failed) => vec![failed.batch],
         }
     }
 
-    /// Whether every cluster and task a report names belongs to the run.
-    fn names_only_known_clusters(&self, report: &Report) -> bool {
-        let clusters_known = self
-            .named_clusters(report)
+    /// Whether every batch and task a report names belongs to the run.
+    fn names_only_known_batches(&self, report: &Report) -> bool {
+        let batches_known = self
+            .named_batches(report)
             .iter()
-            .all(|cluster| cluster.index() < self.clusters.len());
+            .all(|batch| batch.index() < self.batches.len());
         let tasks: &[TaskRecord] = match report {
             Report::Progress(progress) => &progress.tasks,
-            Report::ClusterFinished(finished) => &finished.tasks,
-            Report::ClusterFailed(_) => &[],
+            Report::BatchFinished(finished) => &finished.tasks,
+            Report::BatchFailed(_) => &[],
         };
         let warnings: &[TaskWarning] = match report {
             Report::Progress(progress) => &progress.warnings,
-            Report::ClusterFinished(finished) => &finished.warnings,
-            Report::ClusterFailed(_) => &[],
+            Report::BatchFinished(finished) => &finished.warnings,
+            Report::BatchFailed(_) => &[],
         };
-        clusters_known
+        batches_known
             && tasks
                 .iter()
                 .all(|record| record.task.index() < self.reported.len())
@@ -423,48 +420,48 @@ impl Driver {
                 .all(|warning| warning.task.index() < self.reported.len())
     }
 
-    /// Updates which clusters run, which finished, and what each invocation runs, from a report
+    /// Updates which batches run, which finished, and what each invocation runs, from a report
     /// of this run.
     fn follow(&mut self, report: &Report) {
         match report {
             Report::Progress(progress) => {
-                if self.clusters[progress.cluster.index()] == ClusterState::Pending {
-                    self.set_state(progress.cluster, ClusterState::Running);
+                if self.batches[progress.batch.index()] == BatchState::Pending {
+                    self.set_state(progress.batch, BatchState::Running);
                 }
                 self.track_invocation(
                     &progress.invocation,
-                    Some(progress.cluster),
+                    Some(progress.batch),
                     progress.tasks.len(),
                 );
             }
-            Report::ClusterFinished(finished) => {
-                self.set_state(finished.cluster, ClusterState::Finished);
+            Report::BatchFinished(finished) => {
+                self.set_state(finished.batch, BatchState::Finished);
                 for &child in finished.invoked.iter().chain(&finished.became) {
-                    if self.clusters.get(child.index()) == Some(&ClusterState::Pending) {
-                        self.set_state(child, ClusterState::Running);
+                    if self.batches.get(child.index()) == Some(&BatchState::Pending) {
+                        self.set_state(child, BatchState::Running);
                     }
                 }
                 self.track_invocation(&finished.invocation, finished.became, finished.tasks.len());
             }
-            Report::ClusterFailed(failed) => self.set_state(failed.cluster, ClusterState::Failed),
+            Report::BatchFailed(failed) => self.set_state(failed.batch, BatchState::Failed),
         }
     }
 
-    fn track_invocation(&mut self, invocation: &str, cluster: Option<ClusterId>, tasks: usize) {
+    fn track_invocation(&mut self, invocation: &str, batch: Option<BatchId>, tasks: usize) {
         if invocation.is_empty() {
             return;
         }
-        match (self.invocations.get_mut(invocation), cluster) {
-            (Some(state), Some(cluster)) => {
-                state.cluster = cluster;
+        match (self.invocations.get_mut(invocation), batch) {
+            (Some(state), Some(batch)) => {
+                state.batch = batch;
                 state.tasks_finished += tasks;
             }
             (Some(state), None) => state.tasks_finished += tasks,
-            (None, Some(cluster)) => {
+            (None, Some(batch)) => {
                 self.invocations.insert(
                     invocation.to_owned(),
                     InvocationState {
-                        cluster,
+                        batch,
                         tasks_finished: tasks,
                     },
                 );
@@ -473,21 +470,21 @@ impl Driver {
         }
     }
 
-    fn set_state(&mut self, cluster: ClusterId, state: ClusterState) {
-        let Some(current) = self.clusters.get_mut(cluster.index()) else {
+    fn set_state(&mut self, batch: BatchId, state: BatchState) {
+        let Some(current) = self.batches.get_mut(batch.index()) else {
             return;
         };
-        if *current == ClusterState::Finished || *current == state {
+        if *current == BatchState::Finished || *current == state {
             return;
         }
         match *current {
-            ClusterState::Running => self.running_clusters -= 1,
-            ClusterState::Finished => self.finished_clusters -= 1,
+            BatchState::Running => self.running_batches -= 1,
+            BatchState::Finished => self.finished_batches -= 1,
             _ => {}
         }
         match state {
-            ClusterState::Running => self.running_clusters += 1,
-            ClusterState::Finished => self.finished_clusters += 1,
+            BatchState::Running => self.running_batches += 1,
+            BatchState::Finished => self.finished_batches += 1,
             _ => {}
         }
         *current = state;
@@ -501,7 +498,7 @@ impl Driver {
         if silent_for_us > self.silence_limit {
             return self.fail(RunFailure::Lost {
                 silent_for_us,
-                pending_clusters: self.clusters.len() - self.finished_clusters,
+                pending_batches: self.batches.len() - self.finished_batches,
             });
         }
         Vec::new()

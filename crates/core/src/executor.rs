@@ -1,41 +1,41 @@
 //! The executor: the protocol of one function invocation.
 //!
-//! An invocation starts with one cluster and may run several: after a cluster, the executor
+//! An invocation starts with one batch and may run several: after a batch, the executor
 //! adds it to the fan-in set of each child; the children whose sets became complete are
 //! *released* to this executor. It becomes one of them (the plan's preferred child when it is
-//! released, otherwise the lowest id) and invokes the rest. Values the next cluster reads stay
+//! released, otherwise the lowest id) and invokes the rest. Values the next batch reads stay
 //! in the host's memory; everything else is dropped.
 //!
 //! States:
 //!
 //! ```text
-//!  Loading --ClusterLoaded--> [Loading inputs] --InputsLoaded--> Running --TasksFinished--> FanningIn
+//!  Loading --BatchLoaded--> [Loading inputs] --InputsLoaded--> Running --TasksFinished--> FanningIn
 //!     ^                                                                                    |
 //!     +---------------------- becomes a released child <---- all FanInAnswered ------------+
 //!                                                                  |
 //!                                                                  +--> Finished (nothing released)
 //! ```
 //!
-//! While the host runs a cluster's tasks it may hand over the tasks finished so far
+//! While the host runs a batch's tasks it may hand over the tasks finished so far
 //! ([`ExecutorEvent::TasksProgressed`]); each batch becomes one [`Report::Progress`], and the
-//! cluster's final report carries only what came after the last batch.
+//! batch's final report carries only what came after the last batch.
 //!
 //! A task's exception or any failure around the tasks ends the invocation with a
-//! [`Report::ClusterFailed`]. So does a run whose objects are gone (the client ended it after
-//! a failure and is waiting for its running clusters to stop).
+//! [`Report::BatchFailed`]. So does a run whose objects are gone (the client ended it after
+//! a failure and is waiting for its running batches to stop).
 //!
-//! Invariants: each child of a cluster is asked about exactly once; a child is invoked or
-//! become only when its fan-in answered `released`; every cluster run ends in exactly one
+//! Invariants: each child of a batch is asked about exactly once; a child is invoked or
+//! become only when its fan-in answered `released`; every batch run ends in exactly one
 //! report; [`ExecutorAction::Finish`] is the last action ever emitted.
 
 use std::collections::BTreeSet;
 
 use dask_serverless_graph::TaskId;
-use dask_serverless_plan::ClusterId;
+use dask_serverless_plan::BatchId;
 
 use crate::Micros;
 use crate::messages::{
-    ClusterReport, ClusterSpec, FailureCause, FailureReport, ProgressReport, Report, TaskError,
+    BatchReport, BatchSpec, FailureCause, FailureReport, ProgressReport, Report, TaskError,
     TaskRecord, TaskWarning,
 };
 
@@ -44,19 +44,19 @@ use crate::messages::{
 pub enum ExecutorEvent {
     /// The invocation starts.
     Start,
-    /// The spec (and the tasks) of the cluster asked for are loaded.
-    ClusterLoaded { spec: ClusterSpec },
-    /// The cluster's objects are gone: the client ended the run.
+    /// The spec (and the tasks) of the batch asked for are loaded.
+    BatchLoaded { spec: BatchSpec },
+    /// The batch's objects are gone: the client ended the run.
     RunGone,
     /// The inputs asked for are in memory.
     InputsLoaded { bytes: u64 },
-    /// Some tasks of the running cluster finished (stored outputs are in the store); more
+    /// Some tasks of the running batch finished (stored outputs are in the store); more
     /// follow.
     TasksProgressed {
         records: Vec<TaskRecord>,
         warnings: Vec<TaskWarning>,
     },
-    /// Every other task of the cluster ran; stored outputs are in the store.
+    /// Every other task of the batch ran; stored outputs are in the store.
     TasksFinished {
         records: Vec<TaskRecord>,
         warnings: Vec<TaskWarning>,
@@ -66,7 +66,7 @@ pub enum ExecutorEvent {
     /// A task's result cannot be pickled.
     ResultUnpicklable { task: TaskId, message: String },
     /// The answer of one fan-in asked for.
-    FanInAnswered { child: ClusterId, released: bool },
+    FanInAnswered { child: BatchId, released: bool },
     /// Something around the tasks failed (store, invoke, pickling).
     Failed { message: String },
 }
@@ -74,21 +74,21 @@ pub enum ExecutorEvent {
 /// What the executor asks the host to do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecutorAction {
-    /// Read the spec and tasks of a cluster.
-    LoadCluster { cluster: ClusterId },
+    /// Read the spec and tasks of a batch.
+    LoadBatch { batch: BatchId },
     /// Read these values from the store into memory.
     LoadInputs { tasks: Vec<TaskId> },
-    /// Run the loaded cluster's tasks in order, storing its stored outputs as they come.
+    /// Run the loaded batch's tasks in order, storing its stored outputs as they come.
     RunTasks,
     /// Add `member` to the set at `key`; answer with [`ExecutorEvent::FanInAnswered`].
     FanIn {
-        child: ClusterId,
+        child: BatchId,
         key: String,
         member: String,
         expected: u32,
     },
     /// Invoke a function for this released child.
-    Invoke { cluster: ClusterId },
+    Invoke { batch: BatchId },
     /// Keep these values in memory and drop every other.
     Retain { tasks: Vec<TaskId> },
     /// Send on the result channel.
@@ -101,13 +101,13 @@ pub enum ExecutorAction {
 enum State {
     Created,
     Loading {
-        cluster: ClusterId,
+        batch: BatchId,
     },
     LoadingInputs,
     Running,
     FanningIn {
-        waiting: BTreeSet<ClusterId>,
-        released: Vec<ClusterId>,
+        waiting: BTreeSet<BatchId>,
+        released: Vec<BatchId>,
     },
     Finished,
 }
@@ -118,10 +118,10 @@ pub struct Executor {
     run_id: String,
     invocation: String,
     cold: bool,
-    first_cluster: ClusterId,
+    first_batch: BatchId,
     state: State,
-    spec: Option<ClusterSpec>,
-    /// Values the host holds that the current cluster may read without loading.
+    spec: Option<BatchSpec>,
+    /// Values the host holds that the current batch may read without loading.
     held: BTreeSet<TaskId>,
     records: Vec<TaskRecord>,
     warnings: Vec<TaskWarning>,
@@ -129,12 +129,12 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(run_id: String, invocation: String, cold: bool, cluster: ClusterId) -> Executor {
+    pub fn new(run_id: String, invocation: String, cold: bool, batch: BatchId) -> Executor {
         Executor {
             run_id,
             invocation,
             cold,
-            first_cluster: cluster,
+            first_batch: batch,
             state: State::Created,
             spec: None,
             held: BTreeSet::new(),
@@ -144,13 +144,8 @@ impl Executor {
         }
     }
 
-    /// The store key of a cluster's fan-in set.
-    pub fn fan_in_key(run_id: &str, cluster: ClusterId) -> String {
-        format!("{run_id}/fanin/{}", cluster.0)
-    }
-
-    /// The cluster being run, once loaded.
-    pub fn spec(&self) -> Option<&ClusterSpec> {
+    /// The batch being run, once loaded.
+    pub fn spec(&self) -> Option<&BatchSpec> {
         self.spec.as_ref()
     }
 
@@ -164,11 +159,11 @@ impl Executor {
         }
         match event {
             ExecutorEvent::Start => self.start(),
-            ExecutorEvent::ClusterLoaded { spec } => self.cluster_loaded(spec),
+            ExecutorEvent::BatchLoaded { spec } => self.batch_loaded(spec),
             ExecutorEvent::RunGone => {
-                // Tell the client (it may be draining the run) that this cluster never ran.
+                // Tell the client (it may be draining the run) that this batch never ran.
                 self.fail(FailureCause::Infrastructure {
-                    message: "the run ended before this cluster started".to_owned(),
+                    message: "the run ended before this batch started".to_owned(),
                 })
             }
             ExecutorEvent::InputsLoaded { bytes } => {
@@ -203,23 +198,23 @@ impl Executor {
             return self.protocol_error("Start");
         }
         self.state = State::Loading {
-            cluster: self.first_cluster,
+            batch: self.first_batch,
         };
-        vec![ExecutorAction::LoadCluster {
-            cluster: self.first_cluster,
+        vec![ExecutorAction::LoadBatch {
+            batch: self.first_batch,
         }]
     }
 
-    fn cluster_loaded(&mut self, spec: ClusterSpec) -> Vec<ExecutorAction> {
+    fn batch_loaded(&mut self, spec: BatchSpec) -> Vec<ExecutorAction> {
         let expected = match self.state {
-            State::Loading { cluster } => cluster,
-            _ => return self.protocol_error("ClusterLoaded"),
+            State::Loading { batch } => batch,
+            _ => return self.protocol_error("BatchLoaded"),
         };
-        if spec.cluster != expected {
+        if spec.batch != expected {
             return self.fail(FailureCause::Infrastructure {
                 message: format!(
-                    "loaded cluster {} while cluster {} was asked for",
-                    spec.cluster.0, expected.0
+                    "loaded batch {} while batch {} was asked for",
+                    spec.batch.0, expected.0
                 ),
             });
         }
@@ -256,7 +251,7 @@ impl Executor {
         let spec = self.spec.as_ref().expect("running implies a loaded spec");
         vec![ExecutorAction::Report(Report::Progress(ProgressReport {
             run_id: self.run_id.clone(),
-            cluster: spec.cluster,
+            batch: spec.batch,
             invocation: self.invocation.clone(),
             tasks: records,
             warnings,
@@ -283,25 +278,25 @@ impl Executor {
         if spec.children.is_empty() {
             return self.conclude(Vec::new());
         }
-        let member = spec.cluster.0.to_string();
+        let member = spec.batch.0.to_string();
         let actions = spec
             .children
             .iter()
             .map(|child| ExecutorAction::FanIn {
-                child: child.cluster,
-                key: Self::fan_in_key(&self.run_id, child.cluster),
+                child: child.batch,
+                key: crate::keys::fan_in_key(&self.run_id, child.batch),
                 member: member.clone(),
                 expected: child.fan_in_members,
             })
             .collect();
         self.state = State::FanningIn {
-            waiting: spec.children.iter().map(|child| child.cluster).collect(),
+            waiting: spec.children.iter().map(|child| child.batch).collect(),
             released: Vec::new(),
         };
         actions
     }
 
-    fn fan_in_answered(&mut self, child: ClusterId, was_released: bool) -> Vec<ExecutorAction> {
+    fn fan_in_answered(&mut self, child: BatchId, was_released: bool) -> Vec<ExecutorAction> {
         // An answer for a child not asked about, or a repeated one, changes nothing.
         let State::FanningIn { waiting, released } = &mut self.state else {
             return Vec::new();
@@ -319,46 +314,44 @@ impl Executor {
         self.conclude(released)
     }
 
-    /// Ends the current cluster: invoke released children but one, report, become that one.
-    fn conclude(&mut self, mut released: Vec<ClusterId>) -> Vec<ExecutorAction> {
+    /// Ends the current batch: invoke released children but one, report, become that one.
+    fn conclude(&mut self, mut released: Vec<BatchId>) -> Vec<ExecutorAction> {
         let spec = self.spec.take().expect("concluding implies a loaded spec");
         released.sort_unstable();
         let became = spec
             .preferred_child
             .filter(|preferred| released.contains(preferred))
             .or_else(|| released.first().copied());
-        let invoked: Vec<ClusterId> = released
+        let invoked: Vec<BatchId> = released
             .iter()
             .copied()
             .filter(|&child| Some(child) != became)
             .collect();
         let mut actions: Vec<ExecutorAction> = invoked
             .iter()
-            .map(|&cluster| ExecutorAction::Invoke { cluster })
+            .map(|&batch| ExecutorAction::Invoke { batch })
             .collect();
-        actions.push(ExecutorAction::Report(Report::ClusterFinished(
-            ClusterReport {
-                run_id: self.run_id.clone(),
-                cluster: spec.cluster,
-                invocation: self.invocation.clone(),
-                cold: self.cold,
-                tasks: std::mem::take(&mut self.records),
-                loaded_bytes: self.loaded_bytes,
-                invoked,
-                became,
-                warnings: std::mem::take(&mut self.warnings),
-                store: Default::default(),
-            },
-        )));
-        // Only the first cluster of an invocation pays the cold start.
+        actions.push(ExecutorAction::Report(Report::BatchFinished(BatchReport {
+            run_id: self.run_id.clone(),
+            batch: spec.batch,
+            invocation: self.invocation.clone(),
+            cold: self.cold,
+            tasks: std::mem::take(&mut self.records),
+            loaded_bytes: self.loaded_bytes,
+            invoked,
+            became,
+            warnings: std::mem::take(&mut self.warnings),
+            store: Default::default(),
+        })));
+        // Only the first batch of an invocation pays the cold start.
         self.cold = false;
         match became {
             Some(child) => {
                 actions.push(ExecutorAction::Retain {
                     tasks: self.held.iter().copied().collect(),
                 });
-                self.state = State::Loading { cluster: child };
-                actions.push(ExecutorAction::LoadCluster { cluster: child });
+                self.state = State::Loading { batch: child };
+                actions.push(ExecutorAction::LoadBatch { batch: child });
             }
             None => {
                 self.held.clear();
@@ -371,17 +364,17 @@ impl Executor {
     }
 
     fn fail(&mut self, cause: FailureCause) -> Vec<ExecutorAction> {
-        let cluster = match (&self.spec, &self.state) {
-            (Some(spec), _) => spec.cluster,
-            (None, State::Loading { cluster }) => *cluster,
-            (None, _) => self.first_cluster,
+        let batch = match (&self.spec, &self.state) {
+            (Some(spec), _) => spec.batch,
+            (None, State::Loading { batch }) => *batch,
+            (None, _) => self.first_batch,
         };
         self.state = State::Finished;
         self.held.clear();
         vec![
-            ExecutorAction::Report(Report::ClusterFailed(FailureReport {
+            ExecutorAction::Report(Report::BatchFailed(FailureReport {
                 run_id: self.run_id.clone(),
-                cluster,
+                batch,
                 invocation: self.invocation.clone(),
                 cause,
             })),

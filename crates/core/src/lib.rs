@@ -1,13 +1,13 @@
 //! The protocol of a decentralized run, as sans-IO state machines.
 //!
-//! A run executes a [`Plan`](dask_serverless_plan::Plan): clusters of tasks, each run by one
+//! A run executes a [`Plan`](dask_serverless_plan::Plan): batches of tasks, each run by one
 //! function invocation. Two parties take part and neither performs IO here:
 //!
-//! * the [`Executor`] lives in a function. It runs one cluster after another within one
-//!   invocation: it asks for the cluster's inputs that are not already in memory, lets the
-//!   host run the tasks, adds the finished cluster to each child's fan-in set, *becomes* one
+//! * the [`Executor`] lives in a function. It runs one batch after another within one
+//!   invocation: it asks for the batch's inputs that are not already in memory, lets the
+//!   host run the tasks, adds the finished batch to each child's fan-in set, *becomes* one
 //!   released child and invokes the others, and reports what happened on the result channel;
-//! * the [`Driver`] lives in the client. It invokes the leaf clusters, then only listens to the
+//! * the [`Driver`] lives in the client. It invokes the leaf batches, then only listens to the
 //!   result channel: it follows progress task by task, notices failures (a task's exception, a
 //!   function the platform stopped, or silence longer than a function may live) and decides
 //!   when the run is over.
@@ -19,12 +19,13 @@
 
 mod driver;
 mod executor;
+pub mod keys;
 pub mod messages;
 
 pub use driver::{Driver, DriverAction, DriverEvent, FunctionFailureKind, RunFailure};
 pub use executor::{Executor, ExecutorAction, ExecutorEvent};
 pub use messages::{
-    ChildSpec, ClusterReport, ClusterSpec, FailureCause, FailureReport, Invocation,
+    BatchReport, BatchSpec, ChildSpec, FailureCause, FailureReport, InvocationEvent,
     PlatformAddress, ProgressReport, Report, RunContext, StoreTraffic, TaskError, TaskRecord,
     TaskWarning, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
 };

@@ -1,15 +1,15 @@
 //! Wire messages: everything that crosses a process boundary during a run.
 //!
-//! * [`Invocation`] is the event a function is invoked with. It is small (a few hundred bytes)
-//!   whatever the size of the cluster: the cluster's tasks travel through the store.
-//! * [`ClusterSpec`] is what an executor needs to know about one cluster; the client stores it
-//!   beside the cluster's pickled tasks.
+//! * [`InvocationEvent`] is the event a function is invoked with. It is small (a few hundred bytes)
+//!   whatever the size of the batch: the batch's tasks travel through the store.
+//! * [`BatchSpec`] is what an executor needs to know about one batch; the client stores it
+//!   beside the batch's pickled tasks.
 //! * [`Report`] travels on the result channel from functions to the client.
 //!
-//! All are JSON through serde: they are few per cluster, never per value.
+//! All are JSON through serde: they are few per batch, never per value.
 
 use dask_serverless_graph::TaskId;
-use dask_serverless_plan::{ClusterId, Plan};
+use dask_serverless_plan::{BatchId, Plan};
 use serde::{Deserialize, Serialize};
 
 /// Where the functions of a run find the store, the platform and the result channel.
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub struct RunContext {
     /// Unique per compute; every object of the run lives under `"{run_id}/"` in the store.
     pub run_id: String,
-    /// The function that runs clusters (invoked again for released children).
+    /// The function that runs batches (invoked again for released children).
     pub function: String,
     /// Store address, interpreted by the runtime: `shm:///dev/shm/...`, `redis://host:port/...`
     /// or `s3://bucket/prefix?region=...&endpoint=...`.
@@ -44,47 +44,47 @@ pub enum PlatformAddress {
     },
 }
 
-/// The event of one function invocation: run this cluster of this run.
+/// The event of one function invocation: run this batch of this run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Invocation {
+pub struct InvocationEvent {
     pub run: RunContext,
-    pub cluster: ClusterId,
+    pub batch: BatchId,
 }
 
-/// The member the client adds to a cluster's fan-in set once the cluster is uploaded.
+/// The member the client adds to a batch's fan-in set once the batch is uploaded.
 ///
 /// The client invokes the leaves before it has uploaded everything (see
-/// [`Plan::upload_order`]). A cluster that is neither a leaf nor handed over
-/// ([`Plan::is_handed_over`]) is released by a fan-in of its parent clusters *and* the client's
+/// [`Plan::upload_order`]). A batch that is neither a leaf nor handed over
+/// ([`Plan::is_handed_over`]) is released by a fan-in of its parent batches *and* the client's
 /// upload: whoever completes the set — the last parent or the upload — runs or invokes it.
 pub const UPLOAD_MEMBER: &str = "upload";
 
-/// Whether the client joins the cluster's fan-in set once it is uploaded.
-pub fn upload_joins_fan_in(plan: &Plan, cluster: ClusterId) -> bool {
-    !plan.cluster(cluster).parents.is_empty() && !plan.is_handed_over(cluster)
+/// Whether the client joins the batch's fan-in set once it is uploaded.
+pub fn upload_joins_fan_in(plan: &Plan, batch: BatchId) -> bool {
+    !plan.batch(batch).parents.is_empty() && !plan.is_handed_over(batch)
 }
 
-/// A child cluster and the number of members its fan-in waits for.
+/// A child batch and the number of members its fan-in waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildSpec {
-    pub cluster: ClusterId,
-    /// Its distinct parent clusters, plus the client's upload when it joins
+    pub batch: BatchId,
+    /// Its distinct parent batches, plus the client's upload when it joins
     /// ([`upload_joins_fan_in`]).
     pub fan_in_members: u32,
 }
 
-/// The size of a cluster's fan-in set when complete (see [`UPLOAD_MEMBER`]).
-pub fn fan_in_members(plan: &Plan, cluster: ClusterId) -> u32 {
-    plan.cluster(cluster).parents.len() as u32 + u32::from(upload_joins_fan_in(plan, cluster))
+/// The size of a batch's fan-in set when complete (see [`UPLOAD_MEMBER`]).
+pub fn fan_in_members(plan: &Plan, batch: BatchId) -> u32 {
+    plan.batch(batch).parents.len() as u32 + u32::from(upload_joins_fan_in(plan, batch))
 }
 
-/// Everything an executor needs to run one cluster.
+/// Everything an executor needs to run one batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterSpec {
-    pub cluster: ClusterId,
+pub struct BatchSpec {
+    pub batch: BatchId,
     /// Execution order.
     pub tasks: Vec<TaskId>,
-    /// Values produced by other clusters.
+    /// Values produced by other batches.
     pub inputs: Vec<TaskId>,
     /// Values written to the store when computed (read by other invocations or the client).
     pub stored_outputs: Vec<TaskId>,
@@ -93,17 +93,17 @@ pub struct ClusterSpec {
     /// Values the client asked for.
     pub sinks: Vec<TaskId>,
     pub children: Vec<ChildSpec>,
-    pub preferred_child: Option<ClusterId>,
+    pub preferred_child: Option<BatchId>,
     /// `release_after[i]`: values no longer needed once `tasks[i]` has run.
     pub release_after: Vec<Vec<TaskId>>,
 }
 
-impl ClusterSpec {
-    /// The spec of one cluster of a plan.
-    pub fn from_plan(plan: &Plan, cluster: ClusterId) -> ClusterSpec {
-        let planned = plan.cluster(cluster);
-        ClusterSpec {
-            cluster,
+impl BatchSpec {
+    /// The spec of one batch of a plan.
+    pub fn from_plan(plan: &Plan, batch: BatchId) -> BatchSpec {
+        let planned = plan.batch(batch);
+        BatchSpec {
+            batch,
             tasks: planned.tasks.clone(),
             inputs: planned.inputs.clone(),
             stored_outputs: planned.stored_outputs.clone(),
@@ -113,7 +113,7 @@ impl ClusterSpec {
                 .children
                 .iter()
                 .map(|&child| ChildSpec {
-                    cluster: child,
+                    batch: child,
                     fan_in_members: fan_in_members(plan, child),
                 })
                 .collect(),
@@ -160,7 +160,7 @@ pub struct TaskError {
     pub pickled: Option<String>,
 }
 
-/// Store traffic of one cluster, counted by the function's shell (the executor itself does no
+/// Store traffic of one batch, counted by the function's shell (the executor itself does no
 /// IO): what the benchmark's per-task figures are made of.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreTraffic {
@@ -168,24 +168,24 @@ pub struct StoreTraffic {
     pub operations: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
-    /// The values this cluster read from the store and their sizes: values that crossed a
+    /// The values this batch read from the store and their sizes: values that crossed a
     /// function boundary.
     pub values_read: Vec<(TaskId, u64)>,
 }
 
-/// A cluster ran to the end.
+/// A batch ran to the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterReport {
+pub struct BatchReport {
     pub run_id: String,
-    pub cluster: ClusterId,
+    pub batch: BatchId,
     pub invocation: String,
     pub cold: bool,
     pub tasks: Vec<TaskRecord>,
     pub loaded_bytes: u64,
     /// Children this invocation invoked.
-    pub invoked: Vec<ClusterId>,
+    pub invoked: Vec<BatchId>,
     /// The child this invocation runs next.
-    pub became: Option<ClusterId>,
+    pub became: Option<BatchId>,
     /// Warnings of the tasks not sent with an earlier [`ProgressReport`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<TaskWarning>,
@@ -194,20 +194,20 @@ pub struct ClusterReport {
     pub store: StoreTraffic,
 }
 
-/// Tasks of a cluster that is still running, sent at most every few tenths of a second so
-/// that the client's progress moves task by task. The cluster's final report carries only the
+/// Tasks of a batch that is still running, sent at most every few tenths of a second so
+/// that the client's progress moves task by task. The batch's final report carries only the
 /// tasks finished after the last progress report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressReport {
     pub run_id: String,
-    pub cluster: ClusterId,
+    pub batch: BatchId,
     pub invocation: String,
     pub tasks: Vec<TaskRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<TaskWarning>,
 }
 
-/// Why a cluster could not run to the end.
+/// Why a batch could not run to the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cause", rename_all = "snake_case")]
 pub enum FailureCause {
@@ -215,15 +215,15 @@ pub enum FailureCause {
     Task(TaskError),
     /// A task's result cannot be pickled, so it cannot leave the function.
     Unpicklable { task: TaskId, message: String },
-    /// Something around the tasks failed (store, invocation, unpickling the cluster).
+    /// Something around the tasks failed (store, invocation, unpickling the batch).
     Infrastructure { message: String },
 }
 
-/// A cluster could not run to the end.
+/// A batch could not run to the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureReport {
     pub run_id: String,
-    pub cluster: ClusterId,
+    pub batch: BatchId,
     pub invocation: String,
     #[serde(flatten)]
     pub cause: FailureCause,
@@ -234,16 +234,16 @@ pub struct FailureReport {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Report {
     Progress(ProgressReport),
-    ClusterFinished(ClusterReport),
-    ClusterFailed(FailureReport),
+    BatchFinished(BatchReport),
+    BatchFailed(FailureReport),
 }
 
 impl Report {
     pub fn run_id(&self) -> &str {
         match self {
             Report::Progress(report) => &report.run_id,
-            Report::ClusterFinished(report) => &report.run_id,
-            Report::ClusterFailed(report) => &report.run_id,
+            Report::BatchFinished(report) => &report.run_id,
+            Report::BatchFailed(report) => &report.run_id,
         }
     }
 }

@@ -1,15 +1,15 @@
 //! The driver through its actions: progress is passed on task by task and exactly once, and a
-//! failure is blamed on the cluster that was running.
+//! failure is blamed on the batch that was running.
 
 use dask_serverless_core::{
-    ClusterReport, Driver, DriverAction, DriverEvent, FailureCause, FailureReport,
+    BatchReport, Driver, DriverAction, DriverEvent, FailureCause, FailureReport,
     FunctionFailureKind, ProgressReport, Report, RunFailure, TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::{Graph, TaskId};
-use dask_serverless_plan::{ClusterId, Plan, PlanOptions};
+use dask_serverless_plan::{BatchId, Plan, PlanOptions};
 
-/// A chain of `length` tasks cut into one cluster per task, so that one invocation becomes
-/// each next cluster.
+/// A chain of `length` tasks cut into one batch per task, so that one invocation becomes
+/// each next batch.
 fn chain_plan(length: u32) -> Plan {
     let keys = (0..length).map(|task| format!("t{task}")).collect();
     let dependencies = (0..length)
@@ -20,11 +20,11 @@ fn chain_plan(length: u32) -> Plan {
         &graph,
         &PlanOptions {
             parallelism: length as usize,
-            clusters_per_worker: 1,
-            max_cluster_tasks: 1,
+            batches_per_function: 1,
+            max_batch_tasks: 1,
         },
     );
-    assert_eq!(plan.clusters().len(), length as usize);
+    assert_eq!(plan.batches().len(), length as usize);
     plan
 }
 
@@ -37,26 +37,26 @@ fn record(task: u32) -> TaskRecord {
     }
 }
 
-fn progress(cluster: u32, invocation: &str, tasks: &[u32]) -> DriverEvent {
+fn progress(batch: u32, invocation: &str, tasks: &[u32]) -> DriverEvent {
     DriverEvent::Report(Report::Progress(ProgressReport {
         run_id: "run".into(),
-        cluster: ClusterId(cluster),
+        batch: BatchId(batch),
         invocation: invocation.into(),
         tasks: tasks.iter().map(|&task| record(task)).collect(),
         warnings: vec![],
     }))
 }
 
-fn finished(cluster: u32, invocation: &str, tasks: &[u32], became: Option<u32>) -> DriverEvent {
-    DriverEvent::Report(Report::ClusterFinished(ClusterReport {
+fn finished(batch: u32, invocation: &str, tasks: &[u32], became: Option<u32>) -> DriverEvent {
+    DriverEvent::Report(Report::BatchFinished(BatchReport {
         run_id: "run".into(),
-        cluster: ClusterId(cluster),
+        batch: BatchId(batch),
         invocation: invocation.into(),
         cold: false,
         tasks: tasks.iter().map(|&task| record(task)).collect(),
         loaded_bytes: 0,
         invoked: vec![],
-        became: became.map(ClusterId),
+        became: became.map(BatchId),
         warnings: vec![],
         store: Default::default(),
     }))
@@ -69,12 +69,12 @@ fn started(plan: &Plan) -> Driver {
     assert_eq!(
         driver.handle(
             DriverEvent::Uploaded {
-                cluster: leaf,
+                batch: leaf,
                 released: false
             },
             0
         ),
-        vec![DriverAction::Invoke { cluster: leaf }]
+        vec![DriverAction::Invoke { batch: leaf }]
     );
     driver
 }
@@ -128,7 +128,7 @@ fn warnings_are_passed_on_with_their_progress() {
     };
     let report = Report::Progress(ProgressReport {
         run_id: "run".into(),
-        cluster: ClusterId(0),
+        batch: BatchId(0),
         invocation: "i".into(),
         tasks: vec![record(0)],
         warnings: vec![warning.clone()],
@@ -143,18 +143,18 @@ fn warnings_are_passed_on_with_their_progress() {
 }
 
 #[test]
-fn a_dead_function_is_blamed_on_the_cluster_it_had_become() {
+fn a_dead_function_is_blamed_on_the_batch_it_had_become() {
     let plan = chain_plan(3);
     let mut driver = started(&plan);
     driver.handle(finished(0, "request-1", &[0], Some(1)), 1);
     driver.handle(progress(1, "request-1", &[1]), 2);
     driver.handle(finished(1, "request-1", &[], Some(2)), 3);
-    assert_eq!(driver.running_clusters(), 1);
-    // The platform only knows the event the function was invoked with: cluster 0.
+    assert_eq!(driver.running_batches(), 1);
+    // The platform only knows the event the function was invoked with: batch 0.
     let actions = driver.handle(
         DriverEvent::PlatformFailure {
             invocation: Some("request-1".into()),
-            cluster: Some(ClusterId(0)),
+            batch: Some(BatchId(0)),
             error_type: "Runtime.ExitError".into(),
             message: "Runtime exited with error: exit status 3".into(),
         },
@@ -164,7 +164,7 @@ fn a_dead_function_is_blamed_on_the_cluster_it_had_become() {
         actions,
         vec![DriverAction::Failed(RunFailure::Function {
             kind: FunctionFailureKind::Crashed,
-            cluster: Some(ClusterId(2)),
+            batch: Some(BatchId(2)),
             tasks_finished: 2,
             error_type: "Runtime.ExitError".into(),
             message: "Runtime exited with error: exit status 3".into(),
@@ -194,9 +194,9 @@ fn platform_error_types_name_the_kind_of_failure() {
 fn an_unpicklable_result_fails_the_run_as_such() {
     let plan = chain_plan(1);
     let mut driver = started(&plan);
-    let failure = Report::ClusterFailed(FailureReport {
+    let failure = Report::BatchFailed(FailureReport {
         run_id: "run".into(),
-        cluster: ClusterId(0),
+        batch: BatchId(0),
         invocation: "i".into(),
         cause: FailureCause::Unpicklable {
             task: TaskId(0),
@@ -206,7 +206,7 @@ fn an_unpicklable_result_fails_the_run_as_such() {
     assert_eq!(
         driver.handle(DriverEvent::Report(failure), 1),
         vec![DriverAction::Failed(RunFailure::Unpicklable {
-            cluster: ClusterId(0),
+            batch: BatchId(0),
             task: TaskId(0),
             message: "cannot pickle '_thread.lock' object".into(),
         })]

@@ -2,15 +2,15 @@
 //! ending with a check that nothing unexpected is left.
 
 use dask_serverless_core::{
-    ChildSpec, ClusterSpec, Executor, ExecutorAction, ExecutorEvent, FailureCause, Report,
-    TaskError, TaskRecord,
+    BatchSpec, ChildSpec, Executor, ExecutorAction, ExecutorEvent, FailureCause, Report, TaskError,
+    TaskRecord,
 };
 use dask_serverless_graph::TaskId;
-use dask_serverless_plan::ClusterId;
+use dask_serverless_plan::BatchId;
 
-fn spec(cluster: u32, tasks: &[u32], inputs: &[u32], children: &[(u32, u32)]) -> ClusterSpec {
-    ClusterSpec {
-        cluster: ClusterId(cluster),
+fn spec(batch: u32, tasks: &[u32], inputs: &[u32], children: &[(u32, u32)]) -> BatchSpec {
+    BatchSpec {
+        batch: BatchId(batch),
         tasks: tasks.iter().map(|&t| TaskId(t)).collect(),
         inputs: inputs.iter().map(|&t| TaskId(t)).collect(),
         stored_outputs: tasks.last().map(|&t| TaskId(t)).into_iter().collect(),
@@ -18,8 +18,8 @@ fn spec(cluster: u32, tasks: &[u32], inputs: &[u32], children: &[(u32, u32)]) ->
         sinks: Vec::new(),
         children: children
             .iter()
-            .map(|&(cluster, fan_in_members)| ChildSpec {
-                cluster: ClusterId(cluster),
+            .map(|&(batch, fan_in_members)| ChildSpec {
+                batch: BatchId(batch),
                 fan_in_members,
             })
             .collect(),
@@ -37,8 +37,8 @@ fn record(task: u32) -> TaskRecord {
     }
 }
 
-fn executor(cluster: u32) -> Executor {
-    Executor::new("run-1".into(), "request-1".into(), true, ClusterId(cluster))
+fn executor(batch: u32) -> Executor {
+    Executor::new("run-1".into(), "request-1".into(), true, BatchId(batch))
 }
 
 fn reports(actions: &[ExecutorAction]) -> Vec<&Report> {
@@ -52,16 +52,14 @@ fn reports(actions: &[ExecutorAction]) -> Vec<&Report> {
 }
 
 #[test]
-fn a_lone_cluster_loads_runs_reports_and_finishes() {
+fn a_lone_batch_loads_runs_reports_and_finishes() {
     let mut executor = executor(0);
     assert_eq!(
         executor.handle(ExecutorEvent::Start, 0),
-        vec![ExecutorAction::LoadCluster {
-            cluster: ClusterId(0)
-        }]
+        vec![ExecutorAction::LoadBatch { batch: BatchId(0) }]
     );
     let actions = executor.handle(
-        ExecutorEvent::ClusterLoaded {
+        ExecutorEvent::BatchLoaded {
             spec: spec(0, &[0, 1], &[], &[]),
         },
         1,
@@ -75,14 +73,14 @@ fn a_lone_cluster_loads_runs_reports_and_finishes() {
         2,
     );
     let [
-        ExecutorAction::Report(Report::ClusterFinished(report)),
+        ExecutorAction::Report(Report::BatchFinished(report)),
         ExecutorAction::Retain { tasks },
         ExecutorAction::Finish,
     ] = actions.as_slice()
     else {
         panic!("unexpected actions {actions:?}");
     };
-    assert_eq!(report.cluster, ClusterId(0));
+    assert_eq!(report.batch, BatchId(0));
     assert_eq!(report.tasks.len(), 2);
     assert!(report.cold);
     assert_eq!(report.became, None);
@@ -97,7 +95,7 @@ fn inputs_not_in_memory_are_loaded() {
     let mut executor = executor(2);
     executor.handle(ExecutorEvent::Start, 0);
     let actions = executor.handle(
-        ExecutorEvent::ClusterLoaded {
+        ExecutorEvent::BatchLoaded {
             spec: spec(2, &[5], &[3, 4], &[]),
         },
         1,
@@ -119,7 +117,7 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
     let mut executor = executor(0);
     executor.handle(ExecutorEvent::Start, 0);
     executor.handle(
-        ExecutorEvent::ClusterLoaded {
+        ExecutorEvent::BatchLoaded {
             spec: spec(0, &[0, 1], &[], &[(1, 1), (2, 2)]),
         },
         1,
@@ -138,14 +136,14 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
             .all(|a| matches!(a, ExecutorAction::FanIn { member, .. } if member == "0"))
     );
     assert!(
-        matches!(&actions[0], ExecutorAction::FanIn { key, expected: 1, .. } if key == "run-1/fanin/1")
+        matches!(&actions[0], ExecutorAction::FanIn { key, expected: 1, .. } if key == "run-1/fan-in/1")
     );
 
     assert!(
         executor
             .handle(
                 ExecutorEvent::FanInAnswered {
-                    child: ClusterId(2),
+                    child: BatchId(2),
                     released: false
                 },
                 3
@@ -157,7 +155,7 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
         executor
             .handle(
                 ExecutorEvent::FanInAnswered {
-                    child: ClusterId(2),
+                    child: BatchId(2),
                     released: true
                 },
                 3
@@ -166,27 +164,27 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
     );
     let actions = executor.handle(
         ExecutorEvent::FanInAnswered {
-            child: ClusterId(1),
+            child: BatchId(1),
             released: true,
         },
         4,
     );
     let [
-        ExecutorAction::Report(Report::ClusterFinished(report)),
+        ExecutorAction::Report(Report::BatchFinished(report)),
         ExecutorAction::Retain { tasks },
-        ExecutorAction::LoadCluster { cluster },
+        ExecutorAction::LoadBatch { batch },
     ] = actions.as_slice()
     else {
         panic!("unexpected actions {actions:?}");
     };
-    assert_eq!(report.became, Some(ClusterId(1)));
+    assert_eq!(report.became, Some(BatchId(1)));
     assert!(report.invoked.is_empty());
     assert_eq!(tasks, &vec![TaskId(1)]);
-    assert_eq!(*cluster, ClusterId(1));
+    assert_eq!(*batch, BatchId(1));
 
     // The child's input is held: no load.
     let actions = executor.handle(
-        ExecutorEvent::ClusterLoaded {
+        ExecutorEvent::BatchLoaded {
             spec: spec(1, &[7], &[1], &[]),
         },
         5,
@@ -201,12 +199,12 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
     );
     let finished = reports(&actions);
     assert_eq!(finished.len(), 1);
-    let Report::ClusterFinished(report) = finished[0] else {
+    let Report::BatchFinished(report) = finished[0] else {
         panic!()
     };
     assert!(
         !report.cold,
-        "only the first cluster of an invocation is cold"
+        "only the first batch of an invocation is cold"
     );
     assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
 }
@@ -216,9 +214,9 @@ fn invokes_every_released_child_but_the_preferred_one() {
     let mut executor = executor(0);
     executor.handle(ExecutorEvent::Start, 0);
     let mut with_preference = spec(0, &[0], &[], &[(1, 1), (2, 1), (3, 1)]);
-    with_preference.preferred_child = Some(ClusterId(2));
+    with_preference.preferred_child = Some(BatchId(2));
     executor.handle(
-        ExecutorEvent::ClusterLoaded {
+        ExecutorEvent::BatchLoaded {
             spec: with_preference,
         },
         1,
@@ -234,34 +232,22 @@ fn invokes_every_released_child_but_the_preferred_one() {
     for child in [3, 1, 2] {
         actions = executor.handle(
             ExecutorEvent::FanInAnswered {
-                child: ClusterId(child),
+                child: BatchId(child),
                 released: true,
             },
             3,
         );
     }
-    assert_eq!(
-        actions[0],
-        ExecutorAction::Invoke {
-            cluster: ClusterId(1)
-        }
-    );
-    assert_eq!(
-        actions[1],
-        ExecutorAction::Invoke {
-            cluster: ClusterId(3)
-        }
-    );
-    let Report::ClusterFinished(report) = reports(&actions)[0] else {
+    assert_eq!(actions[0], ExecutorAction::Invoke { batch: BatchId(1) });
+    assert_eq!(actions[1], ExecutorAction::Invoke { batch: BatchId(3) });
+    let Report::BatchFinished(report) = reports(&actions)[0] else {
         panic!()
     };
-    assert_eq!(report.became, Some(ClusterId(2)));
-    assert_eq!(report.invoked, vec![ClusterId(1), ClusterId(3)]);
+    assert_eq!(report.became, Some(BatchId(2)));
+    assert_eq!(report.invoked, vec![BatchId(1), BatchId(3)]);
     assert_eq!(
         actions.last(),
-        Some(&ExecutorAction::LoadCluster {
-            cluster: ClusterId(2)
-        })
+        Some(&ExecutorAction::LoadBatch { batch: BatchId(2) })
     );
 }
 
@@ -270,7 +256,7 @@ fn a_task_error_is_reported_once_and_ends_the_invocation() {
     let mut executor = executor(4);
     executor.handle(ExecutorEvent::Start, 0);
     executor.handle(
-        ExecutorEvent::ClusterLoaded {
+        ExecutorEvent::BatchLoaded {
             spec: spec(4, &[9], &[], &[(5, 1)]),
         },
         1,
@@ -289,14 +275,14 @@ fn a_task_error_is_reported_once_and_ends_the_invocation() {
         2,
     );
     let [
-        ExecutorAction::Report(Report::ClusterFailed(failure)),
+        ExecutorAction::Report(Report::BatchFailed(failure)),
         ExecutorAction::Retain { .. },
         ExecutorAction::Finish,
     ] = actions.as_slice()
     else {
         panic!("unexpected actions {actions:?}");
     };
-    assert_eq!(failure.cluster, ClusterId(4));
+    assert_eq!(failure.batch, BatchId(4));
     assert_eq!(failure.cause, FailureCause::Task(error));
     assert!(
         executor
@@ -316,16 +302,16 @@ fn a_run_that_is_gone_ends_the_invocation_with_a_failure_report() {
     let mut executor = executor(1);
     executor.handle(ExecutorEvent::Start, 0);
     let actions = executor.handle(ExecutorEvent::RunGone, 1);
-    let Report::ClusterFailed(failure) = reports(&actions)[0] else {
+    let Report::BatchFailed(failure) = reports(&actions)[0] else {
         panic!("unexpected actions {actions:?}");
     };
-    assert_eq!(failure.cluster, ClusterId(1));
+    assert_eq!(failure.batch, BatchId(1));
     assert!(matches!(failure.cause, FailureCause::Infrastructure { .. }));
     assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
 }
 
 #[test]
-fn events_out_of_order_fail_the_cluster_with_a_message() {
+fn events_out_of_order_fail_the_batch_with_a_message() {
     let mut executor = executor(1);
     executor.handle(ExecutorEvent::Start, 0);
     let actions = executor.handle(
@@ -335,7 +321,7 @@ fn events_out_of_order_fail_the_cluster_with_a_message() {
         },
         1,
     );
-    let Report::ClusterFailed(failure) = reports(&actions)[0] else {
+    let Report::BatchFailed(failure) = reports(&actions)[0] else {
         panic!()
     };
     let FailureCause::Infrastructure { message } = &failure.cause else {
@@ -346,22 +332,22 @@ fn events_out_of_order_fail_the_cluster_with_a_message() {
 }
 
 #[test]
-fn a_spec_of_another_cluster_is_refused() {
+fn a_spec_of_another_batch_is_refused() {
     let mut executor = executor(1);
     executor.handle(ExecutorEvent::Start, 0);
     let actions = executor.handle(
-        ExecutorEvent::ClusterLoaded {
+        ExecutorEvent::BatchLoaded {
             spec: spec(2, &[0], &[], &[]),
         },
         1,
     );
-    let Report::ClusterFailed(failure) = reports(&actions)[0] else {
+    let Report::BatchFailed(failure) = reports(&actions)[0] else {
         panic!()
     };
     let FailureCause::Infrastructure { message } = &failure.cause else {
         panic!("{failure:?}")
     };
-    assert!(message.contains("cluster 2"), "{message}");
+    assert!(message.contains("batch 2"), "{message}");
 }
 
 #[test]
@@ -369,7 +355,7 @@ fn progress_while_running_is_reported_and_the_final_report_carries_the_rest() {
     let mut executor = executor(0);
     executor.handle(ExecutorEvent::Start, 0);
     executor.handle(
-        ExecutorEvent::ClusterLoaded {
+        ExecutorEvent::BatchLoaded {
             spec: spec(0, &[0, 1, 2], &[], &[]),
         },
         1,
@@ -384,7 +370,7 @@ fn progress_while_running_is_reported_and_the_final_report_carries_the_rest() {
     let [ExecutorAction::Report(Report::Progress(progress))] = actions.as_slice() else {
         panic!("unexpected actions {actions:?}");
     };
-    assert_eq!(progress.cluster, ClusterId(0));
+    assert_eq!(progress.batch, BatchId(0));
     assert_eq!(progress.invocation, "request-1");
     assert_eq!(progress.tasks, vec![record(0), record(1)]);
     // An empty batch sends nothing.
@@ -406,7 +392,7 @@ fn progress_while_running_is_reported_and_the_final_report_carries_the_rest() {
         },
         4,
     );
-    let Report::ClusterFinished(report) = reports(&actions)[0] else {
+    let Report::BatchFinished(report) = reports(&actions)[0] else {
         panic!("unexpected actions {actions:?}");
     };
     assert_eq!(report.tasks, vec![record(2)]);
@@ -418,7 +404,7 @@ fn an_unpicklable_result_ends_the_invocation_with_its_own_cause() {
     let mut executor = executor(0);
     executor.handle(ExecutorEvent::Start, 0);
     executor.handle(
-        ExecutorEvent::ClusterLoaded {
+        ExecutorEvent::BatchLoaded {
             spec: spec(0, &[0], &[], &[]),
         },
         1,
@@ -430,7 +416,7 @@ fn an_unpicklable_result_ends_the_invocation_with_its_own_cause() {
         },
         2,
     );
-    let Report::ClusterFailed(failure) = reports(&actions)[0] else {
+    let Report::BatchFailed(failure) = reports(&actions)[0] else {
         panic!("unexpected actions {actions:?}");
     };
     assert_eq!(

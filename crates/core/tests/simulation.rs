@@ -4,28 +4,28 @@
 //! On random graphs and plans it checks that every task runs exactly once after all its
 //! dependencies, that inputs are only loaded after they were stored, that values handed over
 //! in memory are held by the invocation that needs them, and that the driver completes —
-//! whenever the client uploads the clusters that are not leaves (before the leaves run, while
+//! whenever the client uploads the batches that are not leaves (before the leaves run, while
 //! they run, or after every parent finished).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use dask_serverless_core::{
-    ClusterSpec, Driver, DriverAction, DriverEvent, Executor, ExecutorAction, ExecutorEvent,
-    Report, TaskRecord, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
+    BatchSpec, Driver, DriverAction, DriverEvent, Executor, ExecutorAction, ExecutorEvent, Report,
+    TaskRecord, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
 };
 use dask_serverless_graph::strategies::acyclic_graph;
 use dask_serverless_graph::{Graph, TaskId};
-use dask_serverless_plan::{ClusterId, Plan, PlanOptions};
+use dask_serverless_plan::{BatchId, Plan, PlanOptions};
 use proptest::prelude::*;
 
 #[derive(Default)]
 struct World {
     fan_in: HashMap<String, BTreeSet<String>>,
-    uploaded: HashSet<ClusterId>,
+    uploaded: HashSet<BatchId>,
     stored: HashSet<TaskId>,
     done: HashSet<TaskId>,
     run_order: Vec<TaskId>,
-    invocations: VecDeque<ClusterId>,
+    invocations: VecDeque<BatchId>,
     reports: VecDeque<Report>,
     invocation_count: usize,
     /// Deliver every fan-in twice, as a retried parent would.
@@ -33,17 +33,17 @@ struct World {
 }
 
 impl World {
-    /// The client's upload of every cluster that is not a leaf: it joins each fan-in set, and
-    /// invokes (through the driver) the clusters it completes.
-    fn upload(&mut self, plan: &Plan, driver: &mut Driver, clusters: &[ClusterId]) {
-        for &id in clusters {
-            assert!(self.uploaded.insert(id), "cluster {} uploaded twice", id.0);
-            let released = if plan.cluster(id).parents.is_empty() {
+    /// The client's upload of every batch that is not a leaf: it joins each fan-in set, and
+    /// invokes (through the driver) the batches it completes.
+    fn upload(&mut self, plan: &Plan, driver: &mut Driver, batches: &[BatchId]) {
+        for &id in batches {
+            assert!(self.uploaded.insert(id), "batch {} uploaded twice", id.0);
+            let released = if plan.batch(id).parents.is_empty() {
                 true
             } else if upload_joins_fan_in(plan, id) {
                 let set = self
                     .fan_in
-                    .entry(Executor::fan_in_key("run", id))
+                    .entry(dask_serverless_core::keys::fan_in_key("run", id))
                     .or_default();
                 set.insert(UPLOAD_MEMBER.to_owned())
                     && set.len() == fan_in_members(plan, id) as usize
@@ -52,34 +52,34 @@ impl World {
             };
             for action in driver.handle(
                 DriverEvent::Uploaded {
-                    cluster: id,
+                    batch: id,
                     released,
                 },
                 1,
             ) {
                 match action {
-                    DriverAction::Invoke { cluster } => self.invocations.push_back(cluster),
+                    DriverAction::Invoke { batch } => self.invocations.push_back(batch),
                     other => panic!("unexpected {other:?}"),
                 }
             }
         }
     }
 
-    fn run_invocation(&mut self, graph: &Graph, plan: &Plan, first: ClusterId) {
+    fn run_invocation(&mut self, graph: &Graph, plan: &Plan, first: BatchId) {
         self.invocation_count += 1;
         let mut executor = Executor::new("run".into(), "inv".into(), false, first);
         let mut held: HashSet<TaskId> = HashSet::new();
         let mut queue: VecDeque<ExecutorAction> = executor.handle(ExecutorEvent::Start, 0).into();
         while let Some(action) = queue.pop_front() {
             let events = match action {
-                ExecutorAction::LoadCluster { cluster } => {
+                ExecutorAction::LoadBatch { batch } => {
                     assert!(
-                        self.uploaded.contains(&cluster),
-                        "cluster {} loaded before uploaded",
-                        cluster.0
+                        self.uploaded.contains(&batch),
+                        "batch {} loaded before uploaded",
+                        batch.0
                     );
-                    vec![ExecutorEvent::ClusterLoaded {
-                        spec: ClusterSpec::from_plan(plan, cluster),
+                    vec![ExecutorEvent::BatchLoaded {
+                        spec: BatchSpec::from_plan(plan, batch),
                     }]
                 }
                 ExecutorAction::LoadInputs { tasks } => {
@@ -140,8 +140,8 @@ impl World {
                     }
                     events
                 }
-                ExecutorAction::Invoke { cluster } => {
-                    self.invocations.push_back(cluster);
+                ExecutorAction::Invoke { batch } => {
+                    self.invocations.push_back(batch);
                     vec![]
                 }
                 ExecutorAction::Report(report) => {
@@ -166,7 +166,7 @@ impl World {
     }
 }
 
-/// Simulates a run; after each cluster it uploads, the client lets up to `upload_stride`
+/// Simulates a run; after each batch it uploads, the client lets up to `upload_stride`
 /// invocations run (0: it uploads everything first).
 fn simulate(
     graph: &Graph,
@@ -181,9 +181,9 @@ fn simulate(
     };
     let mut driver = Driver::new("run".into(), &plan, 1_000_000);
     let order = plan.upload_order();
-    assert_eq!(order.len(), plan.clusters().len());
+    assert_eq!(order.len(), plan.batches().len());
     let mut completed = false;
-    if plan.clusters().is_empty() {
+    if plan.batches().is_empty() {
         assert_eq!(
             driver.handle(DriverEvent::Start, 0),
             vec![DriverAction::Completed]
@@ -202,11 +202,11 @@ fn simulate(
         let uploads_left = !pending_uploads.is_empty();
         let mut ran = 0;
         while !uploads_left || ran < upload_stride {
-            let Some(cluster) = world.invocations.pop_front() else {
+            let Some(batch) = world.invocations.pop_front() else {
                 break;
             };
             ran += 1;
-            world.run_invocation(graph, &plan, cluster);
+            world.run_invocation(graph, &plan, batch);
             while let Some(report) = world.reports.pop_front() {
                 for action in driver.handle(DriverEvent::Report(report), 1) {
                     match action {
@@ -226,15 +226,15 @@ fn simulate(
     assert!(completed, "the driver did not complete");
     assert!(
         driver.is_drained(),
-        "{} clusters still running",
-        driver.running_clusters()
+        "{} batches still running",
+        driver.running_batches()
     );
     assert_eq!(finished_tasks, graph.len());
     assert_eq!(world.done.len(), graph.len());
     for output in graph.outputs() {
         assert!(world.stored.contains(output), "output {output} not stored");
     }
-    assert!(world.invocation_count <= plan.clusters().len());
+    assert!(world.invocation_count <= plan.batches().len());
     world
 }
 
@@ -245,11 +245,11 @@ proptest! {
     fn every_task_runs_once_in_dependency_order(
         graph in acyclic_graph(1..=120, 4),
         parallelism in 1usize..6,
-        clusters_per_worker in 1usize..5,
+        batches_per_function in 1usize..5,
         repeat in any::<bool>(),
         upload_stride in 0usize..4,
     ) {
-        let options = PlanOptions { parallelism, clusters_per_worker, ..PlanOptions::default() };
+        let options = PlanOptions { parallelism, batches_per_function, ..PlanOptions::default() };
         simulate(&graph, &options, repeat, upload_stride);
     }
 }
@@ -276,11 +276,11 @@ fn a_tree_reduction_needs_few_invocations() {
     let graph = Graph::new(keys, dependencies, vec![], level).unwrap();
     let options = PlanOptions {
         parallelism: 2,
-        clusters_per_worker: 2,
+        batches_per_function: 2,
         ..PlanOptions::default()
     };
     let world = simulate(&graph, &options, false, 0);
-    // 127 tasks in about parallelism * clusters_per_worker leaf clusters; the fan-ins above
+    // 127 tasks in about parallelism * batches_per_function leaf batches; the fan-ins above
     // them are run by the parent that completes them, without a new invocation.
     assert!(
         world.invocation_count <= 6,
@@ -305,13 +305,13 @@ fn the_driver_ignores_other_runs_and_repeats_and_notices_silence() {
     assert_eq!(
         driver.handle(upload(plan.leaves()[0]), 0),
         vec![DriverAction::Invoke {
-            cluster: plan.leaves()[0]
+            batch: plan.leaves()[0]
         }]
     );
     let finished = |run: &str| {
-        Report::ClusterFinished(dask_serverless_core::ClusterReport {
+        Report::BatchFinished(dask_serverless_core::BatchReport {
             run_id: run.into(),
-            cluster: ClusterId(0),
+            batch: BatchId(0),
             invocation: String::new(),
             cold: false,
             tasks: vec![],
@@ -339,7 +339,7 @@ fn the_driver_ignores_other_runs_and_repeats_and_notices_silence() {
     ));
     assert!(silent.handle(DriverEvent::Tick, 600).is_empty());
 
-    if plan.clusters().len() == 1 {
+    if plan.batches().len() == 1 {
         let actions = driver.handle(DriverEvent::Report(finished("run")), 20);
         assert_eq!(actions.last(), Some(&DriverAction::Completed));
         assert!(
@@ -358,7 +358,7 @@ fn a_platform_failure_fails_the_run_once() {
     driver.handle(DriverEvent::Start, 0);
     let failure = DriverEvent::PlatformFailure {
         invocation: None,
-        cluster: Some(ClusterId(0)),
+        batch: Some(BatchId(0)),
         error_type: "Runtime.ExitError".into(),
         message: "Runtime exited".into(),
     };
@@ -368,32 +368,32 @@ fn a_platform_failure_fails_the_run_once() {
     assert!(driver.handle(failure, 2).is_empty());
 }
 
-/// The client uploaded a cluster whose fan-in it does not complete.
-fn upload(cluster: ClusterId) -> DriverEvent {
+/// The client uploaded a batch whose fan-in it does not complete.
+fn upload(batch: BatchId) -> DriverEvent {
     DriverEvent::Uploaded {
-        cluster,
+        batch,
         released: false,
     }
 }
 
-fn finished_report(cluster: u32, invoked: &[u32], became: Option<u32>) -> Report {
-    Report::ClusterFinished(dask_serverless_core::ClusterReport {
+fn finished_report(batch: u32, invoked: &[u32], became: Option<u32>) -> Report {
+    Report::BatchFinished(dask_serverless_core::BatchReport {
         run_id: "run".into(),
-        cluster: ClusterId(cluster),
+        batch: BatchId(batch),
         invocation: String::new(),
         cold: false,
         tasks: vec![],
         loaded_bytes: 0,
-        invoked: invoked.iter().map(|&c| ClusterId(c)).collect(),
-        became: became.map(ClusterId),
+        invoked: invoked.iter().map(|&c| BatchId(c)).collect(),
+        became: became.map(BatchId),
         warnings: vec![],
         store: Default::default(),
     })
 }
 
 #[test]
-fn after_a_failure_the_driver_follows_running_clusters_until_drained() {
-    // Eight independent sources feeding one sum: several leaf clusters and a fan-in.
+fn after_a_failure_the_driver_follows_running_batches_until_drained() {
+    // Eight independent sources feeding one sum: several leaf batches and a fan-in.
     let mut keys: Vec<String> = (0..8).map(|i| format!("source-{i}")).collect();
     let mut dependencies: Vec<Vec<u32>> = vec![vec![]; 8];
     keys.push("sum".into());
@@ -401,7 +401,7 @@ fn after_a_failure_the_driver_follows_running_clusters_until_drained() {
     let graph = Graph::new(keys, dependencies, vec![], vec![8]).unwrap();
     let options = PlanOptions {
         parallelism: 2,
-        clusters_per_worker: 2,
+        batches_per_function: 2,
         ..PlanOptions::default()
     };
     let plan = Plan::build(&graph, &options);
@@ -412,12 +412,12 @@ fn after_a_failure_the_driver_follows_running_clusters_until_drained() {
     for &leaf in plan.leaves() {
         driver.handle(upload(leaf), 0);
     }
-    assert_eq!(driver.running_clusters(), leaves.len());
+    assert_eq!(driver.running_batches(), leaves.len());
 
     // The first leaf fails: the run is over but the other leaves still run.
-    let failure = Report::ClusterFailed(dask_serverless_core::FailureReport {
+    let failure = Report::BatchFailed(dask_serverless_core::FailureReport {
         run_id: "run".into(),
-        cluster: ClusterId(leaves[0]),
+        batch: BatchId(leaves[0]),
         invocation: String::new(),
         cause: dask_serverless_core::FailureCause::Infrastructure {
             message: "broken".into(),
@@ -428,7 +428,7 @@ fn after_a_failure_the_driver_follows_running_clusters_until_drained() {
     assert!(!driver.is_drained());
 
     // A child's report may arrive before the report of the parent that invoked it.
-    let last = plan.clusters().len() as u32 - 1;
+    let last = plan.batches().len() as u32 - 1;
     assert!(
         driver
             .handle(DriverEvent::Report(finished_report(last, &[], None)), 2)
@@ -445,6 +445,6 @@ fn after_a_failure_the_driver_follows_running_clusters_until_drained() {
     assert!(
         driver.is_drained(),
         "{} still running",
-        driver.running_clusters()
+        driver.running_batches()
     );
 }

@@ -1,9 +1,9 @@
 //! [`Plan::explain`]: a plan as people read it.
 //!
-//! One header line with the totals, then one block per cluster in id order:
+//! One header line with the totals, then one block per batch in id order:
 //!
 //! ```text
-//! cluster 3  (12 tasks, parents [0 1], children [5], becomes 5)
+//! batch 3  (12 tasks, parents [0 1], children [5], becomes 5)
 //!     tasks: 'a', 'b', 'c', … 'z'
 //!     inputs (2): 'x', 'y'
 //!     stored (1): 'z'
@@ -12,20 +12,20 @@
 //! ```
 //!
 //! Key lists longer than four show the first three and the last; empty lists are left out.
-//! Huge plans show their first [`MAX_CLUSTERS_SHOWN`] clusters, then how many are left.
+//! Huge plans show their first [`MAX_BATCHES_SHOWN`] batches, then how many are left.
 
 use std::fmt::Write;
 
 use dask_serverless_graph::{Graph, TaskId};
 
-use crate::cluster::ClusterId;
+use crate::batch::BatchId;
 use crate::plan::{Plan, counted};
 
-/// Clusters shown in full before the rest are only counted.
-const MAX_CLUSTERS_SHOWN: usize = 50;
+/// Batches shown in full before the rest are only counted.
+const MAX_BATCHES_SHOWN: usize = 50;
 
 impl Plan {
-    /// A readable description of the plan: totals, then each cluster with its tasks, its
+    /// A readable description of the plan: totals, then each batch with its tasks, its
     /// neighbours and what happens to its values. `graph` must be the graph planned.
     pub fn explain(&self, graph: &Graph) -> String {
         let statistics = self.statistics();
@@ -34,37 +34,37 @@ impl Plan {
             text,
             "plan: {}, {} (target size {}), {}, {}, {}, {}, critical path {}",
             counted(statistics.tasks, "task", "tasks"),
-            counted(statistics.clusters, "cluster", "clusters"),
-            statistics.target_cluster_tasks,
+            counted(statistics.batches, "batch", "batches"),
+            statistics.target_batch_tasks,
             counted(statistics.leaves, "leaf", "leaves"),
             counted(statistics.stored_values, "stored value", "stored values"),
             counted(statistics.memory_values, "memory value", "memory values"),
             counted(
-                statistics.cross_cluster_edges,
-                "cross-cluster edge",
-                "cross-cluster edges"
+                statistics.cross_batch_edges,
+                "cross-batch edge",
+                "cross-batch edges"
             ),
-            counted(statistics.critical_path_clusters, "cluster", "clusters"),
+            counted(statistics.critical_path_batches, "batch", "batches"),
         );
-        for cluster in self.clusters().iter().take(MAX_CLUSTERS_SHOWN) {
+        for batch in self.batches().iter().take(MAX_BATCHES_SHOWN) {
             let _ = write!(
                 text,
-                "cluster {}  ({}, parents {}, children {}",
-                cluster.id,
-                counted(cluster.tasks.len(), "task", "tasks"),
-                id_list(&cluster.parents),
-                id_list(&cluster.children),
+                "batch {}  ({}, parents {}, children {}",
+                batch.id,
+                counted(batch.tasks.len(), "task", "tasks"),
+                id_list(&batch.parents),
+                id_list(&batch.children),
             );
-            if let Some(child) = cluster.preferred_child {
+            if let Some(child) = batch.preferred_child {
                 let _ = write!(text, ", becomes {child}");
             }
             text.push_str(")\n");
-            let _ = writeln!(text, "    tasks: {}", key_list(graph, &cluster.tasks));
+            let _ = writeln!(text, "    tasks: {}", key_list(graph, &batch.tasks));
             for (label, values) in [
-                ("inputs", &cluster.inputs),
-                ("stored", &cluster.stored_outputs),
-                ("in memory", &cluster.memory_outputs),
-                ("sinks", &cluster.sinks),
+                ("inputs", &batch.inputs),
+                ("stored", &batch.stored_outputs),
+                ("in memory", &batch.memory_outputs),
+                ("sinks", &batch.sinks),
             ] {
                 if !values.is_empty() {
                     let _ = writeln!(
@@ -76,21 +76,17 @@ impl Plan {
                 }
             }
         }
-        let hidden = self.clusters().len().saturating_sub(MAX_CLUSTERS_SHOWN);
+        let hidden = self.batches().len().saturating_sub(MAX_BATCHES_SHOWN);
         if hidden > 0 {
-            let _ = writeln!(
-                text,
-                "… {}",
-                counted(hidden, "more cluster", "more clusters")
-            );
+            let _ = writeln!(text, "… {}", counted(hidden, "more batch", "more batches"));
         }
         text
     }
 }
 
 /// `[0 1 5]`.
-fn id_list(ids: &[ClusterId]) -> String {
-    let ids: Vec<String> = ids.iter().map(ClusterId::to_string).collect();
+fn id_list(ids: &[BatchId]) -> String {
+    let ids: Vec<String> = ids.iter().map(BatchId::to_string).collect();
     format!("[{}]", ids.join(" "))
 }
 

@@ -69,7 +69,7 @@ fn statistics_read_as_one_line() {
     let plan = Plan::build(&graph, &PlanOptions::default());
     assert_snapshot!(
         plan.statistics().to_string(),
-        @"31 tasks, 15 clusters, 8 leaves, 15 stored values, 0 memory values, 14 cross-cluster edges, critical path 4 clusters; tasks per cluster 1/3/3 (min/median/max, target 4)"
+        @"31 tasks, 15 batches, 8 leaves, 15 stored values, 0 memory values, 14 cross-batch edges, critical path 4 batches; tasks per batch 1/3/3 (min/median/max, target 4)"
     );
 }
 
@@ -80,11 +80,11 @@ fn huge_plans_are_cut_short() {
         &graph,
         &PlanOptions {
             parallelism: 60,
-            clusters_per_worker: 1,
-            max_cluster_tasks: 10_000,
+            batches_per_function: 1,
+            max_batch_tasks: 10_000,
         },
     );
     let text = plan.explain(&graph);
-    assert_eq!(plan.clusters().len(), 60);
-    assert!(text.ends_with("cluster 49  (2 tasks, parents [48], children [50], becomes 50)\n    tasks: step-98, step-99\n    inputs (1): step-97\n    in memory (1): step-99\n… 10 more clusters\n"), "{text}");
+    assert_eq!(plan.batches().len(), 60);
+    assert!(text.ends_with("batch 49  (2 tasks, parents [48], children [50], becomes 50)\n    tasks: step-98, step-99\n    inputs (1): step-97\n    in memory (1): step-99\n… 10 more batches\n"), "{text}");
 }

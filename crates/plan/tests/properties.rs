@@ -6,22 +6,18 @@ use std::time::Instant;
 
 use dask_serverless_graph::strategies::acyclic_graph;
 use dask_serverless_graph::{Graph, TaskId};
-use dask_serverless_plan::{ClusterId, Plan, PlanOptions};
+use dask_serverless_plan::{BatchId, Plan, PlanOptions};
 use proptest::prelude::*;
 
 use common::{
-    chain, check_plan, cluster_graph_is_acyclic, map_chains_then_reduce, matmul, tree_reduction,
+    batch_graph_is_acyclic, chain, check_plan, map_chains_then_reduce, matmul, tree_reduction,
 };
 
-fn options(
-    parallelism: usize,
-    clusters_per_worker: usize,
-    max_cluster_tasks: usize,
-) -> PlanOptions {
+fn options(parallelism: usize, batches_per_function: usize, max_batch_tasks: usize) -> PlanOptions {
     PlanOptions {
         parallelism,
-        clusters_per_worker,
-        max_cluster_tasks,
+        batches_per_function,
+        max_batch_tasks,
     }
 }
 
@@ -32,10 +28,10 @@ proptest! {
     fn random_plans_keep_every_invariant(
         graph in acyclic_graph(0..=300, 4),
         parallelism in 1usize..=64,
-        clusters_per_worker in 1usize..=8,
-        max_cluster_tasks in 1usize..=64,
+        batches_per_function in 1usize..=8,
+        max_batch_tasks in 1usize..=64,
     ) {
-        let options = options(parallelism, clusters_per_worker, max_cluster_tasks);
+        let options = options(parallelism, batches_per_function, max_batch_tasks);
         let plan = Plan::build(&graph, &options);
         if let Err(message) = check_plan(&graph, &plan) {
             return Err(TestCaseError::fail(format!("{message}\n{}", plan.explain(&graph))));
@@ -45,7 +41,7 @@ proptest! {
         prop_assert_eq!(again.explain(&graph), plan.explain(&graph));
         let statistics = plan.statistics();
         prop_assert_eq!(statistics.tasks, graph.len());
-        prop_assert!(statistics.max_cluster_tasks <= plan.target_cluster_tasks());
+        prop_assert!(statistics.max_batch_tasks <= plan.target_batch_tasks());
     }
 
     #[test]
@@ -64,19 +60,19 @@ proptest! {
 fn target_size_follows_the_options() {
     let graph = chain(100);
     assert_eq!(
-        Plan::build(&graph, &PlanOptions::default()).target_cluster_tasks(),
+        Plan::build(&graph, &PlanOptions::default()).target_batch_tasks(),
         13
     );
     assert_eq!(
-        Plan::build(&graph, &options(10, 10, 10_000)).target_cluster_tasks(),
+        Plan::build(&graph, &options(10, 10, 10_000)).target_batch_tasks(),
         1
     );
     assert_eq!(
-        Plan::build(&graph, &options(1, 1, 7)).target_cluster_tasks(),
+        Plan::build(&graph, &options(1, 1, 7)).target_batch_tasks(),
         7
     );
     assert_eq!(
-        Plan::build(&graph, &options(0, 0, 0)).target_cluster_tasks(),
+        Plan::build(&graph, &options(0, 0, 0)).target_batch_tasks(),
         1
     );
 }
@@ -85,7 +81,7 @@ fn target_size_follows_the_options() {
 fn empty_graph_has_an_empty_plan() {
     let graph = Graph::new(vec![], vec![], vec![], vec![]).unwrap();
     let plan = Plan::build(&graph, &PlanOptions::default());
-    assert!(plan.clusters().is_empty());
+    assert!(plan.batches().is_empty());
     assert!(plan.leaves().is_empty());
     check_plan(&graph, &plan).unwrap();
 }
@@ -95,13 +91,13 @@ fn a_chain_hands_every_cut_over_in_memory() {
     let graph = chain(10);
     let plan = Plan::build(&graph, &options(1, 1, 4));
     check_plan(&graph, &plan).unwrap();
-    assert_eq!(plan.clusters().len(), 3);
-    for cluster in &plan.clusters()[..2] {
-        assert_eq!(cluster.preferred_child, Some(ClusterId(cluster.id.0 + 1)));
-        assert_eq!(cluster.memory_outputs.len(), 1);
-        assert!(cluster.stored_outputs.is_empty());
+    assert_eq!(plan.batches().len(), 3);
+    for batch in &plan.batches()[..2] {
+        assert_eq!(batch.preferred_child, Some(BatchId(batch.id.0 + 1)));
+        assert_eq!(batch.memory_outputs.len(), 1);
+        assert!(batch.stored_outputs.is_empty());
     }
-    assert_eq!(plan.clusters()[2].stored_outputs, [TaskId(9)]);
+    assert_eq!(plan.batches()[2].stored_outputs, [TaskId(9)]);
 }
 
 #[test]
@@ -115,7 +111,7 @@ fn fixed_shapes_keep_every_invariant() {
         ] {
             let plan = Plan::build(&graph, &options(parallelism, 4, 10_000));
             check_plan(&graph, &plan).unwrap();
-            assert!(cluster_graph_is_acyclic(&plan));
+            assert!(batch_graph_is_acyclic(&plan));
         }
     }
 }
@@ -133,10 +129,10 @@ fn a_million_tasks_plan_correctly() {
     check_plan(&graph, &plan).unwrap();
     let statistics = plan.statistics();
     assert_eq!(statistics.tasks, graph.len());
-    assert!(statistics.max_cluster_tasks <= 10_000);
-    assert!(statistics.clusters >= 100, "{statistics}");
+    assert!(statistics.max_batch_tasks <= 10_000);
+    assert!(statistics.batches >= 100, "{statistics}");
     assert_eq!(
-        plan.cluster(plan.cluster_of(graph.outputs()[0])).sinks,
+        plan.batch(plan.batch_of(graph.outputs()[0])).sinks,
         graph.outputs()
     );
 }

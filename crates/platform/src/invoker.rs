@@ -1,4 +1,4 @@
-//! [`LocalInvoker`]: a client of the Lambda Invoke API, as served by the emulator.
+//! [`LocalInvoker`]: a client of the Lambda Invoke API, as served by the local platform.
 
 use async_trait::async_trait;
 use bytes::Bytes;

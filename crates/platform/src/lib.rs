@@ -8,7 +8,7 @@
 //!
 //! Errors are one backend-neutral, `#[non_exhaustive]` [`PlatformError`].
 //!
-//! Backends here talk to the local platform (the emulator) over its AWS wire protocols, so they
+//! Backends here talk to the local platform (the local platform) over its AWS wire protocols, so they
 //! also talk to anything that speaks them: [`LocalInvoker`] (the Lambda Invoke API) and
 //! [`LocalQueue`] (a subset of the SQS JSON protocol).
 

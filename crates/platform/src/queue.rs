@@ -1,9 +1,9 @@
-//! [`LocalQueue`]: a result channel over the SQS JSON protocol, as served by the emulator.
+//! [`LocalQueue`]: a result channel over the SQS JSON protocol, as served by the local platform.
 //!
 //! Messages are text (SQS bodies are text): binary data must be encoded by the sender. Sends are
 //! grouped into `SendMessageBatch` calls of at most 10 messages and at most [`MESSAGE_LIMIT`]
 //! bytes, in order. A receive asks for up to 10 messages with a long poll of at most 20 seconds
-//! (SQS's longest), sending the wait also as the emulator's non-standard `WaitTimeMilliseconds`
+//! (SQS's longest), sending the wait also as the local platform's non-standard `WaitTimeMilliseconds`
 //! for sub-second precision, then deletes what it received, as SQS requires.
 
 use std::time::Duration;

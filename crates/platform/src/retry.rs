@@ -5,7 +5,7 @@
 //! full jitter (a uniform draw between zero and `initial_backoff * 2^attempt`, capped at
 //! `maximum_backoff`), so that many throttled callers spread out; a `Retry-After` from the server
 //! is added to the drawn delay, so it is honoured as a minimum. Both kinds are bounded in attempts
-//! and in total time; connection failures get a short budget, so an emulator that is not running
+//! and in total time; connection failures get a short budget, so a local platform that is not running
 //! is reported within a couple of seconds.
 
 use std::time::Duration;

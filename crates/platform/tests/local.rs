@@ -1,4 +1,4 @@
-//! The local backends against the real emulator (no worker needed), and against a scripted HTTP
+//! The local backends against the real platform (no worker needed), and against a scripted HTTP
 //! server for what a real server does not produce on demand: throttling sequences, `Retry-After`,
 //! server errors and undecodable answers.
 
@@ -9,7 +9,9 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use dask_serverless_emulator::{Emulator, EmulatorConfig, EmulatorHandle, FunctionConfig};
+use dask_serverless_local_platform::{
+    FunctionConfig, LocalPlatform, LocalPlatformConfig, LocalPlatformHandle,
+};
 use dask_serverless_platform::{
     Invoker, LocalInvoker, LocalQueue, PlatformError, ResultChannel, RetryPolicy,
 };
@@ -159,7 +161,7 @@ async fn server_errors_and_strange_answers_are_reported() {
     let unavailable = scripted_server(vec![(
         503,
         None,
-        r#"{"Type":"Service","message":"the emulator is shutting down"}"#,
+        r#"{"Type":"Service","message":"the local platform is shutting down"}"#,
     )])
     .await;
     let error = LocalInvoker::new(&unavailable.endpoint)
@@ -186,19 +188,21 @@ async fn server_errors_and_strange_answers_are_reported() {
     assert!(matches!(error, PlatformError::Protocol { .. }), "{error:?}");
 }
 
-async fn emulator() -> EmulatorHandle {
-    Emulator::start(EmulatorConfig::default()).await.unwrap()
+async fn platform() -> LocalPlatformHandle {
+    LocalPlatform::start(LocalPlatformConfig::default())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invoker_maps_the_emulator_refusals() {
-    let emulator = emulator().await;
+async fn invoker_maps_the_platform_refusals() {
+    let platform = platform().await;
     // Refusals happen before any worker starts, so the command never runs.
-    emulator
+    platform
         .create_function(FunctionConfig::new("sink", vec!["false".to_string()]))
         .await
         .unwrap();
-    let invoker = LocalInvoker::new(emulator.endpoint());
+    let invoker = LocalInvoker::new(platform.endpoint());
     let error = invoker
         .invoke_event("missing", Bytes::from_static(b"{}"))
         .await
@@ -228,7 +232,7 @@ async fn invoker_maps_the_emulator_refusals() {
         matches!(&error, PlatformError::Protocol { message } if message.contains("InvalidRequestContentException")),
         "{error:?}"
     );
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 /// What every result channel must do; run against each backend.
@@ -257,8 +261,8 @@ async fn check_result_channel(channel: &dyn ResultChannel) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_queue_is_a_result_channel() {
-    let emulator = emulator().await;
-    let queue = LocalQueue::new(emulator.endpoint(), "conformance");
+    let platform = platform().await;
+    let queue = LocalQueue::new(platform.endpoint(), "conformance");
     let error = queue
         .send(vec![Bytes::from_static(b"x")])
         .await
@@ -272,11 +276,11 @@ async fn local_queue_is_a_result_channel() {
     queue.create().await.unwrap();
     assert_eq!(
         queue.queue_url().await.unwrap(),
-        emulator.queue_url("conformance")
+        platform.queue_url("conformance")
     );
     check_result_channel(&queue).await;
     // A second client of the same queue finds it by name.
-    let other = LocalQueue::new(emulator.endpoint(), "conformance");
+    let other = LocalQueue::new(platform.endpoint(), "conformance");
     other
         .send(vec![Bytes::from_static(b"hello")])
         .await
@@ -286,5 +290,5 @@ async fn local_queue_is_a_result_channel() {
         [Bytes::from_static(b"hello")]
     );
     queue.delete().await.unwrap();
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }

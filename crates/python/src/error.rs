@@ -79,7 +79,7 @@ pub(crate) fn runtime_error(error: RuntimeError) -> PyErr {
     }
 }
 
-pub(crate) fn emulator_error(error: impl std::fmt::Display) -> PyErr {
+pub(crate) fn local_platform_error(error: impl std::fmt::Display) -> PyErr {
     PlatformError::new_err(format!("the local platform failed: {error}"))
 }
 
@@ -129,14 +129,14 @@ pub(crate) fn run_failure(
         RunFailure::Unpicklable { message, .. } => SerializationError::new_err(message),
         RunFailure::Function {
             kind,
-            cluster,
+            batch,
             tasks_finished,
             error_type,
             message,
         } => {
-            let place = cluster.map_or_else(
+            let place = batch.map_or_else(
                 || "a function".to_owned(),
-                |cluster| format!("the function running {}", plan.describe_cluster(cluster)),
+                |batch| format!("the function running {}", plan.describe_batch(batch)),
             );
             let text = match kind {
                 FunctionFailureKind::OutOfMemory => format!(
@@ -147,29 +147,28 @@ pub(crate) fn run_failure(
                     "{place} ran longer than its timeout ({error_type}: {message}); it had \
                      finished {tasks_finished} tasks, running for {function_timeout_s} s. \
                      timeout_s is the limit of one invocation, which may run many tasks \
-                     (several clusters in a row): raise timeout_s (AWS Lambda allows up to \
+                     (several batches in a row): raise timeout_s (AWS Lambda allows up to \
                      900 s), or make tasks shorter."
                 ),
                 FunctionFailureKind::Crashed => {
                     format!("{place} stopped ({error_type}: {message})")
                 }
             };
-            let arguments = (text, error_type, cluster.map(|cluster| cluster.0));
+            let arguments = (text, error_type, batch.map(|batch| batch.0));
             match kind {
                 FunctionFailureKind::OutOfMemory => FunctionMemoryError::new_err(arguments),
                 FunctionFailureKind::Timeout => FunctionTimeoutError::new_err(arguments),
                 FunctionFailureKind::Crashed => FunctionError::new_err(arguments),
             }
         }
-        RunFailure::Infrastructure { cluster, message } => ServerlessError::new_err(format!(
-            "{} failed: {message}",
-            plan.describe_cluster(cluster)
-        )),
+        RunFailure::Infrastructure { batch, message } => {
+            ServerlessError::new_err(format!("{} failed: {message}", plan.describe_batch(batch)))
+        }
         RunFailure::Lost {
             silent_for_us,
-            pending_clusters,
+            pending_batches,
         } => RunLostError::new_err(format!(
-            "no news of the run for {:.0} s while {pending_clusters} clusters were pending: the \
+            "no news of the run for {:.0} s while {pending_batches} batches were pending: the \
              platform lost them",
             silent_for_us as f64 / 1e6
         )),

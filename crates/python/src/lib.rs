@@ -2,7 +2,7 @@
 //!
 //! The only crate that touches Python. It wraps the planner ([`plan::Plan`]), the local
 //! platform ([`platform::LocalPlatform`]), the shared-memory store, the client's run
-//! ([`run::ClientRun`]) and the function's executor ([`worker::Worker`]). Blocking calls release
+//! ([`run::ClientRun`]) and the function's executor ([`invocation::Invocation`]). Blocking calls release
 //! the GIL and run on one process-wide tokio runtime. Rust errors become the package's own
 //! Python exceptions (`dask_serverless.errors`) in exactly one place, [`error`]; results cross
 //! as typed classes, never tuples or JSON strings.
@@ -14,11 +14,11 @@ use pyo3::prelude::*;
 mod aws;
 mod buffer;
 mod error;
+mod invocation;
 mod plan;
 mod platform;
 mod run;
 mod store;
-mod worker;
 
 /// The process-wide runtime that every blocking call runs on.
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
@@ -45,11 +45,12 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<run::TaskWarningRecord>()?;
     module.add_class::<run::RunCompleted>()?;
     module.add_class::<run::RunStatistics>()?;
-    module.add_class::<worker::Worker>()?;
-    module.add_class::<worker::RunClusterStep>()?;
-    module.add_class::<worker::RetainStep>()?;
-    module.add_class::<worker::FinishStep>()?;
+    module.add_class::<invocation::Invocation>()?;
+    module.add_class::<invocation::RunBatchStep>()?;
+    module.add_class::<invocation::RetainStep>()?;
+    module.add_class::<invocation::FinishStep>()?;
     module.add_class::<aws::AwsDeployer>()?;
     module.add_function(wrap_pyfunction!(plan::zero_work, module)?)?;
+    module.add_function(wrap_pyfunction!(run::run_prefix, module)?)?;
     Ok(())
 }

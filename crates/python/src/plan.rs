@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use dask_serverless_graph::{Graph, TaskId};
-use dask_serverless_plan::{ClusterId, PlanOptions};
+use dask_serverless_plan::{BatchId, PlanOptions};
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -22,11 +22,11 @@ fn ids(tasks: &[TaskId]) -> Vec<u32> {
 }
 
 impl Plan {
-    fn cluster(&self, cluster: u32) -> PyResult<&dask_serverless_plan::Cluster> {
+    fn batch(&self, batch: u32) -> PyResult<&dask_serverless_plan::Batch> {
         self.plan
-            .clusters()
-            .get(cluster as usize)
-            .ok_or_else(|| PyIndexError::new_err(format!("no cluster {cluster}")))
+            .batches()
+            .get(batch as usize)
+            .ok_or_else(|| PyIndexError::new_err(format!("no batch {batch}")))
     }
 
     /// A task's key as the client wrote it (its `repr`), or its number if out of range.
@@ -38,17 +38,17 @@ impl Plan {
         }
     }
 
-    /// `cluster 3 (40 tasks, ('x', 0) to ('y', 3))`, for messages.
-    pub(crate) fn describe_cluster(&self, cluster: ClusterId) -> String {
-        let Some(planned) = self.plan.clusters().get(cluster.index()) else {
-            return format!("cluster {}", cluster.0);
+    /// `batch 3 (40 tasks, ('x', 0) to ('y', 3))`, for messages.
+    pub(crate) fn describe_batch(&self, batch: BatchId) -> String {
+        let Some(planned) = self.plan.batches().get(batch.index()) else {
+            return format!("batch {}", batch.0);
         };
         match planned.tasks.as_slice() {
-            [] => format!("cluster {}", cluster.0),
-            [only] => format!("cluster {} (1 task: {})", cluster.0, self.key_name(*only)),
+            [] => format!("batch {}", batch.0),
+            [only] => format!("batch {} (1 task: {})", batch.0, self.key_name(*only)),
             [first, .., last] => format!(
-                "cluster {} ({} tasks, {} to {})",
-                cluster.0,
+                "batch {} ({} tasks, {} to {})",
+                batch.0,
                 planned.tasks.len(),
                 self.key_name(*first),
                 self.key_name(*last)
@@ -60,13 +60,13 @@ impl Plan {
 /// Planner options checked: every count at least 1.
 fn plan_options(
     parallelism: usize,
-    clusters_per_worker: usize,
-    max_cluster_tasks: usize,
+    batches_per_function: usize,
+    max_batch_tasks: usize,
 ) -> PyResult<PlanOptions> {
     for (name, value) in [
         ("parallelism", parallelism),
-        ("clusters_per_worker", clusters_per_worker),
-        ("max_cluster_tasks", max_cluster_tasks),
+        ("batches_per_function", batches_per_function),
+        ("max_batch_tasks", max_batch_tasks),
     ] {
         if value == 0 {
             return Err(configuration_error(format!(
@@ -76,8 +76,8 @@ fn plan_options(
     }
     Ok(PlanOptions {
         parallelism,
-        clusters_per_worker,
-        max_cluster_tasks,
+        batches_per_function,
+        max_batch_tasks,
     })
 }
 
@@ -85,7 +85,7 @@ fn plan_options(
 impl Plan {
     #[new]
     #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
-    #[pyo3(signature = (keys, dependencies, missing, outputs, parallelism=2, clusters_per_worker=4, max_cluster_tasks=10_000))]
+    #[pyo3(signature = (keys, dependencies, missing, outputs, parallelism=2, batches_per_function=4, max_batch_tasks=10_000))]
     fn new(
         py: Python<'_>,
         keys: Vec<String>,
@@ -93,10 +93,10 @@ impl Plan {
         missing: Vec<String>,
         outputs: Vec<u32>,
         parallelism: usize,
-        clusters_per_worker: usize,
-        max_cluster_tasks: usize,
+        batches_per_function: usize,
+        max_batch_tasks: usize,
     ) -> PyResult<Plan> {
-        let options = plan_options(parallelism, clusters_per_worker, max_cluster_tasks)?;
+        let options = plan_options(parallelism, batches_per_function, max_batch_tasks)?;
         py.detach(|| {
             let graph = Graph::new(keys, dependencies, missing, outputs).map_err(graph_error)?;
             let plan = dask_serverless_plan::Plan::build(&graph, &options);
@@ -112,47 +112,47 @@ impl Plan {
         self.plan.explain(&self.graph)
     }
 
-    fn cluster_count(&self) -> usize {
-        self.plan.clusters().len()
+    fn batch_count(&self) -> usize {
+        self.plan.batches().len()
     }
 
     fn task_count(&self) -> usize {
         self.graph.len()
     }
 
-    /// Clusters in the order the client uploads them (see `Plan::upload_order`).
+    /// Batches in the order the client uploads them (see `Plan::upload_order`).
     fn upload_order(&self) -> Vec<u32> {
         self.plan
             .upload_order()
             .iter()
-            .map(|cluster| cluster.0)
+            .map(|batch| batch.0)
             .collect()
     }
 
     fn leaves(&self) -> Vec<u32> {
-        self.plan.leaves().iter().map(|cluster| cluster.0).collect()
+        self.plan.leaves().iter().map(|batch| batch.0).collect()
     }
 
-    /// The cluster's tasks in execution order.
-    fn cluster_tasks(&self, cluster: u32) -> PyResult<Vec<u32>> {
-        Ok(ids(&self.cluster(cluster)?.tasks))
+    /// The batch's tasks in execution order.
+    fn batch_tasks(&self, batch: u32) -> PyResult<Vec<u32>> {
+        Ok(ids(&self.batch(batch)?.tasks))
     }
 
-    /// Values the cluster reads from other clusters.
-    fn cluster_inputs(&self, cluster: u32) -> PyResult<Vec<u32>> {
-        Ok(ids(&self.cluster(cluster)?.inputs))
+    /// Values the batch reads from other batches.
+    fn batch_inputs(&self, batch: u32) -> PyResult<Vec<u32>> {
+        Ok(ids(&self.batch(batch)?.inputs))
     }
 
-    fn cluster_of(&self, task: u32) -> PyResult<u32> {
+    fn batch_of(&self, task: u32) -> PyResult<u32> {
         if task as usize >= self.graph.len() {
             return Err(PyIndexError::new_err(format!("no task {task}")));
         }
-        Ok(self.plan.cluster_of(TaskId(task)).0)
+        Ok(self.plan.batch_of(TaskId(task)).0)
     }
 
-    fn cluster_parents(&self, cluster: u32) -> PyResult<Vec<u32>> {
-        let parents = &self.cluster(cluster)?.parents;
-        Ok(parents.iter().map(|parent: &ClusterId| parent.0).collect())
+    fn batch_parents(&self, batch: u32) -> PyResult<Vec<u32>> {
+        let parents = &self.batch(batch)?.parents;
+        Ok(parents.iter().map(|parent: &BatchId| parent.0).collect())
     }
 
     /// Totals of the graph and the plan.
@@ -163,7 +163,7 @@ impl Plan {
         result.set_item("graph", graph.to_string())?;
         result.set_item("plan", plan.to_string())?;
         result.set_item("tasks", self.graph.len())?;
-        result.set_item("clusters", self.plan.clusters().len())?;
+        result.set_item("batches", self.plan.batches().len())?;
         result.set_item("leaves", self.plan.leaves().len())?;
         Ok(result)
     }
@@ -171,19 +171,19 @@ impl Plan {
 
 /// Plans a graph given as dependency lists and runs the whole protocol on it in this process
 /// with tasks that do nothing (see `dask_serverless_runtime::zero_work`): the engine's own
-/// cost. Returns `tasks`, `clusters`, `invocations`, `store_operations`, `plan_seconds`,
+/// cost. Returns `tasks`, `batches`, `invocations`, `store_operations`, `plan_seconds`,
 /// `protocol_seconds` and `microseconds_per_task`.
 #[pyfunction]
-#[pyo3(signature = (dependencies, outputs, parallelism=2, clusters_per_worker=4, max_cluster_tasks=10_000))]
+#[pyo3(signature = (dependencies, outputs, parallelism=2, batches_per_function=4, max_batch_tasks=10_000))]
 pub(crate) fn zero_work<'py>(
     py: Python<'py>,
     dependencies: Vec<Vec<u32>>,
     outputs: Vec<u32>,
     parallelism: usize,
-    clusters_per_worker: usize,
-    max_cluster_tasks: usize,
+    batches_per_function: usize,
+    max_batch_tasks: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let options = plan_options(parallelism, clusters_per_worker, max_cluster_tasks)?;
+    let options = plan_options(parallelism, batches_per_function, max_batch_tasks)?;
     let cost = py.detach(|| {
         let keys = (0..dependencies.len())
             .map(|task| task.to_string())
@@ -195,7 +195,7 @@ pub(crate) fn zero_work<'py>(
     })?;
     let dict = PyDict::new(py);
     dict.set_item("tasks", cost.tasks)?;
-    dict.set_item("clusters", cost.clusters)?;
+    dict.set_item("batches", cost.batches)?;
     dict.set_item("invocations", cost.invocations)?;
     dict.set_item("store_operations", cost.store_operations)?;
     dict.set_item("plan_seconds", cost.plan_seconds)?;

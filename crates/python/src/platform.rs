@@ -1,6 +1,6 @@
 //! The embedded local platform, seen from Python.
 //!
-//! `LocalPlatform()` starts the Lambda-compatible emulator on this process's runtime, bound to
+//! `LocalPlatform()` starts the Lambda-compatible platform on this process's runtime, bound to
 //! 127.0.0.1 on a free port. `close()` (or dropping it) stops it and kills every worker.
 //!
 //! A platform belongs to the process that started it. In a process forked from it the
@@ -12,17 +12,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dask_serverless_emulator::{Emulator, EmulatorConfig, EmulatorHandle, FunctionConfig};
+use dask_serverless_local_platform::{FunctionConfig, LocalPlatformConfig, LocalPlatformHandle};
 use dask_serverless_platform::{Invoker, LocalInvoker, LocalQueue};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::error::{emulator_error, platform_error};
+use crate::error::{local_platform_error, platform_error};
 use crate::runtime;
 
 #[pyclass(module = "dask_serverless._core")]
 pub(crate) struct LocalPlatform {
-    handle: Option<EmulatorHandle>,
+    handle: Option<LocalPlatformHandle>,
     endpoint: String,
     invoker: LocalInvoker,
     /// The process that started the platform.
@@ -30,11 +30,11 @@ pub(crate) struct LocalPlatform {
 }
 
 impl LocalPlatform {
-    fn handle(&self) -> PyResult<&EmulatorHandle> {
+    fn handle(&self) -> PyResult<&LocalPlatformHandle> {
         self.check_process()?;
         self.handle
             .as_ref()
-            .ok_or_else(|| emulator_error("the local platform is closed"))
+            .ok_or_else(|| local_platform_error("the local platform is closed"))
     }
 
     fn forked(&self) -> bool {
@@ -43,9 +43,9 @@ impl LocalPlatform {
 
     fn check_process(&self) -> PyResult<()> {
         if self.forked() {
-            return Err(emulator_error(format!(
+            return Err(local_platform_error(format!(
                 "this local platform belongs to process {}; process {} is a fork of it and \
-                 cannot use it (start a cluster in the child instead)",
+                 cannot use it (start a batch in the child instead)",
                 self.owner,
                 std::process::id()
             )));
@@ -59,13 +59,15 @@ impl LocalPlatform {
     #[new]
     #[pyo3(signature = (worker_log=None))]
     fn new(py: Python<'_>, worker_log: Option<PathBuf>) -> PyResult<LocalPlatform> {
-        let config = EmulatorConfig {
+        let config = LocalPlatformConfig {
             worker_log,
-            ..EmulatorConfig::default()
+            ..LocalPlatformConfig::default()
         };
         let handle = py
-            .detach(|| runtime().block_on(Emulator::start(config)))
-            .map_err(emulator_error)?;
+            .detach(|| {
+                runtime().block_on(dask_serverless_local_platform::LocalPlatform::start(config))
+            })
+            .map_err(local_platform_error)?;
         let endpoint = format!("http://{}", handle.address());
         Ok(LocalPlatform {
             handle: Some(handle),
@@ -104,7 +106,7 @@ impl LocalPlatform {
         config.working_directory = working_directory;
         let handle = self.handle()?;
         py.detach(|| runtime().block_on(handle.create_function(config)))
-            .map_err(emulator_error)
+            .map_err(local_platform_error)
     }
 
     fn create_queue(&self, py: Python<'_>, name: String) -> PyResult<()> {
@@ -153,7 +155,7 @@ impl LocalPlatform {
     fn stop_invocations(&self, function: &str) -> PyResult<usize> {
         self.handle()?
             .stop_invocations(function)
-            .map_err(emulator_error)
+            .map_err(local_platform_error)
     }
 
     /// Stops serving and kills every worker; safe to call twice. In a forked process it only

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dask_serverless_core::{RunContext, TaskWarning};
 use dask_serverless_graph::TaskId;
-use dask_serverless_plan::ClusterId;
+use dask_serverless_plan::BatchId;
 use dask_serverless_runtime::{RunEvent, RunStatistics as NativeStatistics};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -77,18 +77,18 @@ pub(crate) struct TasksFinished {
     warnings: Vec<Py<TaskWarningRecord>>,
 }
 
-/// Every cluster finished: the outputs can be fetched.
+/// Every batch finished: the outputs can be fetched.
 #[pyclass(frozen, module = "dask_serverless._core")]
 pub(crate) struct RunCompleted;
 
-/// What one compute cost, counted by the client from its own work and the clusters' reports.
+/// What one compute cost, counted by the client from its own work and the batches' reports.
 #[pyclass(frozen, module = "dask_serverless._core")]
 pub(crate) struct RunStatistics {
-    /// Function invocations (a cluster an invocation became costs none).
+    /// Function invocations (a batch an invocation became costs none).
     #[pyo3(get)]
     invocations: u64,
     #[pyo3(get)]
-    clusters_finished: u64,
+    batches_finished: u64,
     /// Store operations of the client and of every function.
     #[pyo3(get)]
     store_operations: u64,
@@ -96,7 +96,7 @@ pub(crate) struct RunStatistics {
     store_bytes_written: u64,
     #[pyo3(get)]
     store_bytes_read: u64,
-    /// Bytes of the clusters' specs and pickled tasks.
+    /// Bytes of the batches' specs and pickled tasks.
     #[pyo3(get)]
     task_bytes: u64,
     /// Bytes of values written by functions.
@@ -113,7 +113,7 @@ impl RunStatistics {
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
         dict.set_item("invocations", self.invocations)?;
-        dict.set_item("clusters_finished", self.clusters_finished)?;
+        dict.set_item("batches_finished", self.batches_finished)?;
         dict.set_item("store_operations", self.store_operations)?;
         dict.set_item("store_bytes_written", self.store_bytes_written)?;
         dict.set_item("store_bytes_read", self.store_bytes_read)?;
@@ -140,7 +140,7 @@ impl From<NativeStatistics> for RunStatistics {
     fn from(statistics: NativeStatistics) -> RunStatistics {
         RunStatistics {
             invocations: statistics.invocations,
-            clusters_finished: statistics.clusters_finished,
+            batches_finished: statistics.batches_finished,
             store_operations: statistics.store_operations,
             store_bytes_written: statistics.store_bytes_written,
             store_bytes_read: statistics.store_bytes_read,
@@ -171,7 +171,7 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 
 #[pymethods]
 impl ClientRun {
-    /// A run of `plan` in the cluster described by `context` (a `RunContext` as JSON).
+    /// A run of `plan` in the batch described by `context` (a `RunContext` as JSON).
     /// `function_timeout_s` is the function's timeout; the run is lost after
     /// `silence_limit_s` without news.
     #[new]
@@ -208,10 +208,10 @@ impl ClientRun {
         self.inner.run_id().to_owned()
     }
 
-    /// Stores a cluster's pickled tasks beside its spec.
-    fn put_cluster(&mut self, py: Python<'_>, cluster: u32, tasks: Vec<u8>) -> PyResult<()> {
+    /// Stores a batch's pickled tasks beside its spec.
+    fn put_batch(&mut self, py: Python<'_>, batch: u32, tasks: Vec<u8>) -> PyResult<()> {
         let inner = &mut self.inner;
-        py.detach(|| runtime().block_on(inner.put_cluster(ClusterId(cluster), Bytes::from(tasks))))
+        py.detach(|| runtime().block_on(inner.put_batch(BatchId(batch), Bytes::from(tasks))))
             .map_err(runtime_error)
     }
 
@@ -244,7 +244,7 @@ impl ClientRun {
         buffers(py, parts)
     }
 
-    /// After a failure: stops clusters from starting and waits up to `timeout_s` for running
+    /// After a failure: stops batches from starting and waits up to `timeout_s` for running
     /// ones to end; True when nothing of the run runs any more.
     fn drain(&mut self, py: Python<'_>, timeout_s: f64) -> PyResult<bool> {
         let wait = seconds("timeout_s", timeout_s)?;
@@ -264,6 +264,12 @@ impl ClientRun {
     fn statistics(&self) -> RunStatistics {
         self.inner.statistics().into()
     }
+}
+
+/// The prefix of everything a run stores (see `dask_serverless_core::keys`).
+#[pyfunction]
+pub(crate) fn run_prefix(run_id: &str) -> String {
+    dask_serverless_core::keys::run_prefix(run_id)
 }
 
 impl ClientRun {

@@ -7,17 +7,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    ClusterSpec, Driver, DriverAction, DriverEvent, Executor, Invocation, Report, RunContext,
-    RunFailure, TaskRecord, TaskWarning, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
+    BatchSpec, Driver, DriverAction, DriverEvent, InvocationEvent, Report, RunContext, RunFailure,
+    TaskRecord, TaskWarning, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
 };
 use dask_serverless_graph::TaskId;
-use dask_serverless_plan::{ClusterId, Plan};
+use dask_serverless_plan::{BatchId, Plan};
 use dask_serverless_store::frame;
 use futures::future::join_all;
 use serde::Deserialize;
 
-use crate::worker::cluster_payload;
-use crate::{Connections, RuntimeError, cluster_key, invocation_payload, now_micros, value_key};
+use crate::invocation::batch_payload;
+use dask_serverless_core::keys::{batch_key, batches_prefix, fan_in_key, run_prefix, value_key};
+
+use crate::{Connections, RuntimeError, invocation_payload, now_micros};
 
 /// What the client's host (Python) hears about a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,19 +33,19 @@ pub enum RunEvent {
     Failed(RunFailure),
 }
 
-/// What one compute cost, counted by the client from its own work and the clusters' reports.
+/// What one compute cost, counted by the client from its own work and the batches' reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStatistics {
     /// Function invocations: the ones the client made and the children functions invoked
-    /// (a cluster an invocation *became* costs none).
+    /// (a batch an invocation *became* costs none).
     pub invocations: u64,
-    pub clusters_finished: u64,
+    pub batches_finished: u64,
     /// Store operations of the client and of every function.
     pub store_operations: u64,
-    /// Everything written: clusters (specs and pickled tasks) and values.
+    /// Everything written: batches (specs and pickled tasks) and values.
     pub store_bytes_written: u64,
     pub store_bytes_read: u64,
-    /// Bytes of the clusters' specs and pickled tasks.
+    /// Bytes of the batches' specs and pickled tasks.
     pub task_bytes: u64,
     /// Bytes of values written by functions.
     pub value_bytes_written: u64,
@@ -111,9 +113,9 @@ impl ClientRun {
             silence_limit.as_micros() as u64,
         );
         let outputs = plan
-            .clusters()
+            .batches()
             .iter()
-            .flat_map(|cluster| cluster.sinks.iter().copied())
+            .flat_map(|batch| batch.sinks.iter().copied())
             .collect();
         ClientRun {
             context,
@@ -138,41 +140,37 @@ impl ClientRun {
         &self.context.run_id
     }
 
-    /// Stores a cluster's spec beside its pickled tasks; call [`ClientRun::start`] first and
-    /// upload in [`Plan::upload_order`]. A leaf is invoked at once; for a cluster that waits for
+    /// Stores a batch's spec beside its pickled tasks; call [`ClientRun::start`] first and
+    /// upload in [`Plan::upload_order`]. A leaf is invoked at once; for a batch that waits for
     /// its upload, the upload joins its fan-in and the client invokes it when every parent had
     /// already finished.
-    pub async fn put_cluster(
-        &mut self,
-        cluster: ClusterId,
-        tasks: Bytes,
-    ) -> Result<(), RuntimeError> {
-        if !self.plan.has_cluster(cluster) {
+    pub async fn put_batch(&mut self, batch: BatchId, tasks: Bytes) -> Result<(), RuntimeError> {
+        if !self.plan.has_batch(batch) {
             return Err(RuntimeError::Configuration(format!(
-                "cluster {} is not in the plan, which has {} clusters",
-                cluster.0,
-                self.plan.clusters().len()
+                "batch {} is not in the plan, which has {} batches",
+                batch.0,
+                self.plan.batches().len()
             )));
         }
-        let spec = ClusterSpec::from_plan(&self.plan, cluster);
-        let payload = cluster_payload(&spec, tasks);
+        let spec = BatchSpec::from_plan(&self.plan, batch);
+        let payload = batch_payload(&spec, tasks);
         let size = payload.len() as u64;
         let store = &self.connections.store;
         store
-            .put(&cluster_key(&self.context.run_id, cluster), payload)
+            .put(&batch_key(&self.context.run_id, batch), payload)
             .await?;
         self.statistics.store_operations += 1;
         self.statistics.store_bytes_written += size;
         self.statistics.task_bytes += size;
-        let released = if self.plan.cluster(cluster).parents.is_empty() {
+        let released = if self.plan.batch(batch).parents.is_empty() {
             true
-        } else if upload_joins_fan_in(&self.plan, cluster) {
+        } else if upload_joins_fan_in(&self.plan, batch) {
             self.statistics.store_operations += 1;
             store
                 .fan_in(
-                    &Executor::fan_in_key(&self.context.run_id, cluster),
+                    &fan_in_key(&self.context.run_id, batch),
                     UPLOAD_MEMBER,
-                    fan_in_members(&self.plan, cluster),
+                    fan_in_members(&self.plan, batch),
                 )
                 .await?
         } else {
@@ -180,12 +178,12 @@ impl ClientRun {
         };
         let actions = self
             .driver
-            .handle(DriverEvent::Uploaded { cluster, released }, now_micros());
+            .handle(DriverEvent::Uploaded { batch, released }, now_micros());
         self.perform(actions).await?;
         Ok(())
     }
 
-    /// Starts the run: from now on, uploaded clusters can run.
+    /// Starts the run: from now on, uploaded batches can run.
     pub async fn start(&mut self) -> Result<Vec<RunEvent>, RuntimeError> {
         let actions = self.driver.handle(DriverEvent::Start, now_micros());
         self.perform(actions).await
@@ -208,12 +206,12 @@ impl ClientRun {
         self.perform(actions).await
     }
 
-    /// After a failure: keeps clusters from starting (their specs are deleted) and waits up to
+    /// After a failure: keeps batches from starting (their specs are deleted) and waits up to
     /// `max_wait` for the running ones to report. True when nothing of the run runs any more.
     pub async fn drain(&mut self, max_wait: Duration) -> Result<bool, RuntimeError> {
         self.connections
             .store
-            .delete_prefix(&format!("{}/clusters/", self.context.run_id))
+            .delete_prefix(&batches_prefix(&self.context.run_id))
             .await?;
         let deadline = Instant::now() + max_wait;
         while !self.driver.is_drained() {
@@ -260,18 +258,18 @@ impl ClientRun {
         let deleted = self
             .connections
             .store
-            .delete_prefix(&format!("{}/", self.context.run_id))
+            .delete_prefix(&run_prefix(&self.context.run_id))
             .await?;
         self.statistics.store_operations += 1;
         Ok(deleted)
     }
 
     fn count(&mut self, event: &DriverEvent) {
-        let DriverEvent::Report(Report::ClusterFinished(report)) = event else {
+        let DriverEvent::Report(Report::BatchFinished(report)) = event else {
             return;
         };
         let statistics = &mut self.statistics;
-        statistics.clusters_finished += 1;
+        statistics.batches_finished += 1;
         statistics.invocations += report.invoked.len() as u64;
         statistics.store_operations += report.store.operations;
         statistics.store_bytes_read += report.store.bytes_read;
@@ -287,7 +285,7 @@ impl ClientRun {
             return Some(DriverEvent::Report(report));
         }
         let record: FailureRecord = serde_json::from_slice(message).ok()?;
-        let invocation: Invocation = serde_json::from_value(record.request_payload).ok()?;
+        let invocation: InvocationEvent = serde_json::from_value(record.request_payload).ok()?;
         if invocation.run.run_id != self.context.run_id {
             return None;
         }
@@ -301,7 +299,7 @@ impl ClientRun {
         };
         Some(DriverEvent::PlatformFailure {
             invocation: record.request_context.request_id,
-            cluster: Some(invocation.cluster),
+            batch: Some(invocation.batch),
             error_type: text("errorType"),
             message: text("errorMessage"),
         })
@@ -312,7 +310,7 @@ impl ClientRun {
         let mut invocations = Vec::new();
         for action in actions {
             match action {
-                DriverAction::Invoke { cluster } => invocations.push(cluster),
+                DriverAction::Invoke { batch } => invocations.push(batch),
                 DriverAction::TasksFinished { records, warnings } => {
                     events.push(RunEvent::TasksFinished { records, warnings })
                 }
@@ -323,8 +321,8 @@ impl ClientRun {
         self.statistics.invocations += invocations.len() as u64;
         let invoker = &self.connections.invoker;
         let context = &self.context;
-        let calls = invocations.into_iter().map(|cluster| async move {
-            let payload = invocation_payload(context, cluster);
+        let calls = invocations.into_iter().map(|batch| async move {
+            let payload = invocation_payload(context, batch);
             invoker.invoke_event(&context.function, payload).await
         });
         for result in join_all(calls).await {

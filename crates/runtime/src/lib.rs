@@ -6,27 +6,24 @@
 //! outcomes back as events:
 //!
 //! * [`ClientRun`] drives a [`Driver`](dask_serverless_core::Driver) in the client: it uploads
-//!   cluster payloads, invokes the leaves concurrently, then turns result-channel messages into
+//!   batch payloads, invokes the leaves concurrently, then turns result-channel messages into
 //!   progress, completion or failure;
-//! * [`WorkerSession`] drives an [`Executor`](dask_serverless_core::Executor) in a function and
+//! * [`InvocationSession`] drives an [`Executor`](dask_serverless_core::Executor) in a function and
 //!   stops whenever the host (Python) must act: run tasks, drop values, or finish.
 //!
-//! Store layout of a run (every key under `"{run_id}/"`, deleted when the run ends):
-//! `clusters/{cluster}` the framed spec and pickled tasks, `values/{task}` a framed value,
-//! `fanin/{cluster}` a fan-in set.
+//! The store layout of a run is [`dask_serverless_core::keys`].
 
 mod client;
 mod connections;
-mod worker;
+mod invocation;
 mod zero_work;
 
 pub use client::{ClientRun, RunEvent, RunStatistics};
 pub use connections::{Connections, open_store};
-pub use worker::{HostStep, WorkerSession};
+pub use invocation::{HostStep, InvocationSession};
 pub use zero_work::{ZeroWorkCost, zero_work};
 
-use dask_serverless_graph::TaskId;
-use dask_serverless_plan::ClusterId;
+use dask_serverless_plan::BatchId;
 
 /// An error of the shell, with a message that says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -43,24 +40,14 @@ pub enum RuntimeError {
     Configuration(String),
 }
 
-/// The store key of a cluster's spec and tasks.
-pub fn cluster_key(run_id: &str, cluster: ClusterId) -> String {
-    format!("{run_id}/clusters/{}", cluster.0)
-}
-
-/// The store key of a task's value.
-pub fn value_key(run_id: &str, task: TaskId) -> String {
-    format!("{run_id}/values/{}", task.0)
-}
-
-/// The event that invokes a function for `cluster` of the run.
+/// The event that invokes a function for `batch` of the run.
 pub(crate) fn invocation_payload(
     context: &dask_serverless_core::RunContext,
-    cluster: ClusterId,
+    batch: BatchId,
 ) -> bytes::Bytes {
-    let event = dask_serverless_core::Invocation {
+    let event = dask_serverless_core::InvocationEvent {
         run: context.clone(),
-        cluster,
+        batch,
     };
     bytes::Bytes::from(serde_json::to_vec(&event).expect("an invocation serializes"))
 }

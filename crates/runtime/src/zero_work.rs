@@ -1,7 +1,7 @@
 //! Zero-work runs: the engine's own cost per task.
 //!
 //! A zero-work run plans a graph and runs the whole protocol on it — the client's
-//! [`ClientRun`], one [`WorkerSession`] per invocation, a [`MemoryStore`], cluster specs and
+//! [`ClientRun`], one [`InvocationSession`] per invocation, a [`MemoryStore`], batch specs and
 //! reports through JSON, fan-in, invocation events — on one thread, with tasks that do nothing
 //! and values that are empty. What it measures is what the engine adds to every computation,
 //! whatever the platform: planning, the state machines, (de)serialization of the protocol's
@@ -13,19 +13,19 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use dask_serverless_core::{Invocation, PlatformAddress, RunContext, TaskRecord};
+use dask_serverless_core::{InvocationEvent, PlatformAddress, RunContext, TaskRecord};
 use dask_serverless_graph::Graph;
 use dask_serverless_plan::{Plan, PlanOptions};
 use dask_serverless_platform::{Invoker, PlatformError, ResultChannel};
 use dask_serverless_store::MemoryStore;
 
-use crate::{ClientRun, Connections, HostStep, RunEvent, RuntimeError, WorkerSession};
+use crate::{ClientRun, Connections, HostStep, InvocationSession, RunEvent, RuntimeError};
 
 /// What a zero-work run cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZeroWorkCost {
     pub tasks: usize,
-    pub clusters: usize,
+    pub batches: usize,
     pub invocations: u64,
     pub store_operations: u64,
     pub plan_seconds: f64,
@@ -100,7 +100,7 @@ pub async fn zero_work(graph: &Graph, options: &PlanOptions) -> Result<ZeroWorkC
     run(graph, options, false).await
 }
 
-/// With `upload_late`, the client uploads the clusters that are not leaves only once every
+/// With `upload_late`, the client uploads the batches that are not leaves only once every
 /// invocation it could run has ended, so the upload releases them (tests use it).
 async fn run(
     graph: &Graph,
@@ -141,8 +141,8 @@ async fn run(
     let leaf_count = plan.leaves().len();
     let (now, mut late_uploads) =
         order.split_at(if upload_late { leaf_count } else { order.len() });
-    for &cluster in now {
-        client.put_cluster(cluster, Bytes::new()).await?;
+    for &batch in now {
+        client.put_batch(batch, Bytes::new()).await?;
     }
     let mut invocation_count = 0u64;
     loop {
@@ -157,7 +157,7 @@ async fn run(
                     let statistics = client.statistics();
                     return Ok(ZeroWorkCost {
                         tasks: graph.len(),
-                        clusters: plan.clusters().len(),
+                        batches: plan.batches().len(),
                         invocations: statistics.invocations,
                         store_operations: statistics.store_operations,
                         plan_seconds,
@@ -175,9 +175,9 @@ async fn run(
         while let Some(event) = platform.next_invocation() {
             ran_any = true;
             invocation_count += 1;
-            let invocation: Invocation = serde_json::from_slice(&event)
+            let invocation: InvocationEvent = serde_json::from_slice(&event)
                 .map_err(|error| RuntimeError::Message(error.to_string()))?;
-            let session = WorkerSession::with_connections(
+            let session = InvocationSession::with_connections(
                 invocation,
                 connections.clone(),
                 invocation_count.to_string(),
@@ -187,8 +187,8 @@ async fn run(
         }
         events = client.poll(Duration::ZERO).await?;
         if !ran_any && events.is_empty() && !late_uploads.is_empty() {
-            for &cluster in std::mem::take(&mut late_uploads) {
-                client.put_cluster(cluster, Bytes::new()).await?;
+            for &batch in std::mem::take(&mut late_uploads) {
+                client.put_batch(batch, Bytes::new()).await?;
             }
             continue;
         }
@@ -201,7 +201,7 @@ async fn run(
 }
 
 /// Runs one invocation with tasks that do nothing: every stored output is an empty value.
-async fn run_invocation(mut session: WorkerSession) -> Result<(), RuntimeError> {
+async fn run_invocation(mut session: InvocationSession) -> Result<(), RuntimeError> {
     loop {
         match session.next_step().await {
             HostStep::Run { spec, .. } => {
@@ -251,26 +251,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_zero_work_run_completes_every_cluster_and_leaves_nothing() {
+    async fn a_zero_work_run_completes_every_batch_and_leaves_nothing() {
         let graph = tree(1024);
-        for clusters_per_worker in [1, 4, 64] {
+        for batches_per_function in [1, 4, 64] {
             let options = PlanOptions {
                 parallelism: 4,
-                clusters_per_worker,
+                batches_per_function,
                 ..PlanOptions::default()
             };
             let early = run(&graph, &options, false).await.unwrap();
             let late = run(&graph, &options, true).await.unwrap();
             for cost in [&early, &late] {
                 assert_eq!(cost.tasks, 2047);
-                assert!(cost.clusters > 1, "{cost:?}");
-                // Every cluster ran in an invocation or was become.
-                assert!(cost.invocations >= 1 && cost.invocations <= cost.clusters as u64);
+                assert!(cost.batches > 1, "{cost:?}");
+                // Every batch ran in an invocation or was become.
+                assert!(cost.invocations >= 1 && cost.invocations <= cost.batches as u64);
                 // Uploads, loads, fan-ins, the output fetch and the final delete.
-                assert!(cost.store_operations >= 2 * cost.clusters as u64 + 2);
+                assert!(cost.store_operations >= 2 * cost.batches as u64 + 2);
                 assert!(cost.microseconds_per_task() > 0.0);
             }
-            // Uploaded early, the fan-ins are completed by parents, which become the clusters
+            // Uploaded early, the fan-ins are completed by parents, which become the batches
             // they release; uploaded late, the client completes them and invokes each.
             assert!(early.invocations < late.invocations, "{early:?} {late:?}");
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use dask_serverless_graph::{Graph, TaskId};
-use dask_serverless_plan::{ClusterId, Plan};
+use dask_serverless_plan::{BatchId, Plan};
 
 /// Builds a graph from `(key, dependency keys)` pairs; `outputs` are keys.
 pub fn graph_of(tasks: &[(&str, &[&str])], outputs: &[&str]) -> Graph {
@@ -132,45 +132,45 @@ pub fn map_chains_then_reduce(chains: u32, chain_length: u32) -> Graph {
 
 /// Checks every invariant the plan crate documents; the error says which one broke.
 pub fn check_plan(graph: &Graph, plan: &Plan) -> Result<(), String> {
-    let clusters = plan.clusters();
+    let batches = plan.batches();
     let mut position = vec![usize::MAX; graph.len()];
-    let mut holder = vec![ClusterId(u32::MAX); graph.len()];
+    let mut holder = vec![BatchId(u32::MAX); graph.len()];
 
     // Every task planned exactly once; ids dense; parents lower, sorted and consistent.
-    for (index, cluster) in clusters.iter().enumerate() {
-        ensure(cluster.id == ClusterId(index as u32), || {
-            format!("cluster {index} has id {}", cluster.id)
+    for (index, batch) in batches.iter().enumerate() {
+        ensure(batch.id == BatchId(index as u32), || {
+            format!("batch {index} has id {}", batch.id)
         })?;
-        ensure(!cluster.tasks.is_empty(), || {
-            format!("cluster {index} is empty")
+        ensure(!batch.tasks.is_empty(), || {
+            format!("batch {index} is empty")
         })?;
-        for (at, &task) in cluster.tasks.iter().enumerate() {
+        for (at, &task) in batch.tasks.iter().enumerate() {
             ensure(position[task.index()] == usize::MAX, || {
                 format!("task {task} planned twice")
             })?;
             position[task.index()] = at;
-            holder[task.index()] = cluster.id;
-            ensure(plan.cluster_of(task) == cluster.id, || {
-                format!("cluster_of({task}) is wrong")
+            holder[task.index()] = batch.id;
+            ensure(plan.batch_of(task) == batch.id, || {
+                format!("batch_of({task}) is wrong")
             })?;
         }
-        ensure(strictly_increasing(&cluster.parents), || {
+        ensure(strictly_increasing(&batch.parents), || {
             format!("parents of {index} not sorted")
         })?;
-        ensure(strictly_increasing(&cluster.children), || {
+        ensure(strictly_increasing(&batch.children), || {
             format!("children of {index} not sorted")
         })?;
         ensure(
-            cluster.parents.iter().all(|parent| parent.0 < cluster.id.0),
-            || format!("cluster {index} has a parent with a higher id"),
+            batch.parents.iter().all(|parent| parent.0 < batch.id.0),
+            || format!("batch {index} has a parent with a higher id"),
         )?;
-        for parent in &cluster.parents {
-            ensure(plan.cluster(*parent).children.contains(&cluster.id), || {
+        for parent in &batch.parents {
+            ensure(plan.batch(*parent).children.contains(&batch.id), || {
                 format!("{parent} does not list its child {index}")
             })?;
         }
-        for child in &cluster.children {
-            ensure(plan.cluster(*child).parents.contains(&cluster.id), || {
+        for child in &batch.children {
+            ensure(plan.batch(*child).parents.contains(&batch.id), || {
                 format!("{child} does not list its parent {index}")
             })?;
         }
@@ -178,26 +178,26 @@ pub fn check_plan(graph: &Graph, plan: &Plan) -> Result<(), String> {
     ensure(position.iter().all(|&at| at != usize::MAX), || {
         "a task is not planned".into()
     })?;
-    let leaves: Vec<ClusterId> = clusters
+    let leaves: Vec<BatchId> = batches
         .iter()
-        .filter(|cluster| cluster.parents.is_empty())
-        .map(|cluster| cluster.id)
+        .filter(|batch| batch.parents.is_empty())
+        .map(|batch| batch.id)
         .collect();
     ensure(plan.leaves() == leaves, || {
-        "leaves are not the parentless clusters".into()
+        "leaves are not the parentless batches".into()
     })?;
-    ensure(cluster_graph_is_acyclic(plan), || {
-        "the cluster graph has a cycle".into()
+    ensure(batch_graph_is_acyclic(plan), || {
+        "the batch graph has a cycle".into()
     })?;
 
-    // Dependencies: inside a cluster, earlier; across clusters, through inputs and outputs.
-    for cluster in clusters {
+    // Dependencies: inside a batch, earlier; across batches, through inputs and outputs.
+    for batch in batches {
         let mut expected_inputs = BTreeSet::new();
         let mut expected_parents = BTreeSet::new();
-        for &task in &cluster.tasks {
+        for &task in &batch.tasks {
             for &dependency in graph.dependencies(task) {
                 let producer = holder[dependency.index()];
-                if producer == cluster.id {
+                if producer == batch.id {
                     ensure(
                         position[dependency.index()] < position[task.index()],
                         || format!("task {task} runs before its dependency {dependency}"),
@@ -205,68 +205,68 @@ pub fn check_plan(graph: &Graph, plan: &Plan) -> Result<(), String> {
                 } else {
                     expected_inputs.insert(dependency);
                     expected_parents.insert(producer);
-                    let produced = plan.cluster(producer);
+                    let produced = plan.batch(producer);
                     ensure(
                         produced.stored_outputs.contains(&dependency)
                             || produced.memory_outputs.contains(&dependency),
-                        || format!("{dependency} crosses to {} but is no output", cluster.id),
+                        || format!("{dependency} crosses to {} but is no output", batch.id),
                     )?;
                 }
             }
         }
         ensure(
-            cluster.inputs == expected_inputs.into_iter().collect::<Vec<_>>(),
-            || format!("inputs of {} are wrong", cluster.id),
+            batch.inputs == expected_inputs.into_iter().collect::<Vec<_>>(),
+            || format!("inputs of {} are wrong", batch.id),
         )?;
         ensure(
-            cluster.parents == expected_parents.into_iter().collect::<Vec<_>>(),
-            || format!("parents of {} are not the clusters it reads", cluster.id),
+            batch.parents == expected_parents.into_iter().collect::<Vec<_>>(),
+            || format!("parents of {} are not the batches it reads", batch.id),
         )?;
     }
 
     // Preferred child, stored and memory outputs, sinks.
     let is_output: BTreeSet<TaskId> = graph.outputs().iter().copied().collect();
     let mut sinks = BTreeSet::new();
-    for cluster in clusters {
-        let single_parent_children: Vec<ClusterId> = cluster
+    for batch in batches {
+        let single_parent_children: Vec<BatchId> = batch
             .children
             .iter()
             .copied()
-            .filter(|child| plan.cluster(*child).parents.len() == 1)
+            .filter(|child| plan.batch(*child).parents.len() == 1)
             .collect();
         let expected_preferred = single_parent_children
             .iter()
             .copied()
-            .max_by_key(|child| (plan.cluster(*child).inputs.len(), std::cmp::Reverse(*child)));
-        ensure(cluster.preferred_child == expected_preferred, || {
-            format!("preferred child of {} is wrong", cluster.id)
+            .max_by_key(|child| (plan.batch(*child).inputs.len(), std::cmp::Reverse(*child)));
+        ensure(batch.preferred_child == expected_preferred, || {
+            format!("preferred child of {} is wrong", batch.id)
         })?;
         let mut expected_stored = Vec::new();
         let mut expected_memory = Vec::new();
         let mut handed_over = BTreeSet::new();
-        for &task in &cluster.tasks {
-            let readers: BTreeSet<ClusterId> = graph
+        for &task in &batch.tasks {
+            let readers: BTreeSet<BatchId> = graph
                 .dependents(task)
                 .iter()
                 .map(|dependent| holder[dependent.index()])
-                .filter(|reader| *reader != cluster.id)
+                .filter(|reader| *reader != batch.id)
                 .collect();
             let read_by_preferred = readers
                 .iter()
-                .any(|reader| Some(*reader) == cluster.preferred_child);
+                .any(|reader| Some(*reader) == batch.preferred_child);
             if read_by_preferred {
                 handed_over.insert(task);
             }
             if is_output.contains(&task) {
                 sinks.insert(task);
-                ensure(cluster.sinks.contains(&task), || {
+                ensure(batch.sinks.contains(&task), || {
                     format!("sink {task} not listed")
                 })?;
             }
             if is_output.contains(&task)
                 || readers
                     .iter()
-                    .any(|reader| Some(*reader) != cluster.preferred_child)
+                    .any(|reader| Some(*reader) != batch.preferred_child)
             {
                 expected_stored.push(task);
             } else if read_by_preferred {
@@ -275,113 +275,107 @@ pub fn check_plan(graph: &Graph, plan: &Plan) -> Result<(), String> {
         }
         expected_stored.sort();
         expected_memory.sort();
-        ensure(cluster.stored_outputs == expected_stored, || {
-            format!("stored outputs of {} are wrong", cluster.id)
+        ensure(batch.stored_outputs == expected_stored, || {
+            format!("stored outputs of {} are wrong", batch.id)
         })?;
-        ensure(cluster.memory_outputs == expected_memory, || {
-            format!("memory outputs of {} are wrong", cluster.id)
+        ensure(batch.memory_outputs == expected_memory, || {
+            format!("memory outputs of {} are wrong", batch.id)
         })?;
-        for memory in &cluster.memory_outputs {
-            let child = cluster
+        for memory in &batch.memory_outputs {
+            let child = batch
                 .preferred_child
                 .ok_or("memory output without preferred child")?;
-            ensure(plan.cluster(child).parents == [cluster.id], || {
+            ensure(plan.batch(child).parents == [batch.id], || {
                 "memory output to a child with several parents".into()
             })?;
             for dependent in graph.dependents(*memory) {
                 let reader = holder[dependent.index()];
-                ensure(reader == cluster.id || reader == child, || {
+                ensure(reader == batch.id || reader == child, || {
                     format!("memory output {memory} is read by {reader}, not the preferred child")
                 })?;
             }
         }
         ensure(
-            cluster
+            batch
                 .sinks
                 .iter()
-                .all(|sink| cluster.stored_outputs.contains(sink)),
+                .all(|sink| batch.stored_outputs.contains(sink)),
             || "a sink is not stored".into(),
         )?;
-        check_releases(graph, cluster, &handed_over)?;
+        check_releases(graph, batch, &handed_over)?;
     }
     ensure(sinks == is_output, || {
         "sinks are not the graph's outputs".into()
     })?;
-    let listed_sinks: usize = clusters.iter().map(|cluster| cluster.sinks.len()).sum();
+    let listed_sinks: usize = batches.iter().map(|batch| batch.sinks.len()).sum();
     ensure(listed_sinks == is_output.len(), || {
         "a sink is listed twice".into()
     })?;
     Ok(())
 }
 
-/// Runs the cluster's tasks against a model of its memory: a value must be present when a
+/// Runs the batch's tasks against a model of its memory: a value must be present when a
 /// task reads it, is released exactly once, and only the handed-over values remain.
 fn check_releases(
     graph: &Graph,
-    cluster: &dask_serverless_plan::Cluster,
+    batch: &dask_serverless_plan::Batch,
     handed_over: &BTreeSet<TaskId>,
 ) -> Result<(), String> {
-    ensure(cluster.release_after.len() == cluster.tasks.len(), || {
+    ensure(batch.release_after.len() == batch.tasks.len(), || {
         "release_after has the wrong length".into()
     })?;
-    let mut in_memory: BTreeSet<TaskId> = cluster.inputs.iter().copied().collect();
-    for (at, &task) in cluster.tasks.iter().enumerate() {
+    let mut in_memory: BTreeSet<TaskId> = batch.inputs.iter().copied().collect();
+    for (at, &task) in batch.tasks.iter().enumerate() {
         for dependency in graph.dependencies(task) {
             ensure(in_memory.contains(dependency), || {
                 format!(
-                    "cluster {}: {dependency} is released before {task} reads it",
-                    cluster.id
+                    "batch {}: {dependency} is released before {task} reads it",
+                    batch.id
                 )
             })?;
         }
         in_memory.insert(task);
-        for value in &cluster.release_after[at] {
+        for value in &batch.release_after[at] {
             ensure(in_memory.remove(value), || {
-                format!(
-                    "cluster {}: {value} released twice or never held",
-                    cluster.id
-                )
+                format!("batch {}: {value} released twice or never held", batch.id)
             })?;
-            ensure(!cluster.memory_outputs.contains(value), || {
+            ensure(!batch.memory_outputs.contains(value), || {
                 format!("memory output {value} released")
             })?;
         }
     }
     ensure(&in_memory == handed_over, || {
         format!(
-            "cluster {}: values left in memory are not those handed to the preferred child",
-            cluster.id
+            "batch {}: values left in memory are not those handed to the preferred child",
+            batch.id
         )
     })?;
     Ok(())
 }
 
 /// Kahn's algorithm on the parent/child relation, ignoring ids.
-pub fn cluster_graph_is_acyclic(plan: &Plan) -> bool {
-    let clusters = plan.clusters();
-    let mut waiting: Vec<usize> = clusters
+pub fn batch_graph_is_acyclic(plan: &Plan) -> bool {
+    let batches = plan.batches();
+    let mut waiting: Vec<usize> = batches.iter().map(|batch| batch.parents.len()).collect();
+    let mut ready: Vec<BatchId> = batches
         .iter()
-        .map(|cluster| cluster.parents.len())
-        .collect();
-    let mut ready: Vec<ClusterId> = clusters
-        .iter()
-        .filter(|cluster| cluster.parents.is_empty())
-        .map(|cluster| cluster.id)
+        .filter(|batch| batch.parents.is_empty())
+        .map(|batch| batch.id)
         .collect();
     let mut visited = 0;
-    while let Some(cluster) = ready.pop() {
+    while let Some(batch) = ready.pop() {
         visited += 1;
-        for child in &plan.cluster(cluster).children {
+        for child in &plan.batch(batch).children {
             waiting[child.index()] -= 1;
             if waiting[child.index()] == 0 {
                 ready.push(*child);
             }
         }
     }
-    visited == clusters.len()
+    visited == batches.len()
 }
 
-fn strictly_increasing(ids: &[ClusterId]) -> bool {
+fn strictly_increasing(ids: &[BatchId]) -> bool {
     ids.windows(2).all(|pair| pair[0] < pair[1])
 }
 

@@ -1,4 +1,4 @@
-//! Counters of what the emulator did, kept per function and for the whole emulator.
+//! Counters of what the local platform did, kept per function and for the whole platform.
 //!
 //! Counters only grow (invocations, cold starts, throttles, outcomes); gauges (workers, busy
 //! workers, queued events) are read from the functions' state when a snapshot is taken.
@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use crate::function::{FunctionState, WorkerPhase};
 
-/// A snapshot of the emulator's counters, for the whole emulator or one function.
+/// A snapshot of the local platform's counters, for the whole platform or one function.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
-pub struct EmulatorStatistics {
+pub struct PlatformStatistics {
     /// Invocations accepted (synchronous admitted plus asynchronous queued).
     pub invocations: u64,
     pub synchronous_invocations: u64,
@@ -79,8 +79,8 @@ impl Counters {
     }
 
     /// The counters, with zero gauges (see [`add_gauges`]).
-    pub(crate) fn snapshot(&self) -> EmulatorStatistics {
-        EmulatorStatistics {
+    pub(crate) fn snapshot(&self) -> PlatformStatistics {
+        PlatformStatistics {
             invocations: self.get(Counter::Invocations),
             synchronous_invocations: self.get(Counter::SynchronousInvocations),
             asynchronous_invocations: self.get(Counter::AsynchronousInvocations),
@@ -103,7 +103,7 @@ impl Counters {
 }
 
 /// Adds a function's current workers and queue to the snapshot's gauges.
-pub(crate) fn add_gauges(statistics: &mut EmulatorStatistics, state: &FunctionState) {
+pub(crate) fn add_gauges(statistics: &mut PlatformStatistics, state: &FunctionState) {
     statistics.workers += state.workers.len() as u64;
     statistics.busy_workers += state
         .workers

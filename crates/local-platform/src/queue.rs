@@ -4,7 +4,7 @@
 //! JSON body, answered as SQS answers them, errors included (`{"__type","message"}`, HTTP 400).
 //! Actions: CreateQueue, GetQueueUrl, ListQueues, DeleteQueue, PurgeQueue, SendMessage,
 //! SendMessageBatch, ReceiveMessage, DeleteMessage, DeleteMessageBatch. A queue's URL is
-//! `http://<emulator address>/queues/<name>`; actions accept any URL whose last segment is the name.
+//! `http://<platform address>/queues/<name>`; actions accept any URL whose last segment is the name.
 //!
 //! Model: a queue is a FIFO of text messages. `ReceiveMessage` takes up to
 //! `MaxNumberOfMessages` (1 to 10) from the front, waiting up to `WaitTimeSeconds` (0 to 20; or the
@@ -12,7 +12,7 @@
 //! is there (long polling). **Simplification:** a received message is removed at once: there is no
 //! visibility timeout, so a consumer that crashes after receiving loses the message;
 //! `DeleteMessage` and `DeleteMessageBatch` are accepted and do nothing. Bodies are limited to
-//! 1 MiB, like SQS's, and to the characters SQS allows. Records written by the emulator itself (the
+//! 1 MiB, like SQS's, and to the characters SQS allows. Records written by the local platform itself (the
 //! on-failure destination) bypass the size limit so that no failure is lost.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 
 use crate::body::{LimitedBody, read_limited};
 use crate::config::QUEUE_MESSAGE_LIMIT;
-use crate::emulator::Shared;
+use crate::platform::Shared;
 
 /// Most messages per `ReceiveMessage` and per batch.
 const BATCH_LIMIT: usize = 10;
@@ -84,7 +84,7 @@ impl Queue {
     }
 }
 
-/// Every queue of the emulator.
+/// Every queue of the local platform.
 #[derive(Debug)]
 pub(crate) struct QueueService {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
@@ -120,7 +120,7 @@ impl QueueService {
         self.queues().get(name).cloned()
     }
 
-    /// Writes an emulator record (e.g. a failed event) into a queue, creating it if needed.
+    /// Writes a local platform record (e.g. a failed event) into a queue, creating it if needed.
     pub(crate) fn deliver(&self, name: &str, body: String) {
         let queue = Arc::clone(self.queues().entry(name.to_string()).or_default());
         queue.push(body);

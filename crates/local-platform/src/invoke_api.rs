@@ -11,7 +11,7 @@
 //!   `ReservedConcurrentExecutions`, `DestinationConfig.OnFailure.Destination` (a queue name, URL
 //!   or ARN) and `WorkingDirectory`), `GET /2015-03-31/functions` (ListFunctions),
 //!   `GET` and `DELETE /2015-03-31/functions/{name}`.
-//! - `GET /emulator/statistics`: the emulator's counters (non-standard).
+//! - `GET /platform/statistics`: the local platform's counters (non-standard).
 //! - `POST /` and `POST /queues/{name}`: the queue service (see [`crate::queue`]).
 //!
 //! Errors are AWS's: HTTP status, header `x-amzn-ErrorType` and body `{"Type","message"}`.
@@ -32,13 +32,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::EmulatorError;
+use crate::LocalPlatformError;
 use crate::body::{LimitedBody, read_limited};
 use crate::config::{
     ASYNCHRONOUS_PAYLOAD_LIMIT, FunctionConfig, SYNCHRONOUS_PAYLOAD_LIMIT, default_concurrency,
 };
-use crate::emulator::Shared;
 use crate::function::{Caller, Function, Invocation, Outcome, Submission};
+use crate::platform::Shared;
 
 /// Seconds a throttled caller is asked to wait.
 const RETRY_AFTER_SECONDS: u64 = 1;
@@ -54,7 +54,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/2015-03-31/functions/{name}",
             get(get_function).delete(delete_function),
         )
-        .route("/emulator/statistics", get(statistics))
+        .route("/platform/statistics", get(statistics))
         .route("/", post(crate::queue::handle))
         .route("/queues/{name}", post(crate::queue::handle))
         .fallback(unknown_operation)
@@ -92,7 +92,7 @@ fn shutting_down() -> Response {
     aws_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "ServiceException",
-        "the emulator is shutting down",
+        "the local platform is shutting down",
     )
 }
 
@@ -362,7 +362,7 @@ async fn create_function(State(shared): State<Arc<Shared>>, body: Body) -> Respo
             axum::Json(function_configuration(&function)),
         )
             .into_response(),
-        Err(error) => emulator_error(error),
+        Err(error) => local_platform_error(error),
     }
 }
 
@@ -375,20 +375,20 @@ fn queue_name_of_destination(destination: &str) -> &str {
         .unwrap_or(destination)
 }
 
-fn emulator_error(error: EmulatorError) -> Response {
+fn local_platform_error(error: LocalPlatformError) -> Response {
     match &error {
-        EmulatorError::FunctionExists { .. } => aws_error(
+        LocalPlatformError::FunctionExists { .. } => aws_error(
             StatusCode::CONFLICT,
             "ResourceConflictException",
             error.to_string(),
         ),
-        EmulatorError::FunctionNotFound { name } => function_not_found(name),
-        EmulatorError::InvalidFunction { .. } => aws_error(
+        LocalPlatformError::FunctionNotFound { name } => function_not_found(name),
+        LocalPlatformError::InvalidFunction { .. } => aws_error(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValueException",
             error.to_string(),
         ),
-        EmulatorError::ShuttingDown => shutting_down(),
+        LocalPlatformError::ShuttingDown => shutting_down(),
         _ => aws_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ServiceException",
@@ -397,7 +397,7 @@ fn emulator_error(error: EmulatorError) -> Response {
     }
 }
 
-/// Lambda's `FunctionConfiguration`, plus the non-standard fields the emulator accepts.
+/// Lambda's `FunctionConfiguration`, plus the non-standard fields the local platform accepts.
 fn function_configuration(function: &Function) -> Value {
     let config = &function.config;
     let variables: BTreeMap<&str, &str> = config
@@ -456,7 +456,7 @@ async fn delete_function(State(shared): State<Arc<Shared>>, Path(name): Path<Str
         .await
     {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => emulator_error(error),
+        Err(error) => local_platform_error(error),
     }
 }
 

@@ -30,10 +30,10 @@ use tokio::sync::Notify;
 
 use crate::body::{LimitedBody, read_limited};
 use crate::config::SYNCHRONOUS_PAYLOAD_LIMIT;
-use crate::emulator::Shared;
 use crate::function::{
     Failure, FailureKind, Function, Invocation, Outcome, WorkerId, WorkerPhase, complete,
 };
+use crate::platform::Shared;
 
 /// What one worker's Runtime API knows: whose it is.
 #[derive(Debug, Clone)]

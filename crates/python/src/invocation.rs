@@ -1,15 +1,15 @@
 //! The function's executor, seen from the handler.
 //!
-//! The handler asks [`Worker::step`] what to do next and gets a typed step: run a cluster
-//! ([`RunClusterStep`]), keep only some values ([`RetainStep`]) or finish ([`FinishStep`]).
-//! While it runs a cluster's tasks it stores outputs ([`Worker::put_value`], without copying
-//! them), streams finished tasks ([`Worker::progress`]) and ends with
-//! [`Worker::tasks_finished`], or reports what failed.
+//! The handler asks [`Invocation::step`] what to do next and gets a typed step: run a batch
+//! ([`RunBatchStep`]), keep only some values ([`RetainStep`]) or finish ([`FinishStep`]).
+//! While it runs a batch's tasks it stores outputs ([`Invocation::put_value`], without copying
+//! them), streams finished tasks ([`Invocation::progress`]) and ends with
+//! [`Invocation::tasks_finished`], or reports what failed.
 
 use base64::Engine;
 use dask_serverless_core::{TaskError, TaskRecord, TaskWarning};
 use dask_serverless_graph::TaskId;
-use dask_serverless_runtime::{HostStep, WorkerSession};
+use dask_serverless_runtime::{HostStep, InvocationSession};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -21,18 +21,18 @@ fn ids(tasks: &[TaskId]) -> Vec<u32> {
     tasks.iter().map(|task| task.0).collect()
 }
 
-/// Run the tasks of a cluster, in order.
+/// Run the tasks of a batch, in order.
 #[pyclass(frozen, module = "dask_serverless._core")]
-pub(crate) struct RunClusterStep {
+pub(crate) struct RunBatchStep {
     #[pyo3(get)]
-    cluster: u32,
+    batch: u32,
     /// Tasks in execution order.
     #[pyo3(get)]
     tasks: Vec<u32>,
     /// Values to write to the store when computed.
     #[pyo3(get)]
     stored_outputs: Vec<u32>,
-    /// Values handed in memory to the cluster this invocation becomes next.
+    /// Values handed in memory to the batch this invocation becomes next.
     #[pyo3(get)]
     memory_outputs: Vec<u32>,
     /// `release_after[i]`: values no later task needs once `tasks[i]` ran.
@@ -46,7 +46,7 @@ pub(crate) struct RunClusterStep {
 }
 
 #[pymethods]
-impl RunClusterStep {
+impl RunBatchStep {
     #[getter]
     fn payload(&self, py: Python<'_>) -> Py<PyBytes> {
         self.payload.clone_ref(py)
@@ -65,8 +65,8 @@ pub(crate) struct RetainStep {
 pub(crate) struct FinishStep;
 
 #[pyclass(module = "dask_serverless._core")]
-pub(crate) struct Worker {
-    session: WorkerSession,
+pub(crate) struct Invocation {
+    session: InvocationSession,
 }
 
 type Record = (u32, u64, u64, u64);
@@ -105,13 +105,13 @@ fn encode(bytes: &[u8]) -> String {
 }
 
 #[pymethods]
-impl Worker {
+impl Invocation {
     #[new]
-    fn new(py: Python<'_>, event: &str, invocation_id: String, cold: bool) -> PyResult<Worker> {
+    fn new(py: Python<'_>, event: &str, invocation_id: String, cold: bool) -> PyResult<Invocation> {
         let session = py
-            .detach(|| runtime().block_on(WorkerSession::new(event, invocation_id, cold)))
+            .detach(|| runtime().block_on(InvocationSession::new(event, invocation_id, cold)))
             .map_err(runtime_error)?;
-        Ok(Worker { session })
+        Ok(Invocation { session })
     }
 
     #[getter]
@@ -133,8 +133,8 @@ impl Worker {
                     .into_iter()
                     .map(|(task, parts)| Ok((task.0, buffers(py, parts)?)))
                     .collect::<PyResult<Vec<_>>>()?;
-                let step = RunClusterStep {
-                    cluster: spec.cluster.0,
+                let step = RunBatchStep {
+                    batch: spec.batch.0,
                     tasks: ids(&spec.tasks),
                     stored_outputs: ids(&spec.stored_outputs),
                     memory_outputs: ids(&spec.memory_outputs),
@@ -159,7 +159,7 @@ impl Worker {
             .map_err(runtime_error)
     }
 
-    /// Some tasks of the running cluster finished: `records` are
+    /// Some tasks of the running batch finished: `records` are
     /// `(task, start_us, duration_us, stored_bytes)`, `warnings`
     /// `(task, category, message, filename, lineno, pickled)`. Sent in the background.
     fn progress(&mut self, py: Python<'_>, records: Vec<Record>, warnings: Vec<Warning>) {
@@ -168,7 +168,7 @@ impl Worker {
         py.detach(|| runtime().block_on(session.progress(records, warnings)));
     }
 
-    /// Every other task of the cluster ran.
+    /// Every other task of the batch ran.
     fn tasks_finished(&mut self, records: Vec<Record>, warnings: Vec<Warning>) {
         self.session
             .tasks_finished(task_records(records), task_warnings(warnings));

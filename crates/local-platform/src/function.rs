@@ -47,7 +47,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, oneshot};
 
 use crate::config::{FunctionConfig, function_arn};
-use crate::emulator::Shared;
+use crate::platform::Shared;
 use crate::statistics::{Counter, Counters};
 use crate::worker::{OutputTail, kill_process_group};
 
@@ -82,7 +82,7 @@ pub(crate) struct Invocation {
 pub(crate) enum Outcome {
     Success(Bytes),
     Failure(Failure),
-    /// The function was deleted or the emulator shut down before the invocation finished.
+    /// The function was deleted or the local platform shut down before the invocation finished.
     Abandoned(String),
 }
 
@@ -108,7 +108,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    /// A failure raised by the emulator itself (limits, crashes).
+    /// A failure raised by the local platform itself (limits, crashes).
     pub(crate) fn new(kind: FailureKind, error_type: &str, message: String) -> Self {
         let body = serde_json::json!({
             "errorMessage": message,

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use dask_serverless_platform::{LocalQueue, PlatformError, ResultChannel};
 use serde_json::{Value, json};
 
-use crate::support::start_emulator;
+use crate::support::start_platform;
 
 /// One SQS action; returns the HTTP status and the JSON answer.
 async fn sqs(endpoint: &str, action: &str, request: Value) -> (u16, Value) {
@@ -24,8 +24,8 @@ async fn sqs(endpoint: &str, action: &str, request: Value) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_protocol_subset() {
-    let emulator = start_emulator().await;
-    let endpoint = emulator.endpoint();
+    let platform = start_platform().await;
+    let endpoint = platform.endpoint();
 
     let (status, answer) = sqs(&endpoint, "GetQueueUrl", json!({"QueueName": "jobs"})).await;
     assert_eq!(status, 400);
@@ -35,7 +35,7 @@ async fn sqs_protocol_subset() {
     assert_eq!(status, 200);
     let queue_url = answer["QueueUrl"].as_str().unwrap().to_string();
     assert_eq!(queue_url, format!("{endpoint}/queues/jobs"));
-    assert_eq!(queue_url, emulator.queue_url("jobs"));
+    assert_eq!(queue_url, platform.queue_url("jobs"));
     let (_, answer) = sqs(&endpoint, "GetQueueUrl", json!({"QueueName": "jobs"})).await;
     assert_eq!(answer["QueueUrl"], queue_url.as_str());
 
@@ -130,13 +130,13 @@ async fn sqs_protocol_subset() {
     )
     .await;
     assert_eq!(status, 400);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_queue_round_trip_and_long_poll() {
-    let emulator = start_emulator().await;
-    let queue = LocalQueue::new(emulator.endpoint(), "results");
+    let platform = start_platform().await;
+    let queue = LocalQueue::new(platform.endpoint(), "results");
     assert!(matches!(
         queue.receive(Duration::ZERO).await,
         Err(PlatformError::NotFound { .. })
@@ -160,7 +160,7 @@ async fn local_queue_round_trip_and_long_poll() {
     assert_eq!(received, sent);
 
     // A long poll returns as soon as a message arrives, well before its wait ends.
-    let endpoint = emulator.endpoint();
+    let endpoint = platform.endpoint();
     let waiting = tokio::spawn(async move {
         let queue = LocalQueue::new(endpoint, "results");
         let started = Instant::now();
@@ -222,22 +222,22 @@ async fn local_queue_round_trip_and_long_poll() {
         queue.send(vec![Bytes::from_static(b"x")]).await,
         Err(PlatformError::NotFound { .. })
     ));
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_waiting_long_polls() {
-    let emulator = start_emulator().await;
-    let queue = LocalQueue::new(emulator.endpoint(), "idle");
+    let platform = start_platform().await;
+    let queue = LocalQueue::new(platform.endpoint(), "idle");
     queue.create().await.unwrap();
     let waiting = tokio::spawn(async move { queue.receive(Duration::from_secs(20)).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    emulator.shutdown().await;
+    platform.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(10), "liveness");
     let received = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
-        .expect("the long poll ends with the emulator")
+        .expect("the long poll ends with the local platform")
         .unwrap();
     assert_eq!(received, Ok(Vec::new()));
 }

@@ -1,5 +1,5 @@
-//! Tests of the emulator with real worker processes: Python running `awslambdaric` against the
-//! emulator's Runtime API, with the handlers in `tests/handlers/`.
+//! Tests of the local platform with real worker processes: Python running `awslambdaric` against the
+//! local platform's Runtime API, with the handlers in `tests/handlers/`.
 //!
 //! The interpreter is `$DASK_SERVERLESS_PYTHON`, or `python3` if unset. Tests that need workers
 //! skip (saying so) only when no such interpreter can import `awslambdaric`; an interpreter named

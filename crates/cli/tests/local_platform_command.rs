@@ -1,4 +1,4 @@
-//! `dask-serverless emulator` as a user runs it: a real process, stopped by Ctrl-C (SIGINT).
+//! `dask-serverless platform` as a user runs it: a real process, stopped by Ctrl-C (SIGINT).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -37,10 +37,10 @@ fn python() -> Option<String> {
     }
 }
 
-/// Starts the standalone emulator on a free port; returns it and its endpoint.
-fn start_emulator() -> (Child, String) {
+/// Starts the standalone platform on a free port; returns it and its endpoint.
+fn start_platform() -> (Child, String) {
     let mut child = Command::new(BINARY)
-        .args(["emulator", "--port", "0"])
+        .args(["local-platform", "--port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -72,7 +72,7 @@ fn interrupt(mut child: Child) {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the emulator did not stop on SIGINT");
+            panic!("the local platform did not stop on SIGINT");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -89,16 +89,16 @@ fn process_is_gone(process_id: u64) -> bool {
 }
 
 #[test]
-fn help_lists_the_emulator_command() {
+fn help_lists_the_local_platform_command() {
     let output = Command::new(BINARY).arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
     assert!(
-        help.contains("emulator  Run the local Lambda-compatible platform until interrupted"),
+        help.contains("local-platform  Run the local Lambda-compatible platform until interrupted"),
         "{help}"
     );
     let output = Command::new(BINARY)
-        .args(["emulator", "--help"])
+        .args(["local-platform", "--help"])
         .output()
         .unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
@@ -113,14 +113,14 @@ fn help_lists_the_emulator_command() {
 }
 
 #[test]
-fn interrupt_stops_a_standalone_emulator() {
-    let (child, endpoint) = start_emulator();
+fn interrupt_stops_a_standalone_local_platform() {
+    let (child, endpoint) = start_platform();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let statistics: Value = runtime.block_on(async {
-        reqwest::get(format!("{endpoint}/emulator/statistics"))
+        reqwest::get(format!("{endpoint}/platform/statistics"))
             .await
             .unwrap()
             .json()
@@ -132,10 +132,11 @@ fn interrupt_stops_a_standalone_emulator() {
 }
 
 #[test]
-fn standalone_emulator_runs_functions_and_kills_its_workers_on_interrupt() {
+fn standalone_local_platform_runs_functions_and_kills_its_workers_on_interrupt() {
     let Some(python) = python() else { return };
-    let (child, endpoint) = start_emulator();
-    let handlers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../emulator/tests/handlers");
+    let (child, endpoint) = start_platform();
+    let handlers =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-platform/tests/handlers");
     let handlers = handlers.canonicalize().unwrap().display().to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -147,10 +148,10 @@ fn standalone_emulator_runs_functions_and_kills_its_workers_on_interrupt() {
             .post(format!("{endpoint}/2015-03-31/functions"))
             .json(&json!({
                 "FunctionName": "standalone",
-                "Handler": "emulator_test_handlers.handle",
+                "Handler": "platform_test_handlers.handle",
                 "MemorySize": 256,
                 "Environment": {"Variables": {"PYTHONPATH": handlers}},
-                "Command": [python, "-m", "awslambdaric", "emulator_test_handlers.handle"],
+                "Command": [python, "-m", "awslambdaric", "platform_test_handlers.handle"],
             }))
             .send()
             .await
@@ -174,6 +175,6 @@ fn standalone_emulator_runs_functions_and_kills_its_workers_on_interrupt() {
     interrupt(child);
     assert!(
         process_is_gone(worker),
-        "worker {worker} outlived the emulator"
+        "worker {worker} outlived the local platform"
     );
 }

@@ -1,11 +1,13 @@
-//! Shared setup: the interpreter, an emulator, functions running the test handlers, and raw
+//! Shared setup: the interpreter, a local platform, functions running the test handlers, and raw
 //! HTTP calls to the Invoke API.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use dask_serverless_emulator::{Emulator, EmulatorConfig, EmulatorHandle, FunctionConfig};
+use dask_serverless_local_platform::{
+    FunctionConfig, LocalPlatform, LocalPlatformConfig, LocalPlatformHandle,
+};
 use serde_json::Value;
 
 /// The Python interpreter with `awslambdaric`, or `None` (after saying so) to skip.
@@ -57,10 +59,10 @@ pub(crate) fn handlers_directory() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/handlers")
 }
 
-pub(crate) async fn start_emulator() -> EmulatorHandle {
-    Emulator::start(EmulatorConfig::default())
+pub(crate) async fn start_platform() -> LocalPlatformHandle {
+    LocalPlatform::start(LocalPlatformConfig::default())
         .await
-        .expect("the emulator starts")
+        .expect("the local platform starts")
 }
 
 /// A function running `module.handle` from the test handlers, with 256 MB, 10 s and 2 workers.
@@ -88,7 +90,7 @@ pub(crate) fn test_function(python: &str, name: &str, module: &str) -> FunctionC
 }
 
 pub(crate) fn handlers_function(python: &str, name: &str) -> FunctionConfig {
-    test_function(python, name, "emulator_test_handlers")
+    test_function(python, name, "platform_test_handlers")
 }
 
 /// A raw answer of the Invoke API.
@@ -116,7 +118,7 @@ impl RawAnswer {
 
 /// `POST /2015-03-31/functions/{function}/invocations` with the given invocation type.
 pub(crate) async fn invoke_raw(
-    emulator: &EmulatorHandle,
+    platform: &LocalPlatformHandle,
     function: &str,
     invocation_type: &str,
     payload: impl Into<reqwest::Body>,
@@ -124,13 +126,13 @@ pub(crate) async fn invoke_raw(
     let response = reqwest::Client::new()
         .post(format!(
             "{}/2015-03-31/functions/{function}/invocations",
-            emulator.endpoint()
+            platform.endpoint()
         ))
         .header("X-Amz-Invocation-Type", invocation_type)
         .body(payload)
         .send()
         .await
-        .expect("the emulator answers");
+        .expect("the local platform answers");
     RawAnswer {
         status: response.status().as_u16(),
         headers: response.headers().clone(),

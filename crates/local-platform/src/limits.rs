@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::INITIALIZATION_TIMEOUT;
-use crate::emulator::Shared;
 use crate::function::{
     Failure, FailureKind, Function, Invocation, Outcome, WorkerId, WorkerPhase, complete,
     while_running,
 };
+use crate::platform::Shared;
 
 /// How often limits are checked.
 pub(crate) const TICK: Duration = Duration::from_millis(25);

@@ -13,22 +13,22 @@
 //! protocol.
 //!
 //! It runs embedded (started on the caller's tokio runtime) or standalone
-//! (`dask-serverless emulator --port N`).
+//! (`dask-serverless platform --port N`).
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), dask_serverless_emulator::EmulatorError> {
-//! use dask_serverless_emulator::{Emulator, EmulatorConfig, FunctionConfig};
-//! let emulator = Emulator::start(EmulatorConfig::default()).await?;
+//! # async fn example() -> Result<(), dask_serverless_local_platform::LocalPlatformError> {
+//! use dask_serverless_local_platform::{LocalPlatform, LocalPlatformConfig, FunctionConfig};
+//! let platform = LocalPlatform::start(LocalPlatformConfig::default()).await?;
 //! let command = ["python3", "-m", "awslambdaric", "handlers.handle"].map(String::from).to_vec();
-//! emulator.create_function(FunctionConfig::new("squares", command)).await?;
+//! platform.create_function(FunctionConfig::new("squares", command)).await?;
 //! // POST http://{address}/2015-03-31/functions/squares/invocations
-//! println!("{}", emulator.address());
-//! emulator.shutdown().await;
+//! println!("{}", platform.address());
+//! platform.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! Module map: [`config`] (functions and limits), `emulator` (registry, start, shutdown),
+//! Module map: [`config`] (functions and limits), `platform` (registry, start, shutdown),
 //! `function` (worker phases and invocation lifecycle), `worker` (processes), `runtime_api`,
 //! `invoke_api`, `limits` (timeout and memory enforcement), `queue` (queue service),
 //! `destination` (failure records), `statistics`.
@@ -36,10 +36,10 @@
 mod body;
 pub mod config;
 mod destination;
-mod emulator;
 mod function;
 mod invoke_api;
 mod limits;
+mod platform;
 mod queue;
 mod runtime_api;
 mod statistics;
@@ -48,16 +48,16 @@ mod worker;
 use std::net::SocketAddr;
 
 pub use config::{
-    ASYNCHRONOUS_PAYLOAD_LIMIT, EmulatorConfig, FunctionConfig, QUEUE_MESSAGE_LIMIT,
+    ASYNCHRONOUS_PAYLOAD_LIMIT, FunctionConfig, LocalPlatformConfig, QUEUE_MESSAGE_LIMIT,
     SYNCHRONOUS_PAYLOAD_LIMIT,
 };
-pub use emulator::{Emulator, EmulatorHandle};
-pub use statistics::EmulatorStatistics;
+pub use platform::{LocalPlatform, LocalPlatformHandle};
+pub use statistics::PlatformStatistics;
 
-/// Why the emulator refused an operation.
+/// Why the local platform refused an operation.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum EmulatorError {
+pub enum LocalPlatformError {
     #[error("could not listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -74,7 +74,7 @@ pub enum EmulatorError {
     FunctionNotFound { name: String },
     #[error("invalid function '{name}': {message}")]
     InvalidFunction { name: String, message: String },
-    #[error("the emulator is shutting down")]
+    #[error("the local platform is shutting down")]
     ShuttingDown,
 }
 
@@ -84,8 +84,8 @@ mod tests {
     #[test]
     fn public_types_are_send_and_sync() {
         fn send_and_sync<T: Send + Sync>() {}
-        send_and_sync::<super::EmulatorHandle>();
-        send_and_sync::<super::EmulatorError>();
-        send_and_sync::<super::EmulatorStatistics>();
+        send_and_sync::<super::LocalPlatformHandle>();
+        send_and_sync::<super::LocalPlatformError>();
+        send_and_sync::<super::PlatformStatistics>();
     }
 }

@@ -2,22 +2,22 @@
 //!
 //! Launching a worker (already reserved in its function's state, phase `Starting`):
 //! 1. bind its own Runtime API listener on 127.0.0.1 with an ephemeral port and serve it, so the
-//!    emulator knows which process asks for and answers which invocation;
+//!    platform knows which process asks for and answers which invocation;
 //! 2. start the function's command with a clean environment: a few host variables (`PATH`,
 //!    `HOME`, `LANG`, `LC_ALL`, `LC_CTYPE`, `TZ`, `TMPDIR`, `USER`, `LD_LIBRARY_PATH`), Lambda's
 //!    (`AWS_LAMBDA_RUNTIME_API`, `LAMBDA_TASK_ROOT`, `_HANDLER`, `AWS_LAMBDA_FUNCTION_NAME`,
 //!    `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION`, `AWS_REGION`,
 //!    `AWS_DEFAULT_REGION`), `DASK_SERVERLESS_PROGRESS_PATH`, then the function's own variables;
 //! 3. in its own process group (so that a kill reaches whatever it started) and with
-//!    `PR_SET_PDEATHSIG = SIGKILL`, so that it dies with the emulator's process even if the
-//!    emulator never gets to kill it. Every worker is forked by one dedicated *spawner thread*
+//!    `PR_SET_PDEATHSIG = SIGKILL`, so that it dies with the local platform's process even if the
+//!    platform never gets to kill it. Every worker is forked by one dedicated *spawner thread*
 //!    that lives as long as the process: the death signal is tied to the thread that forked
 //!    (so it must outlive the worker), and forks never run concurrently. Concurrent forks in a
 //!    process that loaded a multithreaded library with fork handlers (the OpenBLAS that SciPy
 //!    bundles joins its threads in its `pthread_atfork` handler) race in those handlers: one
 //!    fork then blocks for seconds and the runtime's own thread joins fail;
 //! 4. forward its standard output and error, line by line and prefixed by function name and
-//!    worker id, to the emulator's standard error or worker log, keeping the last lines for
+//!    worker id, to the local platform's standard error or worker log, keeping the last lines for
 //!    initialization failures.
 //!
 //! A supervisor task then waits for the process to exit, kills what is left of its group,
@@ -39,11 +39,11 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use crate::emulator::Shared;
 use crate::function::{
     Failure, FailureKind, Function, Invocation, Outcome, WorkerId, WorkerPhase, complete,
     while_running,
 };
+use crate::platform::Shared;
 
 /// Host variables a worker inherits; everything else comes from Lambda's set and the function.
 const INHERITED_VARIABLES: [&str; 9] = [
@@ -277,7 +277,7 @@ async fn launch(
             {
                 return Err(std::io::Error::last_os_error());
             }
-            // The emulator died before the death signal was armed.
+            // The local platform died before the death signal was armed.
             if libc::getppid() != parent {
                 libc::_exit(1);
             }

@@ -1,4 +1,4 @@
-"""Handlers for the emulator's tests: each action exercises one behaviour of the platform.
+"""Handlers for the local platform's tests: each action exercises one behaviour of the platform.
 
 The event is a JSON object whose "action" names what to do. Actions that stand for real work
 write what they are doing to the progress file (DASK_SERVERLESS_PROGRESS_PATH), as the

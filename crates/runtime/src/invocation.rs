@@ -6,23 +6,25 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    ClusterSpec, Executor, ExecutorAction, ExecutorEvent, FailureCause, FailureReport, Invocation,
-    Report, RunContext, StoreTraffic, TaskError, TaskRecord, TaskWarning,
+    BatchSpec, Executor, ExecutorAction, ExecutorEvent, FailureCause, FailureReport,
+    InvocationEvent, Report, RunContext, StoreTraffic, TaskError, TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::TaskId;
-use dask_serverless_plan::ClusterId;
+use dask_serverless_plan::BatchId;
 use dask_serverless_store::{Payload, StoreError, frame};
 use futures::future::join_all;
 
-use crate::{Connections, RuntimeError, cluster_key, invocation_payload, now_micros, value_key};
+use dask_serverless_core::keys::{batch_key, value_key};
+
+use crate::{Connections, RuntimeError, invocation_payload, now_micros};
 
 /// What the host must do next.
 #[derive(Debug)]
 pub enum HostStep {
-    /// Run the cluster's tasks in order. `tasks` is the pickled payload the client stored;
+    /// Run the batch's tasks in order. `tasks` is the pickled payload the client stored;
     /// `inputs` are the framed parts of each loaded value.
     Run {
-        spec: Box<ClusterSpec>,
+        spec: Box<BatchSpec>,
         tasks: Bytes,
         inputs: Vec<(TaskId, Vec<Bytes>)>,
     },
@@ -34,23 +36,23 @@ pub enum HostStep {
 
 /// One invocation of the function, from its event to its end.
 #[derive(Debug)]
-pub struct WorkerSession {
+pub struct InvocationSession {
     context: RunContext,
     connections: Connections,
     executor: Executor,
     actions: VecDeque<ExecutorAction>,
     loaded_tasks: Option<Bytes>,
     loaded_inputs: Vec<(TaskId, Vec<Bytes>)>,
-    /// Store traffic of the current cluster, sent with its report.
+    /// Store traffic of the current batch, sent with its report.
     traffic: Mutex<StoreTraffic>,
     /// The progress report being sent in the background, if any: reports leave in order.
     sending: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl WorkerSession {
-    /// Starts an invocation from its event (an [`Invocation`] as JSON).
+impl InvocationSession {
+    /// Starts an invocation from its event (an [`InvocationEvent`] as JSON).
     pub async fn new(event: &str, invocation_id: String, cold: bool) -> Result<Self, RuntimeError> {
-        let invocation: Invocation = serde_json::from_str(event).map_err(|error| {
+        let invocation: InvocationEvent = serde_json::from_str(event).map_err(|error| {
             RuntimeError::Message(format!("the invocation event is not a run event: {error}"))
         })?;
         let connections = Connections::for_context(&invocation.run).await?;
@@ -64,7 +66,7 @@ impl WorkerSession {
 
     /// An invocation on connections opened by the caller.
     pub fn with_connections(
-        invocation: Invocation,
+        invocation: InvocationEvent,
         connections: Connections,
         invocation_id: String,
         cold: bool,
@@ -73,10 +75,10 @@ impl WorkerSession {
             invocation.run.run_id.clone(),
             invocation_id,
             cold,
-            invocation.cluster,
+            invocation.batch,
         );
         let actions = executor.handle(ExecutorEvent::Start, now_micros()).into();
-        WorkerSession {
+        InvocationSession {
             context: invocation.run,
             connections,
             executor,
@@ -96,8 +98,8 @@ impl WorkerSession {
     pub async fn next_step(&mut self) -> HostStep {
         while let Some(action) = self.actions.pop_front() {
             match action {
-                ExecutorAction::LoadCluster { cluster } => {
-                    let event = self.load_cluster(cluster).await;
+                ExecutorAction::LoadBatch { batch } => {
+                    let event = self.load_batch(batch).await;
                     self.feed(event);
                 }
                 ExecutorAction::LoadInputs { tasks } => {
@@ -155,7 +157,7 @@ impl WorkerSession {
         Ok(size)
     }
 
-    /// The host ran these tasks of the running cluster; more follow. The progress report is
+    /// The host ran these tasks of the running batch; more follow. The progress report is
     /// sent in the background (call from within the runtime): the tasks go on meanwhile.
     pub async fn progress(&mut self, records: Vec<TaskRecord>, warnings: Vec<TaskWarning>) {
         self.feed(ExecutorEvent::TasksProgressed { records, warnings });
@@ -169,7 +171,7 @@ impl WorkerSession {
         }
     }
 
-    /// The host ran every other task of the cluster.
+    /// The host ran every other task of the batch.
     pub fn tasks_finished(&mut self, records: Vec<TaskRecord>, warnings: Vec<TaskWarning>) {
         self.feed(ExecutorEvent::TasksFinished { records, warnings });
     }
@@ -198,8 +200,8 @@ impl WorkerSession {
         self.actions.extend(actions);
     }
 
-    async fn load_cluster(&mut self, cluster: ClusterId) -> ExecutorEvent {
-        let key = cluster_key(&self.context.run_id, cluster);
+    async fn load_batch(&mut self, batch: BatchId) -> ExecutorEvent {
+        let key = batch_key(&self.context.run_id, batch);
         self.count(|traffic| traffic.operations += 1);
         let object = match self.connections.store.get(&key).await {
             Ok(object) => {
@@ -209,7 +211,7 @@ impl WorkerSession {
             Err(StoreError::NotFound { .. }) => return ExecutorEvent::RunGone,
             Err(error) => {
                 return ExecutorEvent::Failed {
-                    message: format!("could not read cluster {}: {error}", cluster.0),
+                    message: format!("could not read batch {}: {error}", batch.0),
                 };
             }
         };
@@ -217,22 +219,22 @@ impl WorkerSession {
             Ok(parts) if parts.len() == 2 => parts,
             Ok(parts) => {
                 return ExecutorEvent::Failed {
-                    message: format!("cluster object has {} parts, expected 2", parts.len()),
+                    message: format!("batch object has {} parts, expected 2", parts.len()),
                 };
             }
             Err(error) => {
                 return ExecutorEvent::Failed {
-                    message: format!("cluster object is unreadable: {error}"),
+                    message: format!("batch object is unreadable: {error}"),
                 };
             }
         };
-        match serde_json::from_slice::<ClusterSpec>(&parts[0]) {
+        match serde_json::from_slice::<BatchSpec>(&parts[0]) {
             Ok(spec) => {
                 self.loaded_tasks = Some(parts[1].clone());
-                ExecutorEvent::ClusterLoaded { spec }
+                ExecutorEvent::BatchLoaded { spec }
             }
             Err(error) => ExecutorEvent::Failed {
-                message: format!("cluster spec is unreadable: {error}"),
+                message: format!("batch spec is unreadable: {error}"),
             },
         }
     }
@@ -276,7 +278,7 @@ impl WorkerSession {
         let Some(spec) = self.executor.spec() else {
             return false;
         };
-        let key = cluster_key(&self.context.run_id, spec.cluster);
+        let key = batch_key(&self.context.run_id, spec.batch);
         self.count(|traffic| traffic.operations += 1);
         matches!(
             self.connections.store.get(&key).await,
@@ -302,7 +304,7 @@ impl WorkerSession {
                 Ok(released) => self.feed(ExecutorEvent::FanInAnswered { child, released }),
                 Err(error) => {
                     self.feed(ExecutorEvent::Failed {
-                        message: format!("fan-in for cluster {} failed: {error}", child.0),
+                        message: format!("fan-in for batch {} failed: {error}", child.0),
                     });
                     return;
                 }
@@ -315,22 +317,22 @@ impl WorkerSession {
         let function = &self.context.function;
         let context = &self.context;
         let calls = batch.into_iter().filter_map(|action| match action {
-            ExecutorAction::Invoke { cluster } => Some(async move {
-                let payload = invocation_payload(context, cluster);
-                (cluster, invoker.invoke_event(function, payload).await)
+            ExecutorAction::Invoke { batch } => Some(async move {
+                let payload = invocation_payload(context, batch);
+                (batch, invoker.invoke_event(function, payload).await)
             }),
             _ => None,
         });
-        for (cluster, result) in join_all(calls).await {
+        for (batch, result) in join_all(calls).await {
             if let Err(error) = result {
-                let report = Report::ClusterFailed(FailureReport {
+                let report = Report::BatchFailed(FailureReport {
                     run_id: self.context.run_id.clone(),
-                    cluster,
+                    batch,
                     invocation: String::new(),
                     cause: FailureCause::Infrastructure {
                         message: format!(
-                            "could not invoke a function for cluster {}: {error}",
-                            cluster.0
+                            "could not invoke a function for batch {}: {error}",
+                            batch.0
                         ),
                     },
                 });
@@ -346,7 +348,7 @@ impl WorkerSession {
     }
 
     async fn report(&mut self, mut report: Report) {
-        if let Report::ClusterFinished(finished) = &mut report {
+        if let Report::BatchFinished(finished) = &mut report {
             let mut traffic = self.traffic.lock().unwrap_or_else(PoisonError::into_inner);
             finished.store = std::mem::take(&mut *traffic);
         }
@@ -369,8 +371,8 @@ async fn send(channel: &dyn dask_serverless_platform::ResultChannel, report: &Re
     }
 }
 
-/// Frames a cluster's spec and pickled tasks as the object workers load.
-pub(crate) fn cluster_payload(spec: &ClusterSpec, tasks: Bytes) -> Payload {
+/// Frames a batch's spec and pickled tasks as the object workers load.
+pub(crate) fn batch_payload(spec: &BatchSpec, tasks: Bytes) -> Payload {
     let spec = Bytes::from(serde_json::to_vec(spec).unwrap_or_default());
     frame::encode(vec![spec, tasks])
 }

@@ -3,29 +3,29 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dask_serverless_emulator::FunctionConfig;
+use dask_serverless_local_platform::FunctionConfig;
 use dask_serverless_platform::{Invoker, LocalInvoker, PlatformError};
 use serde_json::{Value, json};
 
 use crate::support::{
     eventually, handlers_directory, handlers_function, invoke_raw, process_is_gone, require_python,
-    start_emulator,
+    start_platform,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_are_managed_over_http() {
     let python = require_python!();
-    let emulator = start_emulator().await;
+    let platform = start_platform().await;
     let client = reqwest::Client::new();
-    let functions = format!("{}/2015-03-31/functions", emulator.endpoint());
+    let functions = format!("{}/2015-03-31/functions", platform.endpoint());
     let directory = handlers_directory().display().to_string();
     let request = json!({
         "FunctionName": "managed",
-        "Handler": "emulator_test_handlers.handle",
+        "Handler": "platform_test_handlers.handle",
         "MemorySize": 256,
         "Timeout": 5,
         "Environment": {"Variables": {"PYTHONPATH": directory}},
-        "Command": [python, "-m", "awslambdaric", "emulator_test_handlers.handle"],
+        "Command": [python, "-m", "awslambdaric", "platform_test_handlers.handle"],
         "ReservedConcurrentExecutions": 1,
         "DestinationConfig": {"OnFailure": {"Destination": "arn:aws:sqs:local:000000000000:managed-failures"}},
         "WorkingDirectory": directory,
@@ -52,7 +52,7 @@ async fn functions_are_managed_over_http() {
         .unwrap();
     assert_eq!(invalid.status().as_u16(), 400);
 
-    let configuration = emulator.functions();
+    let configuration = platform.functions();
     assert_eq!(configuration.len(), 1);
     assert_eq!(configuration[0].concurrency, 1);
     assert_eq!(configuration[0].timeout, Duration::from_secs(5));
@@ -70,7 +70,7 @@ async fn functions_are_managed_over_http() {
         .unwrap();
     assert_eq!(
         fetched["Configuration"]["Handler"],
-        "emulator_test_handlers.handle"
+        "platform_test_handlers.handle"
     );
     assert_eq!(fetched["Concurrency"]["ReservedConcurrentExecutions"], 1);
     let listed: Value = client
@@ -84,7 +84,7 @@ async fn functions_are_managed_over_http() {
     assert_eq!(listed["Functions"][0]["FunctionName"], "managed");
 
     let answer = invoke_raw(
-        &emulator,
+        &platform,
         "managed",
         "RequestResponse",
         r#"{"action":"echo"}"#,
@@ -92,7 +92,7 @@ async fn functions_are_managed_over_http() {
     .await;
     assert_eq!(answer.status, 200);
     let statistics: Value = client
-        .get(format!("{}/emulator/statistics", emulator.endpoint()))
+        .get(format!("{}/platform/statistics", platform.endpoint()))
         .send()
         .await
         .unwrap()
@@ -101,7 +101,7 @@ async fn functions_are_managed_over_http() {
         .unwrap();
     assert_eq!(statistics["successes"], 1);
     assert_eq!(statistics["workers"], 1);
-    let worker = emulator.worker_process_ids()[0];
+    let worker = platform.worker_process_ids()[0];
 
     let deleted = client
         .delete(format!("{functions}/managed"))
@@ -113,7 +113,7 @@ async fn functions_are_managed_over_http() {
         process_is_gone(worker),
         "deletion waits for the worker to be reaped"
     );
-    let missing = invoke_raw(&emulator, "managed", "RequestResponse", "{}").await;
+    let missing = invoke_raw(&platform, "managed", "RequestResponse", "{}").await;
     assert_eq!(missing.status, 404);
     let deleted = client
         .delete(format!("{functions}/managed"))
@@ -121,19 +121,19 @@ async fn functions_are_managed_over_http() {
         .await
         .unwrap();
     assert_eq!(deleted.status().as_u16(), 404);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_leaves_no_worker_process() {
     let python = require_python!();
-    let emulator = start_emulator().await;
+    let platform = start_platform().await;
     let config = FunctionConfig {
         concurrency: 3,
         ..handlers_function(&python, "busy")
     };
-    emulator.create_function(config).await.unwrap();
-    let invoker = LocalInvoker::new(emulator.endpoint());
+    platform.create_function(config).await.unwrap();
+    let invoker = LocalInvoker::new(platform.endpoint());
 
     // A worker that started a process of its own: it is in the worker's group and dies with it.
     let answer = invoker
@@ -144,7 +144,7 @@ async fn shutdown_leaves_no_worker_process() {
     let grandchild = answer["child_pid"].as_u64().unwrap() as u32;
     assert!(!process_is_gone(grandchild));
 
-    // Three workers busy when the emulator shuts down: their callers are answered.
+    // Three workers busy when the local platform shuts down: their callers are answered.
     let callers: Vec<_> = (0..3)
         .map(|_| {
             let invoker = invoker.clone();
@@ -159,13 +159,13 @@ async fn shutdown_leaves_no_worker_process() {
         })
         .collect();
     eventually("three busy workers", Duration::from_secs(8), || {
-        emulator.statistics().busy_workers == 3 && emulator.worker_process_ids().len() == 3
+        platform.statistics().busy_workers == 3 && platform.worker_process_ids().len() == 3
     })
     .await;
-    let workers = emulator.worker_process_ids();
+    let workers = platform.worker_process_ids();
 
     let started = Instant::now();
-    emulator.shutdown().await;
+    platform.shutdown().await;
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "liveness: {:?}",
@@ -203,21 +203,21 @@ async fn shutdown_leaves_no_worker_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_handle_kills_the_workers() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
+    let platform = start_platform().await;
+    platform
         .create_function(handlers_function(&python, "dropped"))
         .await
         .unwrap();
     invoke_raw(
-        &emulator,
+        &platform,
         "dropped",
         "RequestResponse",
         r#"{"action":"echo"}"#,
     )
     .await;
-    let workers = emulator.worker_process_ids();
+    let workers = platform.worker_process_ids();
     assert_eq!(workers.len(), 1);
-    drop(emulator);
+    drop(platform);
     eventually("the worker killed on drop", Duration::from_secs(10), || {
         workers
             .iter()

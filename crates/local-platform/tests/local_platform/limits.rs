@@ -4,21 +4,21 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dask_serverless_emulator::FunctionConfig;
+use dask_serverless_local_platform::FunctionConfig;
 use dask_serverless_platform::{Invoker, LocalInvoker, LocalQueue, ResultChannel};
 use serde_json::{Value, json};
 
 use crate::support::{
-    handlers_function, invoke_raw, process_is_gone, require_python, start_emulator, test_function,
+    handlers_function, invoke_raw, process_is_gone, require_python, start_platform, test_function,
 };
 
 /// The `{"errorType","errorMessage"}` of a synchronous invocation that must fail.
 async fn failed_invocation(
-    emulator: &dask_serverless_emulator::EmulatorHandle,
+    platform: &dask_serverless_local_platform::LocalPlatformHandle,
     function: &str,
     event: Value,
 ) -> (String, String) {
-    let answer = invoke_raw(emulator, function, "RequestResponse", event.to_string()).await;
+    let answer = invoke_raw(platform, function, "RequestResponse", event.to_string()).await;
     assert_eq!(answer.status, 200);
     assert_eq!(
         answer.header("X-Amz-Function-Error"),
@@ -36,13 +36,13 @@ async fn failed_invocation(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_kills_the_worker_with_out_of_memory() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
+    let platform = start_platform().await;
+    platform
         .create_function(handlers_function(&python, "hungry"))
         .await
         .unwrap();
     let (error_type, message) =
-        failed_invocation(&emulator, "hungry", json!({"action": "allocate"})).await;
+        failed_invocation(&platform, "hungry", json!({"action": "allocate"})).await;
     assert_eq!(error_type, "Runtime.OutOfMemory");
     assert!(
         message.starts_with("function 'hungry' exceeded its memory size of 256 MB (used "),
@@ -55,41 +55,41 @@ async fn memory_limit_kills_the_worker_with_out_of_memory() {
 
     // The killed worker is replaced on the next invocation.
     let answer = invoke_raw(
-        &emulator,
+        &platform,
         "hungry",
         "RequestResponse",
         r#"{"action":"echo"}"#,
     )
     .await;
     assert_eq!(answer.header("X-Amz-Function-Error"), None);
-    let statistics = emulator.function_statistics("hungry").unwrap();
+    let statistics = platform.function_statistics("hungry").unwrap();
     assert_eq!(statistics.out_of_memory_kills, 1);
     assert_eq!(statistics.cold_starts, 2);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_kills_the_worker_with_sandbox_timedout() {
     let python = require_python!();
-    let emulator = start_emulator().await;
+    let platform = start_platform().await;
     let config = FunctionConfig {
         timeout: Duration::from_secs(2),
         ..handlers_function(&python, "sleepy")
     };
-    emulator.create_function(config).await.unwrap();
+    platform.create_function(config).await.unwrap();
     // Warm up, so that the measured call is the handler's alone.
     invoke_raw(
-        &emulator,
+        &platform,
         "sleepy",
         "RequestResponse",
         r#"{"action":"echo"}"#,
     )
     .await;
-    let worker = emulator.worker_process_ids()[0];
+    let worker = platform.worker_process_ids()[0];
 
     let started = Instant::now();
     let (error_type, message) = failed_invocation(
-        &emulator,
+        &platform,
         "sleepy",
         json!({"action": "timeout", "seconds": 60}),
     )
@@ -108,48 +108,48 @@ async fn timeout_kills_the_worker_with_sandbox_timedout() {
         || process_is_gone(worker),
     )
     .await;
-    assert_eq!(emulator.function_statistics("sleepy").unwrap().timeouts, 1);
-    emulator.shutdown().await;
+    assert_eq!(platform.function_statistics("sleepy").unwrap().timeouts, 1);
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_fails_with_exit_error() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
+    let platform = start_platform().await;
+    platform
         .create_function(handlers_function(&python, "fragile"))
         .await
         .unwrap();
     let (error_type, message) =
-        failed_invocation(&emulator, "fragile", json!({"action": "exit"})).await;
+        failed_invocation(&platform, "fragile", json!({"action": "exit"})).await;
     assert_eq!(error_type, "Runtime.ExitError");
     assert_eq!(
         message,
         "Runtime exited with error: exit status 3 while running task 'crash'"
     );
     let answer = invoke_raw(
-        &emulator,
+        &platform,
         "fragile",
         "RequestResponse",
         r#"{"action":"echo"}"#,
     )
     .await;
     assert_eq!(answer.header("X-Amz-Function-Error"), None);
-    let statistics = emulator.function_statistics("fragile").unwrap();
+    let statistics = platform.function_statistics("fragile").unwrap();
     assert_eq!(statistics.crashes, 1);
     assert_eq!(statistics.cold_starts, 2);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initialization_failures_are_reported_never_hang() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
-        .create_function(test_function(&python, "broken", "emulator_test_broken"))
+    let platform = start_platform().await;
+    platform
+        .create_function(test_function(&python, "broken", "platform_test_broken"))
         .await
         .unwrap();
-    let (error_type, message) = failed_invocation(&emulator, "broken", json!({})).await;
+    let (error_type, message) = failed_invocation(&platform, "broken", json!({})).await;
     assert_eq!(error_type, "Runtime.InitError");
     assert!(
         message.starts_with("function 'broken' failed to initialize"),
@@ -168,26 +168,26 @@ async fn initialization_failures_are_reported_never_hang() {
             "handler.handle".to_string(),
         ],
     );
-    emulator.create_function(missing_program).await.unwrap();
-    let (error_type, message) = failed_invocation(&emulator, "unlaunchable", json!({})).await;
+    platform.create_function(missing_program).await.unwrap();
+    let (error_type, message) = failed_invocation(&platform, "unlaunchable", json!({})).await;
     assert_eq!(error_type, "Runtime.InitError");
     assert!(message.contains("/nonexistent/interpreter"), "{message}");
-    assert_eq!(emulator.statistics().initialization_failures, 2);
-    assert!(emulator.worker_process_ids().is_empty());
-    emulator.shutdown().await;
+    assert_eq!(platform.statistics().initialization_failures, 2);
+    assert!(platform.worker_process_ids().is_empty());
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_events_land_in_the_on_failure_queue() {
     let python = require_python!();
-    let emulator = start_emulator().await;
+    let platform = start_platform().await;
     let config = FunctionConfig {
         timeout: Duration::from_secs(2),
         on_failure_queue: Some("failures".to_string()),
         ..handlers_function(&python, "unreliable")
     };
-    emulator.create_function(config).await.unwrap();
-    let invoker = LocalInvoker::new(emulator.endpoint());
+    platform.create_function(config).await.unwrap();
+    let invoker = LocalInvoker::new(platform.endpoint());
     let events = [
         json!({"action": "echo"}),
         json!({"action": "raise", "message": "bad input"}),
@@ -201,7 +201,7 @@ async fn failed_events_land_in_the_on_failure_queue() {
             .await
             .unwrap();
     }
-    let failures = LocalQueue::new(emulator.endpoint(), "failures");
+    let failures = LocalQueue::new(platform.endpoint(), "failures");
     let mut records: Vec<Value> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while records.len() < 4 && Instant::now() < deadline {
@@ -255,8 +255,8 @@ async fn failed_events_land_in_the_on_failure_queue() {
             .unwrap()
             .is_empty()
     );
-    let statistics = emulator.function_statistics("unreliable").unwrap();
+    let statistics = platform.function_statistics("unreliable").unwrap();
     assert_eq!(statistics.failure_records_delivered, 4);
     assert_eq!(statistics.successes, 1);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }

@@ -1,6 +1,6 @@
 //! Reading request bodies against a size limit.
 //!
-//! An oversized body is still read to its end (up to a hard cap) before the emulator answers, so
+//! An oversized body is still read to its end (up to a hard cap) before the local platform answers, so
 //! that the client, which is still sending, receives the 413 answer instead of a reset connection,
 //! and so that the answer can tell the size that was sent.
 

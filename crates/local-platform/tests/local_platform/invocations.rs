@@ -4,24 +4,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dask_serverless_emulator::{ASYNCHRONOUS_PAYLOAD_LIMIT, SYNCHRONOUS_PAYLOAD_LIMIT};
+use dask_serverless_local_platform::{ASYNCHRONOUS_PAYLOAD_LIMIT, SYNCHRONOUS_PAYLOAD_LIMIT};
 use dask_serverless_platform::{Invoker, LocalInvoker, LocalQueue, PlatformError, ResultChannel};
 use serde_json::{Value, json};
 
-use crate::support::{eventually, handlers_function, invoke_raw, require_python, start_emulator};
+use crate::support::{eventually, handlers_function, invoke_raw, require_python, start_platform};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_invocation_returns_the_handler_value() {
     let python = require_python!();
-    let emulator = start_emulator().await;
+    let platform = start_platform().await;
     let mut config = handlers_function(&python, "echo");
     config
         .environment
         .push(("EXTRA_SETTING".to_string(), "forty-two".to_string()));
-    emulator.create_function(config).await.unwrap();
+    platform.create_function(config).await.unwrap();
 
     let answer = invoke_raw(
-        &emulator,
+        &platform,
         "echo",
         "RequestResponse",
         r#"{"action":"echo","n":7}"#,
@@ -44,7 +44,7 @@ async fn synchronous_invocation_returns_the_handler_value() {
         "DASK_SERVERLESS_PROGRESS_PATH",
         "EXTRA_SETTING",
     ];
-    let invoker = LocalInvoker::new(emulator.endpoint());
+    let invoker = LocalInvoker::new(platform.endpoint());
     let answer = invoker
         .invoke_request_response(
             "echo",
@@ -63,7 +63,7 @@ async fn synchronous_invocation_returns_the_handler_value() {
     let task_root = crate::support::handlers_directory().display().to_string();
     assert_eq!(variables["LAMBDA_TASK_ROOT"], task_root.as_str());
     assert_eq!(answer["cwd"], task_root.as_str());
-    assert_eq!(variables["_HANDLER"], "emulator_test_handlers.handle");
+    assert_eq!(variables["_HANDLER"], "platform_test_handlers.handle");
     assert_eq!(variables["AWS_LAMBDA_FUNCTION_NAME"], "echo");
     assert_eq!(variables["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
     assert_eq!(variables["AWS_LAMBDA_FUNCTION_VERSION"], "$LATEST");
@@ -85,33 +85,33 @@ async fn synchronous_invocation_returns_the_handler_value() {
 
     // An empty payload is the empty event; a payload that is not JSON is refused.
     assert_eq!(
-        invoke_raw(&emulator, "echo", "RequestResponse", "")
+        invoke_raw(&platform, "echo", "RequestResponse", "")
             .await
             .json()["event"],
         json!({})
     );
-    let refused = invoke_raw(&emulator, "echo", "RequestResponse", "not json").await;
+    let refused = invoke_raw(&platform, "echo", "RequestResponse", "not json").await;
     assert_eq!(refused.status, 400);
     assert_eq!(
         refused.header("x-amzn-ErrorType"),
         Some("InvalidRequestContentException")
     );
-    let dry_run = invoke_raw(&emulator, "echo", "DryRun", "{}").await;
+    let dry_run = invoke_raw(&platform, "echo", "DryRun", "{}").await;
     assert_eq!(dry_run.status, 204);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_exception_is_reported_as_a_function_error() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
+    let platform = start_platform().await;
+    platform
         .create_function(handlers_function(&python, "raiser"))
         .await
         .unwrap();
 
     let answer = invoke_raw(
-        &emulator,
+        &platform,
         "raiser",
         "RequestResponse",
         r#"{"action":"raise","message":"boom"}"#,
@@ -124,7 +124,7 @@ async fn handler_exception_is_reported_as_a_function_error() {
     assert_eq!(body["errorMessage"], "boom");
     assert!(body["stackTrace"].is_array());
 
-    let invoker = LocalInvoker::new(emulator.endpoint());
+    let invoker = LocalInvoker::new(platform.endpoint());
     let error = invoker
         .invoke_request_response(
             "raiser",
@@ -140,17 +140,17 @@ async fn handler_exception_is_reported_as_a_function_error() {
         }
     );
     // The worker survives handler errors.
-    let statistics = emulator.function_statistics("raiser").unwrap();
+    let statistics = platform.function_statistics("raiser").unwrap();
     assert_eq!(statistics.handler_errors, 2);
     assert_eq!(statistics.cold_starts, 1);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_invocation_runs_the_handler() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
+    let platform = start_platform().await;
+    platform
         .create_function(handlers_function(&python, "writer"))
         .await
         .unwrap();
@@ -158,7 +158,7 @@ async fn event_invocation_runs_the_handler() {
     let path = directory.path().join("written.json");
     let event = json!({"action": "write_file", "path": path, "text": "from an event"});
 
-    let answer = invoke_raw(&emulator, "writer", "Event", event.to_string()).await;
+    let answer = invoke_raw(&platform, "writer", "Event", event.to_string()).await;
     assert_eq!(answer.status, 202);
     assert!(answer.body.is_empty());
     eventually("the event's file", Duration::from_secs(30), || {
@@ -166,7 +166,7 @@ async fn event_invocation_runs_the_handler() {
     })
     .await;
 
-    let invoker = LocalInvoker::new(emulator.endpoint());
+    let invoker = LocalInvoker::new(platform.endpoint());
     std::fs::remove_file(&path).unwrap();
     invoker
         .invoke_event("writer", Bytes::from(event.to_string()))
@@ -179,24 +179,24 @@ async fn event_invocation_runs_the_handler() {
     eventually(
         "the second event's completion",
         Duration::from_secs(30),
-        || emulator.statistics().successes == 2,
+        || platform.statistics().successes == 2,
     )
     .await;
-    let statistics = emulator.statistics();
+    let statistics = platform.statistics();
     assert_eq!(statistics.asynchronous_invocations, 2);
     assert_eq!(statistics.cold_starts, 1);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_worker_is_reused() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
+    let platform = start_platform().await;
+    platform
         .create_function(handlers_function(&python, "warm"))
         .await
         .unwrap();
-    let invoker = LocalInvoker::new(emulator.endpoint());
+    let invoker = LocalInvoker::new(platform.endpoint());
     let mut process_ids = Vec::new();
     for _ in 0..3 {
         let answer = invoker
@@ -210,21 +210,21 @@ async fn warm_worker_is_reused() {
         process_ids.iter().all(|&pid| pid == process_ids[0]),
         "{process_ids:?}"
     );
-    assert_eq!(emulator.worker_process_ids(), [process_ids[0] as u32]);
-    let statistics = emulator.function_statistics("warm").unwrap();
+    assert_eq!(platform.worker_process_ids(), [process_ids[0] as u32]);
+    let statistics = platform.function_statistics("warm").unwrap();
     assert_eq!(statistics.cold_starts, 1);
     assert_eq!(statistics.invocations, 3);
     assert_eq!(statistics.successes, 3);
     assert_eq!(statistics.workers, 1);
     assert_eq!(statistics.busy_workers, 0);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_invocations_beyond_concurrency_are_throttled_and_retried() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
+    let platform = start_platform().await;
+    platform
         .create_function(handlers_function(&python, "slow"))
         .await
         .unwrap();
@@ -232,7 +232,7 @@ async fn synchronous_invocations_beyond_concurrency_are_throttled_and_retried() 
     // Two long invocations hold both workers: a third is refused at once with 429.
     let mut holders = Vec::new();
     for _ in 0..2 {
-        let endpoint = emulator.endpoint();
+        let endpoint = platform.endpoint();
         holders.push(tokio::spawn(async move {
             LocalInvoker::new(endpoint)
                 .invoke_request_response(
@@ -243,10 +243,10 @@ async fn synchronous_invocations_beyond_concurrency_are_throttled_and_retried() 
         }));
     }
     eventually("both workers busy", Duration::from_secs(30), || {
-        emulator.function_statistics("slow").unwrap().busy_workers == 2
+        platform.function_statistics("slow").unwrap().busy_workers == 2
     })
     .await;
-    let refused = invoke_raw(&emulator, "slow", "RequestResponse", r#"{"action":"echo"}"#).await;
+    let refused = invoke_raw(&platform, "slow", "RequestResponse", r#"{"action":"echo"}"#).await;
     assert_eq!(refused.status, 429);
     assert_eq!(
         refused.header("x-amzn-ErrorType"),
@@ -259,7 +259,7 @@ async fn synchronous_invocations_beyond_concurrency_are_throttled_and_retried() 
     }
 
     // Five at once on two workers: some are throttled, and the invoker retries them all through.
-    let invoker = Arc::new(LocalInvoker::new(emulator.endpoint()));
+    let invoker = Arc::new(LocalInvoker::new(platform.endpoint()));
     let callers: Vec<_> = (0..5)
         .map(|_| {
             let invoker = Arc::clone(&invoker);
@@ -277,31 +277,31 @@ async fn synchronous_invocations_beyond_concurrency_are_throttled_and_retried() 
         let answer = caller.await.unwrap().expect("retried until it ran");
         assert!(serde_json::from_slice::<Value>(&answer).unwrap()["pid"].is_u64());
     }
-    let statistics = emulator.function_statistics("slow").unwrap();
+    let statistics = platform.function_statistics("slow").unwrap();
     assert!(statistics.throttles >= 2, "{statistics:?}");
     assert_eq!(statistics.successes, 7);
     assert!(statistics.cold_starts <= 2, "{statistics:?}");
     assert!(statistics.workers <= 2, "{statistics:?}");
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_beyond_concurrency_are_queued_and_all_complete() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
+    let platform = start_platform().await;
+    platform
         .create_function(handlers_function(&python, "queued"))
         .await
         .unwrap();
-    let results = LocalQueue::new(emulator.endpoint(), "results");
+    let results = LocalQueue::new(platform.endpoint(), "results");
     results.create().await.unwrap();
-    let invoker = LocalInvoker::new(emulator.endpoint());
+    let invoker = LocalInvoker::new(platform.endpoint());
     for index in 0..6 {
         let event = json!({
             "action": "send",
             "seconds": 0.3,
-            "endpoint": emulator.endpoint(),
-            "queue_url": emulator.queue_url("results"),
+            "endpoint": platform.endpoint(),
+            "queue_url": platform.queue_url("results"),
             "body": format!("event {index}"),
         });
         invoker
@@ -309,7 +309,7 @@ async fn events_beyond_concurrency_are_queued_and_all_complete() {
             .await
             .unwrap();
     }
-    let statistics = emulator.function_statistics("queued").unwrap();
+    let statistics = platform.function_statistics("queued").unwrap();
     assert_eq!(statistics.asynchronous_invocations, 6);
     assert_eq!(statistics.throttles, 0);
     assert!(statistics.workers <= 2, "{statistics:?}");
@@ -325,13 +325,13 @@ async fn events_beyond_concurrency_are_queued_and_all_complete() {
     let expected: Vec<String> = (0..6).map(|index| format!("event {index}")).collect();
     assert_eq!(bodies, expected);
     eventually("all six completions", Duration::from_secs(10), || {
-        emulator.function_statistics("queued").unwrap().successes == 6
+        platform.function_statistics("queued").unwrap().successes == 6
     })
     .await;
-    let statistics = emulator.function_statistics("queued").unwrap();
+    let statistics = platform.function_statistics("queued").unwrap();
     assert!(statistics.cold_starts <= 2, "{statistics:?}");
     assert_eq!(statistics.queued_events, 0);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 /// A JSON event of exactly `size` bytes.
@@ -348,14 +348,14 @@ fn event_of_size(size: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_payloads_are_refused() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
+    let platform = start_platform().await;
+    platform
         .create_function(handlers_function(&python, "limits"))
         .await
         .unwrap();
 
     let too_large = invoke_raw(
-        &emulator,
+        &platform,
         "limits",
         "RequestResponse",
         event_of_size(SYNCHRONOUS_PAYLOAD_LIMIT + 1),
@@ -373,7 +373,7 @@ async fn oversized_payloads_are_refused() {
             .contains("6291456")
     );
     let too_large = invoke_raw(
-        &emulator,
+        &platform,
         "limits",
         "Event",
         event_of_size(ASYNCHRONOUS_PAYLOAD_LIMIT + 1),
@@ -387,14 +387,14 @@ async fn oversized_payloads_are_refused() {
 
     // At the limits, both are accepted.
     let at_limit = invoke_raw(
-        &emulator,
+        &platform,
         "limits",
         "Event",
         event_of_size(ASYNCHRONOUS_PAYLOAD_LIMIT),
     )
     .await;
     assert_eq!(at_limit.status, 202);
-    let invoker = LocalInvoker::new(emulator.endpoint());
+    let invoker = LocalInvoker::new(platform.endpoint());
     let error = invoker
         .invoke_event(
             "limits",
@@ -424,7 +424,7 @@ async fn oversized_payloads_are_refused() {
         }
     ));
 
-    let missing = invoke_raw(&emulator, "missing", "RequestResponse", "{}").await;
+    let missing = invoke_raw(&platform, "missing", "RequestResponse", "{}").await;
     assert_eq!(missing.status, 404);
     assert_eq!(
         missing.header("x-amzn-ErrorType"),
@@ -440,19 +440,19 @@ async fn oversized_payloads_are_refused() {
             what: "function 'missing'".to_string()
         }
     );
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_response_fails_with_response_size_too_large() {
     let python = require_python!();
-    let emulator = start_emulator().await;
-    emulator
+    let platform = start_platform().await;
+    platform
         .create_function(handlers_function(&python, "talkative"))
         .await
         .unwrap();
     let answer = invoke_raw(
-        &emulator,
+        &platform,
         "talkative",
         "RequestResponse",
         json!({"action": "large_response", "size": 7 * 1024 * 1024}).to_string(),
@@ -468,7 +468,7 @@ async fn oversized_response_fails_with_response_size_too_large() {
     );
 
     // A response just under the limit passes, on the same warm worker.
-    let invoker = LocalInvoker::new(emulator.endpoint());
+    let invoker = LocalInvoker::new(platform.endpoint());
     let answer = invoker
         .invoke_request_response(
             "talkative",
@@ -477,8 +477,8 @@ async fn oversized_response_fails_with_response_size_too_large() {
         .await
         .unwrap();
     assert_eq!(answer.len(), 6_000_002);
-    let statistics = emulator.function_statistics("talkative").unwrap();
+    let statistics = platform.function_statistics("talkative").unwrap();
     assert_eq!(statistics.oversized_responses, 1);
     assert_eq!(statistics.cold_starts, 1);
-    emulator.shutdown().await;
+    platform.shutdown().await;
 }

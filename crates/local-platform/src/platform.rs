@@ -1,8 +1,8 @@
-//! The emulator as a whole: start, function registry, statistics and shutdown.
+//! The local platform as a whole: start, function registry, statistics and shutdown.
 //!
-//! [`Emulator::start`] binds the listener of the Invoke API and queue service, starts serving it
+//! [`LocalPlatform::start`] binds the listener of the Invoke API and queue service, starts serving it
 //! and starts the limit enforcer. Functions are created and deleted through the returned
-//! [`EmulatorHandle`] or over HTTP. Shutdown stops accepting invocations, deletes every function
+//! [`LocalPlatformHandle`] or over HTTP. Shutdown stops accepting invocations, deletes every function
 //! (abandoning their invocations and killing every worker's process group), wakes every queue
 //! long poll, stops serving and waits until every worker process has been reaped: nothing is left
 //! running. Dropping the handle without shutting down still kills every worker's process group.
@@ -18,11 +18,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::EmulatorError;
-use crate::config::{EmulatorConfig, FunctionConfig};
+use crate::LocalPlatformError;
+use crate::config::{FunctionConfig, LocalPlatformConfig};
 use crate::function::Function;
 use crate::queue::QueueService;
-use crate::statistics::{Counters, EmulatorStatistics, add_gauges};
+use crate::statistics::{Counters, PlatformStatistics, add_gauges};
 use crate::worker::{WorkerOutput, abandon, kill_process_group};
 
 /// How long deletion and shutdown wait for killed workers to be reaped.
@@ -65,14 +65,14 @@ impl Shared {
     pub(crate) fn create_function(
         &self,
         config: FunctionConfig,
-    ) -> Result<Arc<Function>, EmulatorError> {
+    ) -> Result<Arc<Function>, LocalPlatformError> {
         if self.is_shutting_down() {
-            return Err(EmulatorError::ShuttingDown);
+            return Err(LocalPlatformError::ShuttingDown);
         }
         config.validate()?;
         let mut functions = self.functions();
         if functions.contains_key(&config.name) {
-            return Err(EmulatorError::FunctionExists { name: config.name });
+            return Err(LocalPlatformError::FunctionExists { name: config.name });
         }
         if let Some(queue) = &config.on_failure_queue {
             self.queues.create(queue);
@@ -87,11 +87,11 @@ impl Shared {
         &self,
         name: &str,
         reason: &str,
-    ) -> Result<(), EmulatorError> {
+    ) -> Result<(), LocalPlatformError> {
         let function =
             self.functions()
                 .remove(name)
-                .ok_or_else(|| EmulatorError::FunctionNotFound {
+                .ok_or_else(|| LocalPlatformError::FunctionNotFound {
                     name: name.to_string(),
                 })?;
         let abandoned = function.delete();
@@ -100,7 +100,7 @@ impl Shared {
         Ok(())
     }
 
-    pub(crate) fn statistics(&self) -> EmulatorStatistics {
+    pub(crate) fn statistics(&self) -> PlatformStatistics {
         let mut statistics = self.statistics.snapshot();
         for function in self.function_list() {
             add_gauges(&mut statistics, &function.lock());
@@ -108,7 +108,7 @@ impl Shared {
         statistics
     }
 
-    pub(crate) fn function_statistics(&self, name: &str) -> Option<EmulatorStatistics> {
+    pub(crate) fn function_statistics(&self, name: &str) -> Option<PlatformStatistics> {
         let function = self.function(name)?;
         let mut statistics = function.statistics.snapshot();
         add_gauges(&mut statistics, &function.lock());
@@ -160,35 +160,37 @@ async fn wait_for_workers(function: &Function) {
 
 /// The local Lambda-compatible platform.
 #[derive(Debug)]
-pub struct Emulator;
+pub struct LocalPlatform;
 
-impl Emulator {
+impl LocalPlatform {
     /// Binds the configured address and starts serving the Invoke API and the queue service on
     /// the current tokio runtime (which must be multi-threaded or stay alive as long as the
-    /// emulator: workers die with the thread that launched them).
-    pub async fn start(config: EmulatorConfig) -> Result<EmulatorHandle, EmulatorError> {
+    /// platform: workers die with the thread that launched them).
+    pub async fn start(
+        config: LocalPlatformConfig,
+    ) -> Result<LocalPlatformHandle, LocalPlatformError> {
         let listener =
             TcpListener::bind(config.bind)
                 .await
-                .map_err(|source| EmulatorError::Bind {
+                .map_err(|source| LocalPlatformError::Bind {
                     address: config.bind,
                     source,
                 })?;
         let address = listener
             .local_addr()
-            .map_err(|source| EmulatorError::Bind {
+            .map_err(|source| LocalPlatformError::Bind {
                 address: config.bind,
                 source,
             })?;
         let progress_directory = tempfile::Builder::new()
-            .prefix("dask-serverless-emulator-")
+            .prefix("dask-serverless-local-platform-")
             .tempdir()
-            .map_err(|source| EmulatorError::Io {
+            .map_err(|source| LocalPlatformError::Io {
                 what: "could not create the progress directory".to_string(),
                 source,
             })?;
         let worker_output = WorkerOutput::open(config.worker_log.as_deref()).map_err(|source| {
-            EmulatorError::Io {
+            LocalPlatformError::Io {
                 what: format!("could not open the worker log {:?}", config.worker_log),
                 source,
             }
@@ -211,12 +213,12 @@ impl Emulator {
                 })
                 .await;
             if let Err(error) = served {
-                tracing::error!("the emulator stopped serving: {error}");
+                tracing::error!("the local platform stopped serving: {error}");
             }
         });
         let enforcer = tokio::spawn(crate::limits::enforce_limits(Arc::clone(&shared)));
-        tracing::info!("emulator listening on http://{address}");
-        Ok(EmulatorHandle {
+        tracing::info!("platform listening on http://{address}");
+        Ok(LocalPlatformHandle {
             shared,
             address,
             server: Some(server),
@@ -226,10 +228,10 @@ impl Emulator {
     }
 }
 
-/// A running emulator. Shut it down with [`EmulatorHandle::shutdown`]; dropping it kills the
+/// A running platform. Shut it down with [`LocalPlatformHandle::shutdown`]; dropping it kills the
 /// workers but cannot wait for them.
 #[derive(Debug)]
-pub struct EmulatorHandle {
+pub struct LocalPlatformHandle {
     shared: Arc<Shared>,
     address: SocketAddr,
     server: Option<JoinHandle<()>>,
@@ -237,7 +239,7 @@ pub struct EmulatorHandle {
     enforcer: JoinHandle<()>,
 }
 
-impl EmulatorHandle {
+impl LocalPlatformHandle {
     /// The address of the Invoke API and queue service.
     pub fn address(&self) -> SocketAddr {
         self.address
@@ -254,12 +256,12 @@ impl EmulatorHandle {
     }
 
     /// Creates a function; its workers start on its first invocations.
-    pub async fn create_function(&self, config: FunctionConfig) -> Result<(), EmulatorError> {
+    pub async fn create_function(&self, config: FunctionConfig) -> Result<(), LocalPlatformError> {
         self.shared.create_function(config).map(drop)
     }
 
     /// Deletes a function: abandons its invocations, kills its workers and waits for them.
-    pub async fn delete_function(&self, name: &str) -> Result<(), EmulatorError> {
+    pub async fn delete_function(&self, name: &str) -> Result<(), LocalPlatformError> {
         self.shared
             .delete_function(name, &format!("function '{name}' was deleted"))
             .await
@@ -268,11 +270,11 @@ impl EmulatorHandle {
     /// Stops every invocation of a function now: kills the workers running one (their
     /// invocations end as `Runtime.Abandoned` failures) and drops its queued events. Idle
     /// workers stay warm. Returns how many invocations were stopped.
-    pub fn stop_invocations(&self, name: &str) -> Result<usize, EmulatorError> {
+    pub fn stop_invocations(&self, name: &str) -> Result<usize, LocalPlatformError> {
         let function =
             self.shared
                 .function(name)
-                .ok_or_else(|| EmulatorError::FunctionNotFound {
+                .ok_or_else(|| LocalPlatformError::FunctionNotFound {
                     name: name.to_string(),
                 })?;
         let stopped = function.stop_invocations();
@@ -298,13 +300,13 @@ impl EmulatorHandle {
         configs
     }
 
-    /// Counters for the whole emulator (including deleted functions) and current gauges.
-    pub fn statistics(&self) -> EmulatorStatistics {
+    /// Counters for the whole platform (including deleted functions) and current gauges.
+    pub fn statistics(&self) -> PlatformStatistics {
         self.shared.statistics()
     }
 
     /// Counters and gauges of one function.
-    pub fn function_statistics(&self, name: &str) -> Option<EmulatorStatistics> {
+    pub fn function_statistics(&self, name: &str) -> Option<PlatformStatistics> {
         self.shared.function_statistics(name)
     }
 
@@ -325,7 +327,7 @@ impl EmulatorHandle {
     }
 
     /// Stops serving, kills every worker's process group and waits for the workers: when this
-    /// returns nothing the emulator started is still running.
+    /// returns nothing the local platform started is still running.
     pub async fn shutdown(mut self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         let names: Vec<String> = self
@@ -337,7 +339,7 @@ impl EmulatorHandle {
         for name in names {
             let _ = self
                 .shared
-                .delete_function(&name, "the emulator is shutting down")
+                .delete_function(&name, "the local platform is shutting down")
                 .await;
         }
         self.shared.queues.close();
@@ -352,11 +354,11 @@ impl EmulatorHandle {
             server.abort();
         }
         self.enforcer.abort();
-        tracing::info!("emulator at http://{} shut down", self.address);
+        tracing::info!("platform at http://{} shut down", self.address);
     }
 }
 
-impl Drop for EmulatorHandle {
+impl Drop for LocalPlatformHandle {
     fn drop(&mut self) {
         if self.server.is_some() {
             // Not shut down: make sure no worker outlives the handle.
@@ -367,7 +369,7 @@ impl Drop for EmulatorHandle {
                     &self.shared,
                     &function,
                     abandoned,
-                    "the emulator was dropped",
+                    "the local platform was dropped",
                 );
             }
             self.shared.kill_every_worker();

@@ -1,4 +1,4 @@
-//! Configuration of the emulator and of the functions it hosts, and the Lambda limits it enforces.
+//! Configuration of the local platform and of the functions it hosts, and the Lambda limits it enforces.
 //!
 //! A [`FunctionConfig`] is the local equivalent of a Lambda function: the command that starts one
 //! worker process (the runtime, e.g. `python -m awslambdaric module.handler`), the environment
@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::EmulatorError;
+use crate::LocalPlatformError;
 
 /// Largest request payload of a synchronous (`RequestResponse`) invocation, and largest response.
 pub const SYNCHRONOUS_PAYLOAD_LIMIT: usize = 6_291_456;
@@ -25,19 +25,19 @@ pub const MEMORY_RANGE_MB: std::ops::RangeInclusive<u64> = 128..=10_240;
 /// Lambda's largest function timeout.
 pub const MAXIMUM_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// Where the emulator listens and how it runs functions created over HTTP.
+/// Where the local platform listens and how it runs functions created over HTTP.
 #[derive(Debug, Clone)]
-pub struct EmulatorConfig {
+pub struct LocalPlatformConfig {
     /// Address of the Invoke API and queue service. Port 0 picks a free port.
     pub bind: SocketAddr,
     /// Python interpreter used for functions created over HTTP without a `Command`.
     pub python: PathBuf,
     /// File that receives the workers' standard output and error; `None` forwards them to the
-    /// emulator's standard error. Every line is prefixed by function name and worker id.
+    /// local platform's standard error. Every line is prefixed by function name and worker id.
     pub worker_log: Option<PathBuf>,
 }
 
-impl Default for EmulatorConfig {
+impl Default for LocalPlatformConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -65,7 +65,7 @@ pub struct FunctionConfig {
     pub concurrency: usize,
     /// Queue that receives a record of every failed asynchronous invocation.
     pub on_failure_queue: Option<String>,
-    /// Working directory of the workers and `LAMBDA_TASK_ROOT`; the emulator's own if `None`.
+    /// Working directory of the workers and `LAMBDA_TASK_ROOT`; the local platform's own if `None`.
     pub working_directory: Option<PathBuf>,
 }
 
@@ -85,9 +85,9 @@ impl FunctionConfig {
     }
 
     /// Checks the configuration against Lambda's rules.
-    pub(crate) fn validate(&self) -> Result<(), EmulatorError> {
+    pub(crate) fn validate(&self) -> Result<(), LocalPlatformError> {
         let invalid = |message: String| {
-            Err(EmulatorError::InvalidFunction {
+            Err(LocalPlatformError::InvalidFunction {
                 name: self.name.clone(),
                 message,
             })
@@ -149,7 +149,7 @@ fn is_valid_function_name(name: &str) -> bool {
         })
 }
 
-/// The ARN Lambda would give the function, in the emulator's `local` region.
+/// The ARN Lambda would give the function, in the local platform's `local` region.
 pub(crate) fn function_arn(name: &str) -> String {
     format!("arn:aws:lambda:local:000000000000:function:{name}")
 }
