@@ -4,7 +4,8 @@ SHELL := /bin/bash
 
 VENV      := .venv
 PYTHON    := $(VENV)/bin/python
-STAMP_DEV := $(VENV)/.requirements-installed
+STAMP_RUN := $(VENV)/.requirements-installed
+STAMP_DEV := $(VENV)/.requirements-dev-installed
 export CARGO_TERM_COLOR ?= never
 # Workers of the local platform run this interpreter.
 export DASK_SERVERLESS_PYTHON := $(abspath $(PYTHON))
@@ -24,16 +25,31 @@ $(PYTHON):
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 
-$(STAMP_DEV): requirements-dev.txt | $(PYTHON)
+$(STAMP_RUN): requirements.txt | $(PYTHON)
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(STAMP_DEV): requirements-dev.txt $(STAMP_RUN)
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# The extension (dask_serverless._core, which also carries the `dask-serverless` command) is
+# built once per feature set, by maturin alone, into target/ where cargo finds it again:
+# - full: every backend (AWS, Redis, S3), for `make install`, `test`, `lint`, `bench`;
+# - local: the local platform and shared memory only, for a short first `make demo`. A full
+#   build, when up to date, serves the demo as well.
 RUST_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find crates -name '*.rs' -o -name Cargo.toml)
-STAMP_EXTENSION := $(VENV)/.extension-built
+STAMP_LOCAL := $(VENV)/.extension-local
+STAMP_FULL := $(VENV)/.extension-full
 
-$(STAMP_EXTENSION): $(STAMP_DEV) $(RUST_SOURCES)
-	cargo build --workspace --bins
+$(STAMP_LOCAL): $(STAMP_RUN) $(RUST_SOURCES)
+	$(VENV)/bin/maturin develop --quiet --no-default-features
+	rm -f $(STAMP_FULL)
+	touch $@
+
+$(STAMP_FULL): $(STAMP_DEV) $(RUST_SOURCES)
 	$(VENV)/bin/maturin develop --quiet
+	rm -f $(STAMP_LOCAL)
 	touch $@
 
 $(MINISTACK):
@@ -47,11 +63,12 @@ servers: $(MINISTACK) ## Install the servers the tests start (redis-server, the 
 	@command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get install redis-server"; exit 1; }
 
 .PHONY: install
-install: $(STAMP_EXTENSION) ## Create .venv, build the Rust workspace and the Python extension
-	@$(PYTHON) -c "import dask_serverless._core" && echo "dask_serverless installed in $(VENV)"
+install: $(STAMP_FULL) ## Create .venv with the package, every backend and the dev tools
+	@$(PYTHON) -c "import dask_serverless._core" && echo "dask_serverless installed in $(VENV) (command: $(VENV)/bin/dask-serverless)"
 
 .PHONY: demo
-demo: install ## Set everything up and run the seed demo on the local platform
+demo: $(STAMP_RUN) ## Set everything up (the local platform only) and run the seed demo
+	@$(MAKE) --no-print-directory --question $(STAMP_FULL) 2>/dev/null || $(MAKE) --no-print-directory $(STAMP_LOCAL)
 	$(PYTHON) examples/demo.py
 
 # Options of the benchmark harness, e.g. `make bench BENCH_ARGS="--small --runs 1"`.
@@ -61,17 +78,27 @@ BENCH_ARGS ?=
 bench: install ## Benchmark the engine against Dask's schedulers (options: BENCH_ARGS=...)
 	$(PYTHON) -m dask_serverless.bench $(BENCH_ARGS)
 
+# Options of the Dask test-suite harness, e.g.
+# `make dask-suite SUITE_ARGS="--strict --modules dask.bag.tests dask.tests.test_delayed"`.
+SUITE_ARGS ?=
+
+.PHONY: dask-suite
+dask-suite: install ## Dask's own tests on our scheduler and on Dask's default; what only we fail (SUITE_ARGS=...)
+	$(PYTHON) tests/dask_suite/run.py $(SUITE_ARGS)
+
 .PHONY: test
 test: install servers ## Run every Rust and Python test
 	cargo test --workspace --no-fail-fast
 	$(PYTHON) -m pytest -q
 
 .PHONY: lint
-lint: $(STAMP_DEV) ## cargo fmt --check, clippy -D warnings, ruff
+lint: $(STAMP_FULL) ## cargo fmt --check, clippy -D warnings, ruff, mypy, stubtest of _core.pyi
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests examples
 	$(VENV)/bin/ruff format --check python tests examples
+	$(PYTHON) -m mypy
+	cd python && ../$(PYTHON) -m mypy.stubtest --ignore-disjoint-bases dask_serverless._core
 
 .PHONY: clean
 clean: ## Remove build products and the virtualenv

@@ -136,3 +136,39 @@ def test_synthetic_graph_is_acyclic_with_one_output():
     assert outputs == [len(dependencies) - 1]
     cross_links = sum(len(numbers) == 2 for numbers in dependencies[: 10 * 50])
     assert cross_links > 0
+
+
+def test_the_report_has_the_wide_summary_and_a_warm_up(tmp_path):
+    report = tmp_path / "report.md"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dask_serverless.bench",
+            "--small",
+            "--runs",
+            "1",
+            "--workloads",
+            "tree-1024",
+            "--schedulers",
+            "serverless,sync",
+            "--markdown",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    # A warm-up run of each scheduler, not timed, before the timed one.
+    assert "warm-up    serverless" in completed.stdout
+    assert completed.stdout.index("warm-up    serverless") < completed.stdout.index("run 1/1")
+    assert "(below 1: serverless is faster than the other)" in completed.stdout
+    # The CSV goes to the ignored folder by default.
+    assert (tmp_path / "bench-results" / "bench-results.csv").is_file()
+    text = report.read_text()
+    summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "| workload | runs | sync s | serverless s |" in summary
+    assert "| tree-1024 | 1 |" in summary

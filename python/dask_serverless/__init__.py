@@ -7,7 +7,10 @@
 ...     print(x.mean().compute())  # doctest: +SKIP
 """
 
-from dask_serverless.cluster import LocalCluster
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from dask_serverless.errors import (
     AwsConfigurationError,
     AwsPermissionError,
@@ -26,7 +29,29 @@ from dask_serverless.errors import (
     StoreUnavailableError,
     UnsupportedGraphError,
 )
-from dask_serverless.lambda_cluster import LambdaCluster
+
+if TYPE_CHECKING:
+    from dask_serverless.cluster import LocalCluster
+    from dask_serverless.lambda_cluster import LambdaCluster
+
+# The clusters import Dask: they load on first use, so that the `dask-serverless` command
+# starts without it.
+_LAZY = {
+    "LocalCluster": "dask_serverless.cluster",
+    "LambdaCluster": "dask_serverless.lambda_cluster",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dask_serverless' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AwsConfigurationError",

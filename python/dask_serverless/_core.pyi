@@ -21,6 +21,7 @@ __all__ = [
     "TaskWarningRecord",
     "TasksFinished",
     "Invocation",
+    "run_command",
     "run_prefix",
     "zero_work",
 ]
@@ -160,6 +161,7 @@ class ClientRun:
     def statistics(self) -> RunStatistics: ...
 
 def run_prefix(run_id: str) -> str: ...
+def run_command(arguments: list[str]) -> int: ...
 def zero_work(
     dependencies: list[list[int]],
     outputs: list[int],

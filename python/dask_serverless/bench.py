@@ -528,6 +528,15 @@ def measure_workload(
             print(f"  reference ({REFERENCE}, not timed): {seconds:.3f} s")
         except Exception as error:  # noqa: BLE001 - reported; every result stays unchecked
             print(f"  reference ({REFERENCE}) !!! FAILED: {type(error).__name__}: {error}")
+    # One untimed run of each scheduler first: workers importing Dask, caches filling and
+    # pools starting are not what the timed runs measure.
+    for name, scheduler in schedulers.items():
+        try:
+            _, seconds = compute(built.collection, scheduler)
+            print(f"  warm-up    {name:<11} {seconds:9.3f} s (not timed)")
+        except Exception as error:  # noqa: BLE001 - reported; the timed runs say it again
+            results[name].error = f"{type(error).__name__}: {error}"
+            print(f"  warm-up    {name:<11} !!! FAILED: {results[name].error}")
     for run in range(1, runs + 1):
         for name, scheduler in schedulers.items():
             result = results[name]
@@ -791,7 +800,11 @@ def notes(result: WorkloadResult) -> list[str]:
         for other in result.schedulers
         if other != OURS
     ]
-    lines = [f"{OURS} / other: {', '.join(ratios)}"] if ratios else []
+    lines = (
+        [f"{OURS} / other: {', '.join(ratios)} (below 1: {OURS} is faster than the other)"]
+        if ratios
+        else []
+    )
     statistics = ours.engine_statistics()
     lines.append(
         f"{OURS}: {format_number(statistics['tasks'], ',.0f')} tasks in "
@@ -859,6 +872,7 @@ def csv_value(value: Any) -> str:
 
 
 def write_csv(path: Path, results: Sequence[WorkloadResult], header_lines: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as file:
         for line in header_lines:
             file.write(f"# {line}\n")
@@ -908,6 +922,39 @@ def header_lines(
     return lines
 
 
+def summary_table(results: Sequence[WorkloadResult]) -> tuple[list[str], list[list[str]]]:
+    """One row per workload: the wide table of docs/benchmarks.md."""
+    header = ["workload", "runs"]
+    header += [f"{name} s" for name in SCHEDULER_NAMES]
+    header += [f"ours / {name}" for name in ("threads", "processes")]
+    header += ["invocations / task", "store ops / task", "value bytes written / crossed"]
+    rows = []
+    for result in results:
+        ours = result.schedulers.get(OURS)
+        runs = max((len(timed.seconds) for timed in result.schedulers.values()), default=0)
+        row = [result.name, str(runs)]
+        for name in SCHEDULER_NAMES:
+            scheduler = result.schedulers.get(name)
+            row.append(format_number(scheduler.median if scheduler else None, ".2f"))
+        for name in ("threads", "processes"):
+            ratio = result.ratio(name)
+            row.append("–" if ratio is None else f"{ratio:.2f}×")
+        if ours is not None:
+            statistics = ours.engine_statistics()
+            written = statistics.get("value_bytes_written")
+            crossed = statistics.get("boundary_bytes")
+            row += [
+                format_number(statistics["invocations_per_task"], ".3f"),
+                format_number(statistics["store_operations_per_task"], ".2f"),
+                f"{format_number(written and written / 1e6, ',.3f')} MB / "
+                f"{format_number(crossed and crossed / 1e6, ',.3f')} MB",
+            ]
+        else:
+            row += ["–", "–", "–"]
+        rows.append(row)
+    return header, rows
+
+
 def write_markdown(
     path: Path,
     context: Sequence[str],
@@ -919,6 +966,13 @@ def write_markdown(
     lines += [f"- {line}" for line in context]
     if small:
         lines += ["", "Sizes: `--small` (quick check; not the sizes of the targets)."]
+    lines += ["", "## Summary", ""]
+    lines += [
+        "Median wall seconds of one `dask.compute` per scheduler; ratios are ours over theirs "
+        "(below 1: ours is faster).",
+        "",
+    ]
+    lines += markdown_table(*summary_table(results))
     for result in results:
         lines += ["", f"## {result.name}", "", result.built.description + ".", ""]
         lines += markdown_table(*table(result))
@@ -983,8 +1037,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--csv",
         type=Path,
-        default=Path("bench-results.csv"),
-        help="results file (default %(default)s)",
+        default=Path("bench-results") / "bench-results.csv",
+        help="results file (default %(default)s; bench-results/ is ignored by git)",
     )
     parser.add_argument(
         "--skip",

@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlparse
 from dask_serverless import _core
 from dask_serverless._base import ServerlessCluster, hash_seed
 from dask_serverless._validate import check_integer, check_number, renamed_keywords
+from dask_serverless.errors import ConfigurationError
 from dask_serverless.packaging import build_package
 
 HANDLER = "dask_serverless.handler.handler"
@@ -121,7 +122,7 @@ class LambdaCluster(ServerlessCluster):
     def start(self) -> LambdaCluster:
         if self.running:
             return self
-        deployer = _core.AwsDeployer(self._settings())
+        deployer = _aws_deployer(self._settings())
         self.package = build_package(
             self.requirements,
             architecture=self.architecture,
@@ -198,6 +199,17 @@ class LambdaCluster(ServerlessCluster):
         )
 
 
+def _aws_deployer(settings: str) -> Any:
+    deployer_class = getattr(_core, "AwsDeployer", None)
+    if deployer_class is None:
+        raise ConfigurationError(
+            "this build of dask-serverless has no AWS support (it was built for the local "
+            "platform only, as `make demo` does): reinstall it with every backend, with "
+            "`pip install .` or `make install`"
+        )
+    return deployer_class(settings)
+
+
 def _s3_address(bucket: str, region: str, endpoint_url: str | None) -> str:
     query = {"region": region}
     if endpoint_url:
@@ -218,4 +230,4 @@ def cleanup(
 ) -> list[str]:
     """Delete leftovers of clusters (all, or one) by their tag; returns what was deleted."""
     settings = json.dumps({"region": region, "endpoint_url": endpoint_url, "profile": profile})
-    return _core.AwsDeployer(settings).cleanup(cluster_id, dry_run)
+    return _aws_deployer(settings).cleanup(cluster_id, dry_run)

@@ -52,7 +52,10 @@ pub enum AwsError {
         suggestion: Option<String>,
     },
     /// The endpoint did not answer: nothing listens there, or the network is down.
-    #[error("could not reach {service} at {endpoint}: is it running? ({message})")]
+    #[error(
+        "could not reach {service} at {endpoint}: {} ({message})",
+        unreachable_advice(endpoint)
+    )]
     Unreachable {
         service: String,
         endpoint: String,
@@ -405,6 +408,23 @@ fn denied_permission(message: &str) -> Option<&str> {
     permission.contains(':').then_some(permission)
 }
 
+/// What to check when an endpoint does not answer: a local AWS-compatible endpoint may not be
+/// running; AWS itself is, so the network (or a proxy) is in the way.
+pub(crate) fn unreachable_advice(endpoint: &str) -> &'static str {
+    let host = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    if host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn") {
+        "check this machine's network connection to AWS (and its proxy settings)"
+    } else {
+        "is it running?"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +473,27 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "could not reach STS at http://127.0.0.1:9: is it running? (connection refused)"
+        );
+    }
+
+    #[test]
+    fn aws_itself_unreachable_points_at_the_network_not_at_aws() {
+        let call = Call {
+            service: "STS",
+            permission: "sts:GetCallerIdentity",
+            resource: "the caller",
+            endpoint: "https://sts.eu-west-1.amazonaws.com",
+        };
+        let text = call
+            .error(Failure::Connect {
+                message: "dns error".to_string(),
+            })
+            .to_string();
+        assert!(!text.contains("is it running"), "{text}");
+        assert!(text.contains("network connection to AWS"), "{text}");
+        assert_eq!(
+            unreachable_advice("https://lambda.cn-north-1.amazonaws.com.cn/"),
+            unreachable_advice("https://sts.us-east-1.amazonaws.com:443")
         );
     }
 }

@@ -85,7 +85,7 @@ impl Exhausted {
             },
             Failure::Connect { message } => PlatformError::Unavailable {
                 endpoint: endpoint.to_string(),
-                message: format!("{message}; is it running?"),
+                message: format!("{message}; {}", crate::error::unreachable_advice(endpoint)),
             },
             Failure::Server {
                 status,

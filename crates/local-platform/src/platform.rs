@@ -217,7 +217,7 @@ impl LocalPlatform {
             }
         });
         let enforcer = tokio::spawn(crate::limits::enforce_limits(Arc::clone(&shared)));
-        tracing::info!("platform listening on http://{address}");
+        tracing::info!("local platform listening on http://{address}");
         Ok(LocalPlatformHandle {
             shared,
             address,
@@ -354,7 +354,7 @@ impl LocalPlatformHandle {
             server.abort();
         }
         self.enforcer.abort();
-        tracing::info!("platform at http://{} shut down", self.address);
+        tracing::info!("local platform at http://{} shut down", self.address);
     }
 }
 

@@ -17,6 +17,7 @@
 //! Each keeps the Rust error's message, which says what went wrong and what to do.
 
 use base64::Engine;
+#[cfg(feature = "aws")]
 use dask_serverless_aws::AwsError;
 use dask_serverless_core::{FunctionFailureKind, RunFailure};
 use dask_serverless_graph::GraphError;
@@ -42,7 +43,9 @@ import_exception!(dask_serverless.errors, StoreError);
 import_exception!(dask_serverless.errors, StoreUnavailableError);
 import_exception!(dask_serverless.errors, PlatformError);
 import_exception!(dask_serverless.errors, PlatformUnavailableError);
+#[cfg(feature = "aws")]
 import_exception!(dask_serverless.errors, AwsConfigurationError);
+#[cfg(feature = "aws")]
 import_exception!(dask_serverless.errors, AwsPermissionError);
 
 pub(crate) fn configuration_error(message: impl Into<String>) -> PyErr {
@@ -75,6 +78,7 @@ pub(crate) fn runtime_error(error: RuntimeError) -> PyErr {
         RuntimeError::Platform(error) => platform_error(error),
         RuntimeError::Configuration(message) => ConfigurationError::new_err(message),
         RuntimeError::Message(message) => ServerlessError::new_err(message),
+        #[cfg(feature = "aws")]
         RuntimeError::Aws(error) => aws_error(error),
     }
 }
@@ -86,6 +90,7 @@ pub(crate) fn local_platform_error(error: impl std::fmt::Display) -> PyErr {
 /// AWS errors: configuration (credentials, region, input) is an `AwsConfigurationError`, a
 /// denied action an `AwsPermissionError`, an endpoint that does not answer a
 /// `PlatformUnavailableError`.
+#[cfg(feature = "aws")]
 pub(crate) fn aws_error(error: AwsError) -> PyErr {
     let message = error.to_string();
     match error {

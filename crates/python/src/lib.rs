@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 
+#[cfg(feature = "aws")]
 mod aws;
 mod buffer;
 mod error;
@@ -33,6 +34,14 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Runs the `dask-serverless` command line (`arguments[0]` is the program name) and returns
+/// its exit status: the package's console script enters here, so the command and the module
+/// are one build.
+#[pyfunction]
+fn run_command(py: Python<'_>, arguments: Vec<std::ffi::OsString>) -> u8 {
+    py.detach(|| dask_serverless_cli::run(arguments))
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<buffer::Buffer>()?;
@@ -49,8 +58,10 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<invocation::RunBatchStep>()?;
     module.add_class::<invocation::RetainStep>()?;
     module.add_class::<invocation::FinishStep>()?;
+    #[cfg(feature = "aws")]
     module.add_class::<aws::AwsDeployer>()?;
     module.add_function(wrap_pyfunction!(plan::zero_work, module)?)?;
     module.add_function(wrap_pyfunction!(run::run_prefix, module)?)?;
+    module.add_function(wrap_pyfunction!(run_command, module)?)?;
     Ok(())
 }

@@ -13,10 +13,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use dask_serverless_aws::{AwsSettings, LambdaInvoker, SqsQueue};
 use dask_serverless_core::{PlatformAddress, RunContext};
 use dask_serverless_platform::{Invoker, LocalInvoker, LocalQueue, ResultChannel};
-use dask_serverless_store::{RedisStore, S3Location, S3Store, SharedMemoryStore, Store};
+use dask_serverless_store::{SharedMemoryStore, Store};
 
 use crate::RuntimeError;
 
@@ -29,20 +28,23 @@ pub async fn open_store(address: &str) -> Result<Arc<dyn Store>, RuntimeError> {
         RuntimeError::Configuration(format!("invalid store address '{address}': {reason}"))
     };
     let url = url::Url::parse(address).map_err(|error| invalid(error.to_string()))?;
+    #[cfg_attr(not(any(feature = "redis", feature = "s3")), allow(unused_variables))]
     let query = |name: &str| {
         url.query_pairs()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.into_owned())
     };
     match url.scheme() {
+        #[cfg(feature = "redis")]
         "redis" | "rediss" => {
             let prefix = query("prefix").unwrap_or_else(|| "dask-serverless/".to_owned());
             let mut server = url.clone();
             server.set_query(None);
             Ok(Arc::new(
-                RedisStore::connect(server.as_str(), &prefix).await?,
+                dask_serverless_store::RedisStore::connect(server.as_str(), &prefix).await?,
             ))
         }
+        #[cfg(feature = "s3")]
         "s3" => {
             let bucket = url
                 .host_str()
@@ -51,18 +53,31 @@ pub async fn open_store(address: &str) -> Result<Arc<dyn Store>, RuntimeError> {
             let region = query("region")
                 .or_else(|| std::env::var("AWS_REGION").ok())
                 .ok_or_else(|| invalid("no region: add ?region=<region>".to_owned()))?;
-            let location = S3Location {
+            let location = dask_serverless_store::S3Location {
                 bucket: bucket.to_owned(),
                 prefix: url.path().trim_start_matches('/').to_owned(),
                 region,
                 endpoint: query("endpoint"),
             };
-            Ok(Arc::new(S3Store::new(location)?))
+            Ok(Arc::new(dask_serverless_store::S3Store::new(location)?))
         }
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" => Err(not_built("Redis stores", "redis")),
+        #[cfg(not(feature = "s3"))]
+        "s3" => Err(not_built("S3 stores", "s3")),
         scheme => Err(invalid(format!(
             "unknown scheme '{scheme}': expected shm://, redis:// or s3://"
         ))),
     }
+}
+
+/// The error of a backend this build was compiled without.
+#[allow(dead_code)] // unused when every backend is built
+fn not_built(what: &str, feature: &str) -> RuntimeError {
+    RuntimeError::Configuration(format!(
+        "this build of dask-serverless has no support for {what}: build it with the cargo \
+         feature `{feature}` (the Python package's default build has it)"
+    ))
 }
 
 /// The store, invoker and result channel of a run.
@@ -118,11 +133,15 @@ async fn open_platform(
             Arc::new(LocalInvoker::new(invoke_endpoint.clone())),
             Arc::new(LocalQueue::new(queue_endpoint.clone(), queue.clone())),
         )),
+        #[cfg(not(feature = "aws"))]
+        PlatformAddress::Aws { .. } => Err(not_built("AWS Lambda", "aws")),
+        #[cfg(feature = "aws")]
         PlatformAddress::Aws {
             region,
             endpoint_url,
             queue_url,
         } => {
+            use dask_serverless_aws::{AwsSettings, LambdaInvoker, SqsQueue};
             let settings = AwsSettings {
                 region: Some(region.clone()),
                 endpoint_url: endpoint_url.clone(),

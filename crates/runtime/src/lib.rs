@@ -32,6 +32,7 @@ pub enum RuntimeError {
     Store(#[from] dask_serverless_store::StoreError),
     #[error(transparent)]
     Platform(#[from] dask_serverless_platform::PlatformError),
+    #[cfg(feature = "aws")]
     #[error(transparent)]
     Aws(#[from] dask_serverless_aws::AwsError),
     #[error("invalid message: {0}")]

@@ -10,9 +10,11 @@ use dask_serverless_local_platform::{
 };
 use serde_json::Value;
 
-/// The Python interpreter with `awslambdaric`, or `None` (after saying so) to skip.
-pub(crate) fn python() -> Option<String> {
-    static PYTHON: OnceLock<Option<String>> = OnceLock::new();
+/// The Python interpreter with `awslambdaric` (`$DASK_SERVERLESS_PYTHON`, else `python3`).
+/// A test that needs one fails, saying what to install, when there is none: it never counts as
+/// passed without running.
+pub(crate) fn python() -> String {
+    static PYTHON: OnceLock<Result<String, String>> = OnceLock::new();
     PYTHON
         .get_or_init(|| {
             let imports_runtime = |python: &str| {
@@ -22,35 +24,28 @@ pub(crate) fn python() -> Option<String> {
                     .is_ok_and(|output| output.status.success())
             };
             match std::env::var("DASK_SERVERLESS_PYTHON") {
-                Ok(python) => {
-                    assert!(
-                        imports_runtime(&python),
-                        "DASK_SERVERLESS_PYTHON={python} cannot import awslambdaric"
-                    );
-                    Some(python)
-                }
-                Err(_) if imports_runtime("python3") => Some("python3".to_string()),
-                Err(_) => None,
+                Ok(python) if imports_runtime(&python) => Ok(python),
+                Ok(python) => Err(format!(
+                    "DASK_SERVERLESS_PYTHON={python} cannot import awslambdaric: \
+                     `{python} -m pip install awslambdaric` (or run the tests with `make test`)"
+                )),
+                Err(_) if imports_runtime("python3") => Ok("python3".to_string()),
+                Err(_) => Err(
+                    "these tests run Python workers and found no interpreter with \
+                     awslambdaric: set DASK_SERVERLESS_PYTHON to one (`make test` does), or \
+                     `python3 -m pip install awslambdaric`"
+                        .to_string(),
+                ),
             }
         })
         .clone()
-        .or_else(|| {
-            // Written past the test harness's capture, so that a skip is always visible.
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                b"SKIPPED: no Python interpreter with awslambdaric found; set DASK_SERVERLESS_PYTHON\n",
-            );
-            None
-        })
+        .unwrap_or_else(|message| panic!("{message}"))
 }
 
-/// Returns from the test when no interpreter is available.
+/// The interpreter the test needs; fails the test when there is none.
 macro_rules! require_python {
     () => {
-        match crate::support::python() {
-            Some(python) => python,
-            None => return,
-        }
+        crate::support::python()
     };
 }
 pub(crate) use require_python;

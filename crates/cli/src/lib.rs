@@ -1,0 +1,271 @@
+//! `dask-serverless`: the project's command-line tool, as a library.
+//!
+//! The same code runs as the `dask-serverless` binary of this crate and as the console script
+//! of the Python package (`dask_serverless._cli`, entering the native module): one build.
+//! [`run`] parses the arguments, runs a subcommand and returns the exit status.
+//!
+//! Subcommands:
+//! - `local-platform` (alias `emulator`): runs the local Lambda-compatible platform standalone (Invoke API, Runtime API for
+//!   its workers, queue service) until Ctrl-C or SIGTERM, then shuts it down, killing every worker.
+//!   The first line on standard output is `listening on http://<address>`, so that a script that
+//!   asked for port 0 learns the port.
+//! - `cleanup` (feature `aws`, on by default): deletes the AWS resources that clusters left
+//!   behind in a region, found by their `dask-serverless:*` tags (all clusters, or one with
+//!   `--cluster`); `--dry-run` lists them and deletes nothing. Prints one line per resource.
+//! - `bench`: runs the benchmark harness, `<python> -m dask_serverless.bench <arguments>`, with
+//!   the interpreter named by `DASK_SERVERLESS_PYTHON` (else `python3`). Every argument goes to
+//!   the harness (`dask-serverless bench --help` prints its options). The process *becomes* the
+//!   interpreter (exec), so output, Ctrl-C and the exit status are the harness's own.
+//!
+//! Worker output goes to standard error, or to `--worker-log FILE`. Diagnostics follow
+//! `RUST_LOG` (default `info`, without the AWS SDK's own credential-chain warnings: `cleanup`
+//! reports those itself), coloured only on a terminal.
+//!
+//! Errors: one line, `error: <what went wrong>: <cause>: <cause>`, each cause once (a cause
+//! that repeats the text before it is dropped), exit status 1. `--verbose` adds the causes'
+//! details and a backtrace where one was captured; a panic prints one line too, unless
+//! `--verbose`.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dask_serverless_local_platform::{LocalPlatform, LocalPlatformConfig};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dask-serverless",
+    version,
+    about = "Dask computations on serverless functions"
+)]
+struct Arguments {
+    /// Print every cause of an error in full, with a backtrace where one was captured.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the local Lambda-compatible platform until interrupted.
+    #[command(alias = "emulator")]
+    LocalPlatform(LocalPlatformArguments),
+    /// Delete the AWS resources that clusters left behind, found by their tags.
+    #[cfg(feature = "aws")]
+    Cleanup(CleanupArguments),
+    /// Run the benchmark harness (python -m dask_serverless.bench); arguments go to it.
+    Bench(BenchArguments),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
+struct BenchArguments {
+    /// Arguments of the harness, for example `--small --runs 1`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    arguments: Vec<OsString>,
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug, clap::Args)]
+struct CleanupArguments {
+    /// AWS region (default: AWS_REGION, else the profile's region).
+    #[arg(long)]
+    region: Option<String>,
+    /// An AWS-compatible endpoint to use instead of AWS, e.g. http://127.0.0.1:4566.
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// Profile of the AWS config files (default: AWS_PROFILE, else `default`).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Only this cluster's resources (default: those of every cluster in the region).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct LocalPlatformArguments {
+    /// Port of the Invoke API and queue service; 0 picks a free one.
+    #[arg(long, default_value_t = 9000)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+    /// Python interpreter for functions created without a command.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Append worker output to this file instead of standard error.
+    #[arg(long)]
+    worker_log: Option<PathBuf>,
+}
+
+/// Runs the command line `arguments` (the program name first) and returns the exit status.
+pub fn run(arguments: Vec<OsString>) -> u8 {
+    let arguments = match Arguments::try_parse_from(arguments) {
+        Ok(arguments) => arguments,
+        Err(error) => {
+            // Help and version go to standard output with status 0; usage errors to standard
+            // error with clap's own status.
+            let _ = error.print();
+            return error.exit_code().clamp(0, 255) as u8;
+        }
+    };
+    let verbose = arguments.verbose;
+    if !verbose {
+        std::panic::set_hook(Box::new(|information| {
+            let message = information
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|text| text.to_string())
+                .or_else(|| information.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "an unexpected internal error".to_owned());
+            eprintln!("error: internal error: {message} (run with --verbose for details)");
+        }));
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=error")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+    match std::panic::catch_unwind(|| run_command(arguments.command)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(error)) => {
+            eprintln!("error: {}", describe(&error, verbose));
+            1
+        }
+        Err(_) => 1,
+    }
+}
+
+/// An error as one line: each cause once, in order.
+fn describe(error: &anyhow::Error, verbose: bool) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    if verbose {
+        text.push_str(&format!("\n\n{error:?}"));
+    }
+    text
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::LocalPlatform(platform) => async_runtime()?.block_on(run_local_platform(platform)),
+        #[cfg(feature = "aws")]
+        Command::Cleanup(cleanup) => async_runtime()?.block_on(run_cleanup(cleanup)),
+        Command::Bench(bench) => Err(run_bench(bench)),
+    }
+}
+
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")
+}
+
+/// Replaces this process with `<python> -m dask_serverless.bench <arguments>`; returns only
+/// when the interpreter could not be started.
+fn run_bench(arguments: BenchArguments) -> anyhow::Error {
+    let python = std::env::var_os("DASK_SERVERLESS_PYTHON").unwrap_or_else(|| "python3".into());
+    let error = std::process::Command::new(&python)
+        .args(["-m", "dask_serverless.bench"])
+        .args(arguments.arguments)
+        .exec();
+    anyhow::Error::new(error).context(format!(
+        "could not run `{} -m dask_serverless.bench` (set DASK_SERVERLESS_PYTHON to the \
+         interpreter that has dask_serverless installed)",
+        python.to_string_lossy()
+    ))
+}
+
+#[cfg(feature = "aws")]
+async fn run_cleanup(arguments: CleanupArguments) -> anyhow::Result<()> {
+    use dask_serverless_aws::{AwsSettings, Deployer};
+
+    let settings = AwsSettings {
+        region: arguments.region,
+        endpoint_url: arguments.endpoint_url,
+        profile: arguments.profile,
+    };
+    let deployer = Deployer::connect(&settings).await?;
+    let cluster = arguments.cluster.as_deref();
+    let scope = match cluster {
+        Some(cluster) => format!("cluster {cluster}"),
+        None => "every cluster".to_string(),
+    };
+    let place = format!("{scope} in region {}", deployer.region());
+    if arguments.dry_run {
+        let found = deployer.leftovers(cluster).await?;
+        if found.is_empty() {
+            println!("nothing to delete ({place})");
+        } else {
+            println!("would delete ({place}):");
+            for resource in found {
+                println!("  {resource}");
+            }
+        }
+        return Ok(());
+    }
+    println!("cleaning up {place}");
+    let report = deployer.cleanup(cluster).await?;
+    print!("{report}");
+    Ok(())
+}
+
+async fn run_local_platform(arguments: LocalPlatformArguments) -> anyhow::Result<()> {
+    // Listen for signals before announcing the address: a script may interrupt right after.
+    let mut stop_signals = StopSignals::listen()?;
+    let config = LocalPlatformConfig {
+        bind: SocketAddr::new(arguments.bind, arguments.port),
+        python: arguments.python,
+        worker_log: arguments.worker_log,
+    };
+    let platform = LocalPlatform::start(config).await?;
+    println!("listening on {}", platform.endpoint());
+    stop_signals.wait().await;
+    eprintln!("stopping: killing every worker");
+    platform.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, both meaning "stop cleanly".
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("could not listen for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("could not listen for SIGTERM")?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
