@@ -56,7 +56,11 @@ def test_plan_explain_is_readable():
     text = plan.explain()
     assert "3 tasks" in text
     assert "batch 0" in text
-    assert plan.batch_count() >= 1
+    # Target size ceil(3 tasks / (1 function * 4 batches per function)) = 1: a batch a task.
+    assert "target size 1" in text
+    assert plan.batch_count() == 3
+    assert [plan.batch_tasks(batch) for batch in range(3)] == [[0], [1], [2]]
+    assert plan.batch_parents(2) == [0, 1]
 
 
 def big_block(megabytes):

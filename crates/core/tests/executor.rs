@@ -129,14 +129,22 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
         },
         2,
     );
-    assert_eq!(actions.len(), 2);
-    assert!(
-        actions
-            .iter()
-            .all(|a| matches!(a, ExecutorAction::FanIn { member, .. } if member == "0"))
-    );
-    assert!(
-        matches!(&actions[0], ExecutorAction::FanIn { key, expected: 1, .. } if key == "run-1/fan-in/1")
+    assert_eq!(
+        actions,
+        vec![
+            ExecutorAction::FanIn {
+                child: BatchId(1),
+                key: "run-1/fan-in/1".into(),
+                member: "0".into(),
+                expected: 1,
+            },
+            ExecutorAction::FanIn {
+                child: BatchId(2),
+                key: "run-1/fan-in/2".into(),
+                member: "0".into(),
+                expected: 2,
+            },
+        ]
     );
 
     assert!(
@@ -197,16 +205,20 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
         },
         6,
     );
-    let finished = reports(&actions);
-    assert_eq!(finished.len(), 1);
-    let Report::BatchFinished(report) = finished[0] else {
-        panic!()
+    let [
+        ExecutorAction::Report(Report::BatchFinished(report)),
+        ExecutorAction::Retain { tasks },
+        ExecutorAction::Finish,
+    ] = actions.as_slice()
+    else {
+        panic!("unexpected actions {actions:?}");
     };
     assert!(
         !report.cold,
         "only the first batch of an invocation is cold"
     );
-    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
+    assert_eq!(report.tasks, vec![record(7)]);
+    assert!(tasks.is_empty());
 }
 
 #[test]
@@ -238,17 +250,21 @@ fn invokes_every_released_child_but_the_preferred_one() {
             3,
         );
     }
-    assert_eq!(actions[0], ExecutorAction::Invoke { batch: BatchId(1) });
-    assert_eq!(actions[1], ExecutorAction::Invoke { batch: BatchId(3) });
-    let Report::BatchFinished(report) = reports(&actions)[0] else {
-        panic!()
+    let [
+        ExecutorAction::Invoke { batch: first },
+        ExecutorAction::Invoke { batch: second },
+        ExecutorAction::Report(Report::BatchFinished(report)),
+        ExecutorAction::Retain { tasks },
+        ExecutorAction::LoadBatch { batch: next },
+    ] = actions.as_slice()
+    else {
+        panic!("unexpected actions {actions:?}");
     };
+    assert_eq!((*first, *second), (BatchId(1), BatchId(3)));
     assert_eq!(report.became, Some(BatchId(2)));
     assert_eq!(report.invoked, vec![BatchId(1), BatchId(3)]);
-    assert_eq!(
-        actions.last(),
-        Some(&ExecutorAction::LoadBatch { batch: BatchId(2) })
-    );
+    assert_eq!(tasks, &vec![TaskId(0)]);
+    assert_eq!(*next, BatchId(2));
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! The whole protocol in a virtual loop: a driver, executors for every invocation, a fan-in
-//! store with set semantics, and a queue of invocations — no processes, no clock.
+//! store with set semantics, and a pool of pending invocations — no processes, no clock.
 //!
 //! On random graphs and plans it checks that every task runs exactly once after all its
 //! dependencies, that inputs are only loaded after they were stored, that values handed over
 //! in memory are held by the invocation that needs them, and that the driver completes —
 //! whenever the client uploads the batches that are not leaves (before the leaves run, while
-//! they run, or after every parent finished).
+//! they run, or after every parent finished), and in whatever order pending invocations start
+//! (chosen by a seeded generator, so a failing case replays: the same seed gives the same
+//! trace of protocol events).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -17,6 +19,22 @@ use dask_serverless_graph::strategies::acyclic_graph;
 use dask_serverless_graph::{Graph, TaskId};
 use dask_serverless_plan::{BatchId, Plan, PlanOptions};
 use proptest::prelude::*;
+
+/// A small deterministic generator (xorshift64*): the simulation's only source of choice.
+struct Seeded(u64);
+
+impl Seeded {
+    fn new(seed: u64) -> Seeded {
+        Seeded(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % bound
+    }
+}
 
 #[derive(Default)]
 struct World {
@@ -30,6 +48,10 @@ struct World {
     invocation_count: usize,
     /// Deliver every fan-in twice, as a retried parent would.
     repeat_fan_in: bool,
+    /// Fan-ins delivered a second time (checked to happen when asked for).
+    repeated_fan_ins: usize,
+    /// Every protocol event, in order: what a replay must reproduce.
+    trace: Vec<String>,
 }
 
 impl World {
@@ -50,6 +72,8 @@ impl World {
             } else {
                 continue;
             };
+            self.trace
+                .push(format!("upload {} released={released}", id.0));
             for action in driver.handle(
                 DriverEvent::Uploaded {
                     batch: id,
@@ -58,7 +82,10 @@ impl World {
                 1,
             ) {
                 match action {
-                    DriverAction::Invoke { batch } => self.invocations.push_back(batch),
+                    DriverAction::Invoke { batch } => {
+                        self.trace.push(format!("client invokes {}", batch.0));
+                        self.invocations.push_back(batch)
+                    }
                     other => panic!("unexpected {other:?}"),
                 }
             }
@@ -67,6 +94,7 @@ impl World {
 
     fn run_invocation(&mut self, graph: &Graph, plan: &Plan, first: BatchId) {
         self.invocation_count += 1;
+        self.trace.push(format!("invocation starts {}", first.0));
         let mut executor = Executor::new("run".into(), "inv".into(), false, first);
         let mut held: HashSet<TaskId> = HashSet::new();
         let mut queue: VecDeque<ExecutorAction> = executor.handle(ExecutorEvent::Start, 0).into();
@@ -98,6 +126,7 @@ impl World {
                         assert!(held.contains(input), "input {input} not in memory");
                     }
                     let mut records = Vec::new();
+                    self.trace.push(format!("runs batch {}", spec.batch.0));
                     for &task in &spec.tasks {
                         for dependency in graph.dependencies(task) {
                             assert!(self.done.contains(dependency), "{task} before {dependency}");
@@ -129,9 +158,14 @@ impl World {
                     let set = self.fan_in.entry(key).or_default();
                     let added = set.insert(member.clone());
                     let released = added && set.len() == expected as usize;
+                    self.trace.push(format!(
+                        "fan-in {member} -> {} released={released}",
+                        child.0
+                    ));
                     let mut events = vec![ExecutorEvent::FanInAnswered { child, released }];
                     if self.repeat_fan_in {
                         // The repeat adds nothing: set semantics.
+                        self.repeated_fan_ins += 1;
                         assert!(!set.insert(member));
                         events.push(ExecutorEvent::FanInAnswered {
                             child,
@@ -141,10 +175,12 @@ impl World {
                     events
                 }
                 ExecutorAction::Invoke { batch } => {
+                    self.trace.push(format!("invokes {}", batch.0));
                     self.invocations.push_back(batch);
                     vec![]
                 }
                 ExecutorAction::Report(report) => {
+                    self.trace.push(format!("reports {report:?}"));
                     self.reports.push_back(report);
                     vec![]
                 }
@@ -167,13 +203,16 @@ impl World {
 }
 
 /// Simulates a run; after each batch it uploads, the client lets up to `upload_stride`
-/// invocations run (0: it uploads everything first).
+/// invocations run (0: it uploads everything first). Which pending invocation starts next is
+/// drawn from `seed`.
 fn simulate(
     graph: &Graph,
     options: &PlanOptions,
     repeat_fan_in: bool,
     upload_stride: usize,
+    seed: u64,
 ) -> World {
+    let mut choice = Seeded::new(seed);
     let plan = Plan::build(graph, options);
     let mut world = World {
         repeat_fan_in,
@@ -202,7 +241,11 @@ fn simulate(
         let uploads_left = !pending_uploads.is_empty();
         let mut ran = 0;
         while !uploads_left || ran < upload_stride {
-            let Some(batch) = world.invocations.pop_front() else {
+            if world.invocations.is_empty() {
+                break;
+            }
+            let position = choice.below(world.invocations.len());
+            let Some(batch) = world.invocations.remove(position) else {
                 break;
             };
             ran += 1;
@@ -235,6 +278,19 @@ fn simulate(
         assert!(world.stored.contains(output), "output {output} not stored");
     }
     assert!(world.invocation_count <= plan.batches().len());
+    let fan_ins = plan
+        .batches()
+        .iter()
+        .map(|batch| batch.children.len())
+        .sum::<usize>();
+    if repeat_fan_in {
+        assert_eq!(
+            world.repeated_fan_ins, fan_ins,
+            "every fan-in delivered twice"
+        );
+    } else {
+        assert_eq!(world.repeated_fan_ins, 0);
+    }
     world
 }
 
@@ -248,10 +304,44 @@ proptest! {
         batches_per_function in 1usize..5,
         repeat in any::<bool>(),
         upload_stride in 0usize..4,
+        seed in any::<u64>(),
     ) {
         let options = PlanOptions { parallelism, batches_per_function, ..PlanOptions::default() };
-        simulate(&graph, &options, repeat, upload_stride);
+        simulate(&graph, &options, repeat, upload_stride, seed);
     }
+
+    #[test]
+    fn the_same_seed_replays_the_same_trace(
+        graph in acyclic_graph(1..=80, 4),
+        parallelism in 1usize..6,
+        upload_stride in 0usize..4,
+        seed in any::<u64>(),
+    ) {
+        let options = PlanOptions { parallelism, batches_per_function: 2, ..PlanOptions::default() };
+        let first = simulate(&graph, &options, false, upload_stride, seed);
+        let second = simulate(&graph, &options, false, upload_stride, seed);
+        prop_assert_eq!(&first.trace, &second.trace);
+        prop_assert!(!first.trace.is_empty());
+    }
+}
+
+#[test]
+fn different_seeds_interleave_invocations_differently() {
+    // Independent sources and a sum: many leaves pending at once, so the order differs.
+    let mut keys: Vec<String> = (0..24).map(|i| format!("source-{i}")).collect();
+    let mut dependencies: Vec<Vec<u32>> = vec![vec![]; 24];
+    keys.push("sum".into());
+    dependencies.push((0..24).collect());
+    let graph = Graph::new(keys, dependencies, vec![], vec![24]).unwrap();
+    let options = PlanOptions {
+        parallelism: 8,
+        batches_per_function: 1,
+        ..PlanOptions::default()
+    };
+    let traces: HashSet<Vec<String>> = (0..8)
+        .map(|seed| simulate(&graph, &options, false, 0, seed).trace)
+        .collect();
+    assert!(traces.len() > 1, "every seed gave the same trace");
 }
 
 #[test]
@@ -279,7 +369,7 @@ fn a_tree_reduction_needs_few_invocations() {
         batches_per_function: 2,
         ..PlanOptions::default()
     };
-    let world = simulate(&graph, &options, false, 0);
+    let world = simulate(&graph, &options, false, 0, 7);
     // 127 tasks in about parallelism * batches_per_function leaf batches; the fan-ins above
     // them are run by the parent that completes them, without a new invocation.
     assert!(
