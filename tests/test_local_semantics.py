@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import warnings
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -181,3 +182,53 @@ def test_a_compute_inside_a_compute_of_the_same_thread_does_not_wait_for_itself(
         with callback:
             assert delayed(sum)([1, 2, 3]).compute(scheduler=running.get) == 6
     assert callback.inner == [5]
+
+
+def reads_setting(name):
+    return dask.config.get(name, None)
+
+
+def test_tasks_run_under_the_callers_dask_configuration(cluster):
+    with dask.config.set({"dask-serverless-test.option": 7, "array.chunk-size": "64MiB"}):
+        assert (
+            delayed(reads_setting)("dask-serverless-test.option").compute(scheduler=cluster.get)
+            == 7
+        )
+        assert delayed(reads_setting)("array.chunk-size").compute(scheduler=cluster.get) == (
+            "64MiB"
+        )
+    # Outside the block the functions see Dask's defaults again.
+    assert (
+        delayed(reads_setting)("dask-serverless-test.option").compute(scheduler=cluster.get) is None
+    )
+
+
+def test_a_value_may_refer_to_what_only_an_earlier_batch_of_the_invocation_holds():
+    import weakref
+
+    kept_alive: list = []
+
+    def weak_proxy_of_a_new_array(_):
+        array = np.arange(6)
+        kept_alive.append(array)  # only this closure, part of the task, keeps it alive
+        return weakref.proxy(array)
+
+    # Batches of one task: the chain is one invocation becoming batch after batch, and the
+    # proxy's referent lives in the first batch's task.
+    with LocalCluster(
+        max_concurrency=1, batches_per_function=1000, memory_mb=512, timeout_s=60
+    ) as running:
+        proxy = delayed(weak_proxy_of_a_new_array)(0)
+        total = delayed(lambda values: int(np.sum(values)))(proxy)
+        graph = ingest(total.__dask_graph__(), total.__dask_keys__())
+        assert plan_graph(graph, 1, 1000).batch_count() == 2
+        assert total.compute(scheduler=running.get) == 15
+
+
+def test_a_copy_of_dask_configuration_keeps_the_cluster(cluster):
+    import copy
+
+    with dask.config.set(scheduler=cluster.get):
+        copied = copy.deepcopy(dask.config.config)
+    assert copied["scheduler"] == cluster.get
+    assert copy.copy(cluster) is cluster

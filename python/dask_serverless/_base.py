@@ -104,6 +104,14 @@ class ServerlessCluster:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def __copy__(self) -> ServerlessCluster:
+        # A cluster is a handle on running resources: a copy is the same cluster (libraries
+        # snapshot dask.config, whose scheduler is the cluster's `get`).
+        return self
+
+    def __deepcopy__(self, memo: dict) -> ServerlessCluster:
+        return self
+
     def __reduce__(self):
         # A graph may hold the cluster (a task closing over `cluster.get`, a collection that
         # remembers its scheduler). In a function it stands for "compute here".

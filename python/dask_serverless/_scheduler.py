@@ -34,6 +34,7 @@ import cloudpickle
 from dask.callbacks import local_callbacks, unpack_callbacks
 
 from dask_serverless import _core
+from dask_serverless._config import configuration_changes
 from dask_serverless._ingest import IngestedGraph, flat_keys, ingest, pack_results
 from dask_serverless._serialize import dumps_tasks, loads
 from dask_serverless.errors import SerializationError
@@ -195,12 +196,13 @@ def _upload(run, plan, graph: IngestedGraph, batches: list[int], clock: _Clock) 
     """Uploads in the plan's order; the first upload invokes the first leaf (the run has
     started)."""
     nodes, keys = graph.nodes, graph.keys
+    settings = configuration_changes()
     for position, batch in enumerate(batches):
         tasks = plan.batch_tasks(batch)
         inputs = plan.batch_inputs(batch)
         key_of = {number: keys[number] for number in tasks}
         key_of.update((number, keys[number]) for number in inputs)
-        payload = (tasks, [nodes[number] for number in tasks], key_of)
+        payload = (tasks, [nodes[number] for number in tasks], key_of, settings)
         try:
             pickled = dumps_tasks(payload)
         except Exception as error:  # noqa: BLE001 - find and name the culprit

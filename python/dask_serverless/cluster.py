@@ -50,7 +50,7 @@ def _default_memory_mb(functions: int) -> int:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
     except (ValueError, OSError):
         return 3008
-    return max(512, min(3008, int(total * 0.8 / max(functions, 1))))
+    return max(512, min(MEMORY_RANGE_MB[1], int(total * 0.8 / max(functions, 1))))
 
 
 def _shared_memory_root() -> str:

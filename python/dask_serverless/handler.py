@@ -20,7 +20,13 @@ What the caller sees as with Dask's local schedulers:
 * **inputs** loaded from the store are private copy-on-write mappings: a task may write into
   them without changing what other tasks read;
 * **nested computes**: a task that calls ``.compute()`` runs the inner graph here, on Dask's
-  synchronous scheduler.
+  synchronous scheduler;
+* **configuration**: tasks run under the caller's Dask settings (those that differ from Dask's
+  defaults travel with each batch, see :mod:`dask_serverless._config`).
+
+The unpickled tasks of every batch an invocation runs stay alive until the invocation ends:
+values handed to the next batch may refer to objects that only the tasks hold (a weak
+reference to a function's closure, for example).
 
 When ``DASK_SERVERLESS_PROGRESS_PATH`` is set (the local platform sets it), the handler writes
 the task it is running to that file, so that a function stopped for its memory size or its
@@ -80,12 +86,13 @@ def handler(event: dict, context: Any) -> dict:
     invocation = _core.Invocation(json.dumps(event), invocation_id, _invocation_count == 1)
     values: dict[Any, Any] = {}
     key_of: dict[int, Any] = {}
+    held_tasks: list[Any] = []
     batches_run = 0
     while True:
         step = invocation.step()
         if isinstance(step, _core.RunBatchStep):
             batches_run += 1
-            _run_batch(invocation, step, values, key_of)
+            _run_batch(invocation, step, values, key_of, held_tasks)
         elif isinstance(step, _core.RetainStep):
             keep = {key_of[task] for task in step.tasks if task in key_of}
             for key in [key for key in values if key not in keep]:
@@ -95,14 +102,23 @@ def handler(event: dict, context: Any) -> dict:
             return {"batches": batches_run}
 
 
-def _run_batch(invocation: Any, step: Any, values: dict, key_of: dict) -> None:
+def _run_batch(invocation: Any, step: Any, values: dict, key_of: dict, held: list) -> None:
     batch = step.batch
     try:
-        task_ids, nodes, keys = loads([step.payload])
+        task_ids, nodes, keys, settings = loads([step.payload])
     except Exception as error:  # noqa: BLE001 - reported to the client with its cause
         invocation.failed(f"could not unpickle the tasks of batch {batch}: {error!r}")
         return
+    held.append(nodes)
     key_of.update(keys)
+    with dask.config.set(settings):
+        _run_tasks(invocation, step, task_ids, nodes, values, key_of)
+
+
+def _run_tasks(
+    invocation: Any, step: Any, task_ids: list, nodes: list, values: dict, key_of: dict
+) -> None:
+    batch = step.batch
     try:
         for task, parts in step.inputs:
             values[key_of[task]] = loads(parts)
