@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 import os
 
+import boto3
 import dask
 import dask.array as da
 import dask.bag as db
@@ -19,7 +20,6 @@ from aws_endpoint import CREDENTIALS, aws_endpoint
 from dask_serverless import LambdaCluster
 from dask_serverless.lambda_cluster import cleanup
 
-boto3 = pytest.importorskip("boto3")
 # The endpoint runs handlers with its own interpreter, this machine's Python.
 ENDPOINT_PYTHON = "3.11"
 

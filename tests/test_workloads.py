@@ -8,7 +8,6 @@ import dask
 import dask.array as da
 import dask.bag as db
 import numpy as np
-import pytest
 from dask import delayed
 
 
@@ -73,8 +72,9 @@ def test_svd_compressed(cluster):
 
 
 def test_dataframe_groupby(cluster):
-    pd = pytest.importorskip("pandas")
-    dd = pytest.importorskip("dask.dataframe")
+    import dask.dataframe as dd
+    import pandas as pd
+
     frame = pd.DataFrame(
         {"group": np.arange(2000) % 7, "value": np.arange(2000, dtype=float) ** 0.5}
     )
