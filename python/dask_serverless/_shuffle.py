@@ -206,18 +206,19 @@ def _collect_function(node: GraphNode) -> Any:
     return node.func if any(node.func is function for function in known) else None
 
 
-def _encoding_of(node: Task) -> Any:
-    """How the shuffle encodes what it appends: a callable wrapping a raw ``partd``."""
+def _encoding_of(node: Task) -> tuple[Any, str | None]:
+    """How the shuffle encodes what it appends (a callable wrapping a raw ``partd``), and the
+    dataframe shuffle's compression setting, if any."""
     from dask.dataframe.shuffle import maybe_buffered_partd
 
     for task in _nested_tasks(node):
         if isinstance(task.func, maybe_buffered_partd):
-            return task.func.encode_cls
+            return task.func.encode_cls, task.func.compression or None
     # Bags: ``partd.Python`` (pickled lists), possibly around compression; compression does
     # not change what comes back.
     import partd
 
-    return partd.Python
+    return partd.Python, None
 
 
 def _is_reference(argument: Any, key: Any) -> bool:
@@ -293,7 +294,7 @@ def _barrier(*_appended: Any) -> int:
 
 
 def _collect_in_memory(
-    encoding: Any,
+    encoding: tuple[Any, str | None],
     function: Any,
     arguments: tuple,
     partition: Any,
@@ -302,7 +303,19 @@ def _collect_in_memory(
 ) -> Any:
     import partd
 
-    store = encoding(partd.Dict())
+    encode, compression = encoding
+    raw: Any = partd.Dict()
+    if compression:
+        # As Dask's own shuffle does: an unknown compression is an ImportError.
+        try:
+            raw = getattr(partd.compressed, compression)(raw)
+        except AttributeError as error:
+            raise ImportError(
+                # Dask's own words, to the character.
+                f"Not able to import and load {compression} as compression algorithm."
+                "Please check if the library is installed and supported by Partd."
+            ) from error
+    store = encode(raw)
     for source in sources:
         values = source if picked else _pick(source, partition)
         for value in values:
