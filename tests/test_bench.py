@@ -25,33 +25,34 @@ def read_rows(path) -> list[dict]:
         return list(csv.DictReader(line for line in file if not line.startswith("#")))
 
 
-def test_small_run_writes_checked_results(tmp_path):
-    results = tmp_path / "results.csv"
-    report = tmp_path / "report.md"
+def run_bench(folder, *arguments: str) -> subprocess.CompletedProcess:
+    """The harness at small sizes, one run, in ``folder``; fails on a non-zero exit."""
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dask_serverless.bench",
-            "--small",
-            "--runs",
-            "1",
-            "--workloads",
-            "tree-1024,demo",
-            "--schedulers",
-            "serverless,sync,threads",
-            "--csv",
-            str(results),
-            "--markdown",
-            str(report),
-        ],
+        [sys.executable, "-m", "dask_serverless.bench", "--small", "--runs", "1", *arguments],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        cwd=tmp_path,
+        cwd=folder,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed
+
+
+def test_small_run_writes_checked_results(tmp_path):
+    results = tmp_path / "results.csv"
+    report = tmp_path / "report.md"
+    completed = run_bench(
+        tmp_path,
+        "--workloads",
+        "tree-1024,demo",
+        "--schedulers",
+        "serverless,sync,threads",
+        "--csv",
+        str(results),
+        "--markdown",
+        str(report),
+    )
     assert "== targets" in completed.stdout
     assert "demo: " in completed.stdout and "x threads (target <= 1.2x)" in completed.stdout
 
@@ -140,28 +141,15 @@ def test_synthetic_graph_is_acyclic_with_one_output():
 
 def test_the_report_has_the_wide_summary_and_a_warm_up(tmp_path):
     report = tmp_path / "report.md"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dask_serverless.bench",
-            "--small",
-            "--runs",
-            "1",
-            "--workloads",
-            "tree-1024",
-            "--schedulers",
-            "serverless,sync",
-            "--markdown",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
+    completed = run_bench(
+        tmp_path,
+        "--workloads",
+        "tree-1024",
+        "--schedulers",
+        "serverless,sync",
+        "--markdown",
+        str(report),
     )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
     # A warm-up run of each scheduler, not timed, before the timed one.
     assert "warm-up    serverless" in completed.stdout
     assert completed.stdout.index("warm-up    serverless") < completed.stdout.index("run 1/1")

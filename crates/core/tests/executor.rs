@@ -37,6 +37,14 @@ fn record(task: u32) -> TaskRecord {
     }
 }
 
+/// Every (other) task of the running batch finished, without warnings.
+fn finished(tasks: &[u32]) -> ExecutorEvent {
+    ExecutorEvent::TasksFinished {
+        records: tasks.iter().map(|&task| record(task)).collect(),
+        warnings: vec![],
+    }
+}
+
 fn executor(batch: u32) -> Executor {
     Executor::new("run-1".into(), "request-1".into(), true, BatchId(batch))
 }
@@ -65,13 +73,7 @@ fn a_lone_batch_loads_runs_reports_and_finishes() {
         1,
     );
     assert_eq!(actions, vec![ExecutorAction::RunTasks]);
-    let actions = executor.handle(
-        ExecutorEvent::TasksFinished {
-            records: vec![record(0), record(1)],
-            warnings: vec![],
-        },
-        2,
-    );
+    let actions = executor.handle(finished(&[0, 1]), 2);
     let [
         ExecutorAction::Report(Report::BatchFinished(report)),
         ExecutorAction::Retain { tasks },
@@ -122,13 +124,7 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
         },
         1,
     );
-    let actions = executor.handle(
-        ExecutorEvent::TasksFinished {
-            records: vec![record(0), record(1)],
-            warnings: vec![],
-        },
-        2,
-    );
+    let actions = executor.handle(finished(&[0, 1]), 2);
     assert_eq!(
         actions,
         vec![
@@ -198,13 +194,7 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
         5,
     );
     assert_eq!(actions, vec![ExecutorAction::RunTasks]);
-    let actions = executor.handle(
-        ExecutorEvent::TasksFinished {
-            records: vec![record(7)],
-            warnings: vec![],
-        },
-        6,
-    );
+    let actions = executor.handle(finished(&[7]), 6);
     let [
         ExecutorAction::Report(Report::BatchFinished(report)),
         ExecutorAction::Retain { tasks },
@@ -233,13 +223,7 @@ fn invokes_every_released_child_but_the_preferred_one() {
         },
         1,
     );
-    executor.handle(
-        ExecutorEvent::TasksFinished {
-            records: vec![record(0)],
-            warnings: vec![],
-        },
-        2,
-    );
+    executor.handle(finished(&[0]), 2);
     let mut actions = Vec::new();
     for child in [3, 1, 2] {
         actions = executor.handle(
@@ -300,17 +284,7 @@ fn a_task_error_is_reported_once_and_ends_the_invocation() {
     };
     assert_eq!(failure.batch, BatchId(4));
     assert_eq!(failure.cause, FailureCause::Task(error));
-    assert!(
-        executor
-            .handle(
-                ExecutorEvent::TasksFinished {
-                    records: vec![],
-                    warnings: vec![]
-                },
-                3
-            )
-            .is_empty()
-    );
+    assert!(executor.handle(finished(&[]), 3).is_empty());
 }
 
 #[test]
@@ -330,13 +304,7 @@ fn a_run_that_is_gone_ends_the_invocation_with_a_failure_report() {
 fn events_out_of_order_fail_the_batch_with_a_message() {
     let mut executor = executor(1);
     executor.handle(ExecutorEvent::Start, 0);
-    let actions = executor.handle(
-        ExecutorEvent::TasksFinished {
-            records: vec![],
-            warnings: vec![],
-        },
-        1,
-    );
+    let actions = executor.handle(finished(&[]), 1);
     let Report::BatchFailed(failure) = reports(&actions)[0] else {
         panic!()
     };
@@ -401,13 +369,7 @@ fn progress_while_running_is_reported_and_the_final_report_carries_the_rest() {
             )
             .is_empty()
     );
-    let actions = executor.handle(
-        ExecutorEvent::TasksFinished {
-            records: vec![record(2)],
-            warnings: vec![],
-        },
-        4,
-    );
+    let actions = executor.handle(finished(&[2]), 4);
     let Report::BatchFinished(report) = reports(&actions)[0] else {
         panic!("unexpected actions {actions:?}");
     };
