@@ -39,8 +39,11 @@ use std::collections::HashMap;
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::{BatchId, Plan};
 
-use crate::Micros;
-use crate::messages::{FailureCause, Report, TaskError, TaskRecord, TaskWarning};
+use crate::messages::{
+    FailureCause, Report, TaskError, TaskRecord, TaskWarning, UPLOAD_MEMBER, fan_in_members,
+    upload_joins_fan_in,
+};
+use crate::{Micros, keys};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverEvent {
@@ -56,10 +59,14 @@ pub enum DriverEvent {
         error_type: String,
         message: String,
     },
-    /// The client uploaded a batch (after [`DriverEvent::Start`]). A leaf is invoked at once;
-    /// for others, the client added [`UPLOAD_MEMBER`](crate::UPLOAD_MEMBER) to its fan-in set
-    /// and `released` says whether that completed the set (every parent had finished).
-    Uploaded { batch: BatchId, released: bool },
+    /// The client stored a batch's spec and tasks (after [`DriverEvent::Start`]). A leaf is
+    /// invoked at once; a batch released by a fan-in that the upload joins
+    /// ([`upload_joins_fan_in`](crate::upload_joins_fan_in)) gets its upload added to the set
+    /// ([`DriverAction::FanIn`]).
+    Uploaded { batch: BatchId },
+    /// The answer of the upload's fan-in: `released` when the upload completed the set (every
+    /// parent had finished before the upload), and the client invokes the batch.
+    UploadFanInAnswered { batch: BatchId, released: bool },
     /// Time passes.
     Tick,
 }
@@ -68,6 +75,14 @@ pub enum DriverEvent {
 pub enum DriverAction {
     /// Invoke a function for this batch (a leaf, or one the upload released).
     Invoke { batch: BatchId },
+    /// Add the client's upload (`member`) to the fan-in set at `key`, complete at `expected`
+    /// members; answer with [`DriverEvent::UploadFanInAnswered`].
+    FanIn {
+        batch: BatchId,
+        key: String,
+        member: String,
+        expected: u32,
+    },
     /// These tasks ran (feed progress callbacks), each reported once; the warnings they raised.
     TasksFinished {
         records: Vec<TaskRecord>,
@@ -164,6 +179,8 @@ pub struct Driver {
     run_id: String,
     /// By batch id: whether the batch has no parents (the client invokes it).
     leaves: Vec<bool>,
+    /// By batch id: the size of its fan-in set when the client's upload joins it.
+    upload_fan_ins: Vec<Option<u32>>,
     batches: Vec<BatchState>,
     /// By task: already passed on to progress.
     reported: Vec<bool>,
@@ -184,6 +201,13 @@ impl Driver {
                 .batches()
                 .iter()
                 .map(|c| c.parents.is_empty())
+                .collect(),
+            upload_fan_ins: plan
+                .batches()
+                .iter()
+                .map(|batch| {
+                    upload_joins_fan_in(plan, batch.id).then(|| fan_in_members(plan, batch.id))
+                })
                 .collect(),
             batches: vec![BatchState::Pending; plan.batches().len()],
             reported: vec![false; plan.task_count()],
@@ -265,7 +289,10 @@ impl Driver {
                     message,
                 })
             }
-            DriverEvent::Uploaded { batch, released } => self.uploaded(batch, released),
+            DriverEvent::Uploaded { batch } => self.uploaded(batch),
+            DriverEvent::UploadFanInAnswered { batch, released } => {
+                self.upload_released(batch, released)
+            }
             DriverEvent::Tick => self.tick(now),
         }
     }
@@ -284,12 +311,35 @@ impl Driver {
             .filter(|batch| batch.index() < self.batches.len())
     }
 
-    fn uploaded(&mut self, batch: BatchId, released: bool) -> Vec<DriverAction> {
-        let leaf = self.leaves.get(batch.index()) == Some(&true);
-        if !(released || leaf)
-            || self.state != RunState::Running
-            || self.batches.get(batch.index()) != Some(&BatchState::Pending)
-        {
+    fn uploaded(&mut self, batch: BatchId) -> Vec<DriverAction> {
+        if self.state != RunState::Running || batch.index() >= self.batches.len() {
+            return Vec::new();
+        }
+        if self.leaves[batch.index()] {
+            return self.invoke_pending(batch);
+        }
+        match self.upload_fan_ins[batch.index()] {
+            Some(expected) => vec![DriverAction::FanIn {
+                batch,
+                key: keys::fan_in_key(&self.run_id, batch),
+                member: UPLOAD_MEMBER.to_owned(),
+                expected,
+            }],
+            // Handed over in memory: its parent becomes it.
+            None => Vec::new(),
+        }
+    }
+
+    fn upload_released(&mut self, batch: BatchId, released: bool) -> Vec<DriverAction> {
+        if !released || self.state != RunState::Running || batch.index() >= self.batches.len() {
+            return Vec::new();
+        }
+        self.invoke_pending(batch)
+    }
+
+    /// Invokes a batch nothing started yet.
+    fn invoke_pending(&mut self, batch: BatchId) -> Vec<DriverAction> {
+        if self.batches[batch.index()] != BatchState::Pending {
             return Vec::new();
         }
         self.set_state(batch, BatchState::Running);

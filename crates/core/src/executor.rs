@@ -24,9 +24,16 @@
 //! [`Report::BatchFailed`]. So does a run whose objects are gone (the client ended it after
 //! a failure and is waiting for its running batches to stop).
 //!
+//! An input missing from the store means the run has ended (the client deleted its batches) or
+//! the value was lost: the executor asks whether its batch still exists to tell which. A child
+//! whose invocation failed is reported failed in its own name, so the client never waits for
+//! it.
+//!
 //! Invariants: each child of a batch is asked about exactly once; a child is invoked or
 //! become only when its fan-in answered `released`; every batch run ends in exactly one
-//! report; [`ExecutorAction::Finish`] is the last action ever emitted.
+//! report; [`ExecutorAction::Finish`] is the last action emitted, but for the failure report of
+//! a child whose invocation came back failed (the host performs an event's actions before the
+//! ones queued earlier).
 
 use std::collections::BTreeSet;
 
@@ -50,6 +57,14 @@ pub enum ExecutorEvent {
     RunGone,
     /// The inputs asked for are in memory.
     InputsLoaded { bytes: u64 },
+    /// Some inputs asked for are not in the store: either the client ended the run (and
+    /// deleted its objects) or they were lost. `message` says which.
+    InputsMissing { message: String },
+    /// Whether the batch being run still exists in the store (asked by
+    /// [`ExecutorAction::CheckBatchExists`]): a run whose batches are gone has ended.
+    BatchExists { exists: bool },
+    /// Invoking a released child failed.
+    InvokeFailed { batch: BatchId, message: String },
     /// Some tasks of the running batch finished (stored outputs are in the store); more
     /// follow.
     TasksProgressed {
@@ -76,8 +91,12 @@ pub enum ExecutorEvent {
 pub enum ExecutorAction {
     /// Read the spec and tasks of a batch.
     LoadBatch { batch: BatchId },
-    /// Read these values from the store into memory.
+    /// Read these values from the store into memory; answer with
+    /// [`ExecutorEvent::InputsLoaded`] or [`ExecutorEvent::InputsMissing`].
     LoadInputs { tasks: Vec<TaskId> },
+    /// Does the batch's spec still exist in the store? Answer with
+    /// [`ExecutorEvent::BatchExists`].
+    CheckBatchExists { batch: BatchId },
     /// Run the loaded batch's tasks in order, storing its stored outputs as they come.
     RunTasks,
     /// Add `member` to the set at `key`; answer with [`ExecutorEvent::FanInAnswered`].
@@ -104,6 +123,10 @@ enum State {
         batch: BatchId,
     },
     LoadingInputs,
+    /// An input was missing: is the run gone? The message says what was missing.
+    CheckingRun {
+        message: String,
+    },
     Running,
     FanningIn {
         waiting: BTreeSet<BatchId>,
@@ -154,7 +177,8 @@ impl Executor {
     }
 
     pub fn handle(&mut self, event: ExecutorEvent, _now: Micros) -> Vec<ExecutorAction> {
-        if self.state == State::Finished {
+        // A child's failed invocation is reported whenever it comes back, even after the end.
+        if self.state == State::Finished && !matches!(event, ExecutorEvent::InvokeFailed { .. }) {
             return Vec::new();
         }
         match event {
@@ -173,6 +197,45 @@ impl Executor {
                 self.loaded_bytes += bytes;
                 self.state = State::Running;
                 vec![ExecutorAction::RunTasks]
+            }
+            ExecutorEvent::InputsMissing { message } => {
+                if self.state != State::LoadingInputs {
+                    return self.protocol_error("InputsMissing");
+                }
+                let batch = self
+                    .spec
+                    .as_ref()
+                    .expect("loading inputs implies a spec")
+                    .batch;
+                self.state = State::CheckingRun { message };
+                vec![ExecutorAction::CheckBatchExists { batch }]
+            }
+            ExecutorEvent::BatchExists { exists } => {
+                let State::CheckingRun { message } = &self.state else {
+                    return self.protocol_error("BatchExists");
+                };
+                if exists {
+                    let message = format!("could not read an input value: {message}");
+                    self.fail(FailureCause::Infrastructure { message })
+                } else {
+                    self.fail(FailureCause::Infrastructure {
+                        message: "the run ended before this batch started".to_owned(),
+                    })
+                }
+            }
+            ExecutorEvent::InvokeFailed { batch, message } => {
+                // The child never started: the client learns it from a failure in its name.
+                vec![ExecutorAction::Report(Report::BatchFailed(FailureReport {
+                    run_id: self.run_id.clone(),
+                    batch,
+                    invocation: String::new(),
+                    cause: FailureCause::Infrastructure {
+                        message: format!(
+                            "could not invoke a function for batch {}: {message}",
+                            batch.0
+                        ),
+                    },
+                }))]
             }
             ExecutorEvent::TasksProgressed { records, warnings } => {
                 self.tasks_progressed(records, warnings)

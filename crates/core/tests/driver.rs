@@ -67,13 +67,7 @@ fn started(plan: &Plan) -> Driver {
     assert!(driver.handle(DriverEvent::Start, 0).is_empty());
     let leaf = plan.leaves()[0];
     assert_eq!(
-        driver.handle(
-            DriverEvent::Uploaded {
-                batch: leaf,
-                released: false
-            },
-            0
-        ),
+        driver.handle(DriverEvent::Uploaded { batch: leaf }, 0),
         vec![DriverAction::Invoke { batch: leaf }]
     );
     driver

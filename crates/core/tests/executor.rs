@@ -406,3 +406,96 @@ fn an_unpicklable_result_ends_the_invocation_with_its_own_cause() {
     );
     assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
 }
+
+#[test]
+fn a_missing_input_of_a_run_that_is_gone_ends_quietly_and_of_a_live_run_fails() {
+    for (exists, expected) in [
+        (false, "the run ended before this batch started"),
+        (true, "could not read an input value: no object"),
+    ] {
+        let mut executor = executor(2);
+        executor.handle(ExecutorEvent::Start, 0);
+        let actions = executor.handle(
+            ExecutorEvent::BatchLoaded {
+                spec: spec(2, &[5], &[3], &[]),
+            },
+            1,
+        );
+        assert_eq!(
+            actions,
+            vec![ExecutorAction::LoadInputs {
+                tasks: vec![TaskId(3)]
+            }]
+        );
+        let actions = executor.handle(
+            ExecutorEvent::InputsMissing {
+                message: "no object run-1/values/3".into(),
+            },
+            2,
+        );
+        assert_eq!(
+            actions,
+            vec![ExecutorAction::CheckBatchExists { batch: BatchId(2) }]
+        );
+        let actions = executor.handle(ExecutorEvent::BatchExists { exists }, 3);
+        let [
+            ExecutorAction::Report(Report::BatchFailed(failure)),
+            ExecutorAction::Retain { .. },
+            ExecutorAction::Finish,
+        ] = actions.as_slice()
+        else {
+            panic!("unexpected actions {actions:?}");
+        };
+        let FailureCause::Infrastructure { message } = &failure.cause else {
+            panic!("{failure:?}")
+        };
+        assert!(message.starts_with(expected), "{message}");
+    }
+}
+
+#[test]
+fn a_child_whose_invocation_failed_is_reported_in_its_name_even_after_the_end() {
+    let mut executor = executor(0);
+    executor.handle(ExecutorEvent::Start, 0);
+    executor.handle(
+        ExecutorEvent::BatchLoaded {
+            spec: spec(0, &[0], &[], &[(1, 1), (2, 1)]),
+        },
+        1,
+    );
+    executor.handle(finished(&[0]), 2);
+    executor.handle(
+        ExecutorEvent::FanInAnswered {
+            child: BatchId(1),
+            released: true,
+        },
+        3,
+    );
+    let actions = executor.handle(
+        ExecutorEvent::FanInAnswered {
+            child: BatchId(2),
+            released: true,
+        },
+        3,
+    );
+    // Becomes 1, invokes 2; suppose 1 ran and the invocation finished before 2's answer.
+    assert_eq!(actions[0], ExecutorAction::Invoke { batch: BatchId(2) });
+    let actions = executor.handle(
+        ExecutorEvent::InvokeFailed {
+            batch: BatchId(2),
+            message: "429 Too Many Requests".into(),
+        },
+        4,
+    );
+    let [ExecutorAction::Report(Report::BatchFailed(failure))] = actions.as_slice() else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(failure.batch, BatchId(2));
+    let FailureCause::Infrastructure { message } = &failure.cause else {
+        panic!("{failure:?}")
+    };
+    assert_eq!(
+        message,
+        "could not invoke a function for batch 2: 429 Too Many Requests"
+    );
+}

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use dask_serverless_core::{
     BatchSpec, Driver, DriverAction, DriverEvent, Executor, ExecutorAction, ExecutorEvent, Report,
-    TaskRecord, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
+    TaskRecord,
 };
 use dask_serverless_graph::strategies::acyclic_graph;
 use dask_serverless_graph::{Graph, TaskId};
@@ -55,36 +55,33 @@ struct World {
 }
 
 impl World {
-    /// The client's upload of every batch that is not a leaf: it joins each fan-in set, and
-    /// invokes (through the driver) the batches it completes.
-    fn upload(&mut self, plan: &Plan, driver: &mut Driver, batches: &[BatchId]) {
+    /// The client's upload of batches: it tells the driver, and performs what the driver asks
+    /// (the upload's fan-in, invocations) as the client's shell does.
+    fn upload(&mut self, driver: &mut Driver, batches: &[BatchId]) {
         for &id in batches {
             assert!(self.uploaded.insert(id), "batch {} uploaded twice", id.0);
-            let released = if plan.batch(id).parents.is_empty() {
-                true
-            } else if upload_joins_fan_in(plan, id) {
-                let set = self
-                    .fan_in
-                    .entry(dask_serverless_core::keys::fan_in_key("run", id))
-                    .or_default();
-                set.insert(UPLOAD_MEMBER.to_owned())
-                    && set.len() == fan_in_members(plan, id) as usize
-            } else {
-                continue;
-            };
-            self.trace
-                .push(format!("upload {} released={released}", id.0));
-            for action in driver.handle(
-                DriverEvent::Uploaded {
-                    batch: id,
-                    released,
-                },
-                1,
-            ) {
+            self.trace.push(format!("upload {}", id.0));
+            let mut pending: VecDeque<DriverAction> =
+                driver.handle(DriverEvent::Uploaded { batch: id }, 1).into();
+            while let Some(action) = pending.pop_front() {
                 match action {
                     DriverAction::Invoke { batch } => {
                         self.trace.push(format!("client invokes {}", batch.0));
                         self.invocations.push_back(batch)
+                    }
+                    DriverAction::FanIn {
+                        batch,
+                        key,
+                        member,
+                        expected,
+                    } => {
+                        let set = self.fan_in.entry(key).or_default();
+                        let released = set.insert(member) && set.len() == expected as usize;
+                        self.trace
+                            .push(format!("upload fan-in -> {} released={released}", batch.0));
+                        pending.extend(
+                            driver.handle(DriverEvent::UploadFanInAnswered { batch, released }, 1),
+                        );
                     }
                     other => panic!("unexpected {other:?}"),
                 }
@@ -174,6 +171,10 @@ impl World {
                     }
                     events
                 }
+                ExecutorAction::CheckBatchExists { batch } => {
+                    // Inputs are only loaded once stored: asking means a broken protocol.
+                    panic!("batch {} asked whether the run is gone", batch.0)
+                }
                 ExecutorAction::Invoke { batch } => {
                     self.trace.push(format!("invokes {}", batch.0));
                     self.invocations.push_back(batch);
@@ -235,7 +236,7 @@ fn simulate(
     let mut pending_uploads = order.as_slice();
     loop {
         if let Some((&next, rest)) = pending_uploads.split_first() {
-            world.upload(&plan, &mut driver, &[next]);
+            world.upload(&mut driver, &[next]);
             pending_uploads = rest;
         }
         let uploads_left = !pending_uploads.is_empty();
@@ -458,12 +459,9 @@ fn a_platform_failure_fails_the_run_once() {
     assert!(driver.handle(failure, 2).is_empty());
 }
 
-/// The client uploaded a batch whose fan-in it does not complete.
+/// The client uploaded a batch.
 fn upload(batch: BatchId) -> DriverEvent {
-    DriverEvent::Uploaded {
-        batch,
-        released: false,
-    }
+    DriverEvent::Uploaded { batch }
 }
 
 fn finished_report(batch: u32, invoked: &[u32], became: Option<u32>) -> Report {

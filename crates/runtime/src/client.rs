@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dask_serverless_core::{
     BatchSpec, Driver, DriverAction, DriverEvent, InvocationEvent, Report, RunContext, RunFailure,
-    TaskRecord, TaskWarning, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
+    TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::{BatchId, Plan};
@@ -17,7 +17,7 @@ use futures::future::join_all;
 use serde::Deserialize;
 
 use crate::invocation::batch_payload;
-use dask_serverless_core::keys::{batch_key, batches_prefix, fan_in_key, run_prefix, value_key};
+use dask_serverless_core::keys::{batch_key, batches_prefix, run_prefix, value_key};
 
 use crate::{Connections, RuntimeError, invocation_payload, now_micros};
 
@@ -162,23 +162,9 @@ impl ClientRun {
         self.statistics.store_operations += 1;
         self.statistics.store_bytes_written += size;
         self.statistics.task_bytes += size;
-        let released = if self.plan.batch(batch).parents.is_empty() {
-            true
-        } else if upload_joins_fan_in(&self.plan, batch) {
-            self.statistics.store_operations += 1;
-            store
-                .fan_in(
-                    &fan_in_key(&self.context.run_id, batch),
-                    UPLOAD_MEMBER,
-                    fan_in_members(&self.plan, batch),
-                )
-                .await?
-        } else {
-            return Ok(());
-        };
         let actions = self
             .driver
-            .handle(DriverEvent::Uploaded { batch, released }, now_micros());
+            .handle(DriverEvent::Uploaded { batch }, now_micros());
         self.perform(actions).await?;
         Ok(())
     }
@@ -305,28 +291,47 @@ impl ClientRun {
         })
     }
 
+    /// Performs the driver's actions, feeding back what they answer, until none is left.
     async fn perform(&mut self, actions: Vec<DriverAction>) -> Result<Vec<RunEvent>, RuntimeError> {
         let mut events = Vec::new();
-        let mut invocations = Vec::new();
-        for action in actions {
-            match action {
-                DriverAction::Invoke { batch } => invocations.push(batch),
-                DriverAction::TasksFinished { records, warnings } => {
-                    events.push(RunEvent::TasksFinished { records, warnings })
+        let mut pending: std::collections::VecDeque<DriverAction> = actions.into();
+        while !pending.is_empty() {
+            let mut invocations = Vec::new();
+            while let Some(action) = pending.pop_front() {
+                match action {
+                    DriverAction::Invoke { batch } => invocations.push(batch),
+                    DriverAction::FanIn {
+                        batch,
+                        key,
+                        member,
+                        expected,
+                    } => {
+                        self.statistics.store_operations += 1;
+                        let released = self
+                            .connections
+                            .store
+                            .fan_in(&key, &member, expected)
+                            .await?;
+                        let answer = DriverEvent::UploadFanInAnswered { batch, released };
+                        pending.extend(self.driver.handle(answer, now_micros()));
+                    }
+                    DriverAction::TasksFinished { records, warnings } => {
+                        events.push(RunEvent::TasksFinished { records, warnings })
+                    }
+                    DriverAction::Completed => events.push(RunEvent::Completed),
+                    DriverAction::Failed(failure) => events.push(RunEvent::Failed(failure)),
                 }
-                DriverAction::Completed => events.push(RunEvent::Completed),
-                DriverAction::Failed(failure) => events.push(RunEvent::Failed(failure)),
             }
-        }
-        self.statistics.invocations += invocations.len() as u64;
-        let invoker = &self.connections.invoker;
-        let context = &self.context;
-        let calls = invocations.into_iter().map(|batch| async move {
-            let payload = invocation_payload(context, batch);
-            invoker.invoke_event(&context.function, payload).await
-        });
-        for result in join_all(calls).await {
-            result?;
+            self.statistics.invocations += invocations.len() as u64;
+            let invoker = &self.connections.invoker;
+            let context = &self.context;
+            let calls = invocations.into_iter().map(|batch| async move {
+                let payload = invocation_payload(context, batch);
+                invoker.invoke_event(&context.function, payload).await
+            });
+            for result in join_all(calls).await {
+                result?;
+            }
         }
         Ok(events)
     }

@@ -6,8 +6,8 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    BatchSpec, Executor, ExecutorAction, ExecutorEvent, FailureCause, FailureReport,
-    InvocationEvent, Report, RunContext, StoreTraffic, TaskError, TaskRecord, TaskWarning,
+    BatchSpec, Executor, ExecutorAction, ExecutorEvent, InvocationEvent, Report, RunContext,
+    StoreTraffic, TaskError, TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::BatchId;
@@ -106,6 +106,10 @@ impl InvocationSession {
                     let event = self.load_inputs(tasks).await;
                     self.feed(event);
                 }
+                ExecutorAction::CheckBatchExists { batch } => {
+                    let event = self.batch_exists(batch).await;
+                    self.feed(event);
+                }
                 ExecutorAction::RunTasks => {
                     let spec = self.executor.spec().cloned();
                     let tasks = self.loaded_tasks.take();
@@ -195,9 +199,12 @@ impl InvocationSession {
         update(&mut self.traffic.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
+    /// Feeds an event; the executor's reaction is performed before what was queued earlier.
     fn feed(&mut self, event: ExecutorEvent) {
         let actions = self.executor.handle(event, now_micros());
-        self.actions.extend(actions);
+        for action in actions.into_iter().rev() {
+            self.actions.push_front(action);
+        }
     }
 
     async fn load_batch(&mut self, batch: BatchId) -> ExecutorEvent {
@@ -260,8 +267,10 @@ impl InvocationSession {
                         traffic.values_read.push((task, size));
                     });
                 }
-                Err(StoreError::NotFound { .. }) if self.run_is_gone().await => {
-                    return ExecutorEvent::RunGone;
+                Err(error @ StoreError::NotFound { .. }) => {
+                    return ExecutorEvent::InputsMissing {
+                        message: error.to_string(),
+                    };
                 }
                 Err(error) => {
                     return ExecutorEvent::Failed {
@@ -274,16 +283,14 @@ impl InvocationSession {
         ExecutorEvent::InputsLoaded { bytes }
     }
 
-    async fn run_is_gone(&self) -> bool {
-        let Some(spec) = self.executor.spec() else {
-            return false;
-        };
-        let key = batch_key(&self.context.run_id, spec.batch);
+    async fn batch_exists(&self, batch: BatchId) -> ExecutorEvent {
+        let key = batch_key(&self.context.run_id, batch);
         self.count(|traffic| traffic.operations += 1);
-        matches!(
+        let exists = !matches!(
             self.connections.store.get(&key).await,
             Err(StoreError::NotFound { .. })
-        )
+        );
+        ExecutorEvent::BatchExists { exists }
     }
 
     async fn fan_in(&mut self, batch: Vec<ExecutorAction>) {
@@ -325,18 +332,10 @@ impl InvocationSession {
         });
         for (batch, result) in join_all(calls).await {
             if let Err(error) = result {
-                let report = Report::BatchFailed(FailureReport {
-                    run_id: self.context.run_id.clone(),
+                self.feed(ExecutorEvent::InvokeFailed {
                     batch,
-                    invocation: String::new(),
-                    cause: FailureCause::Infrastructure {
-                        message: format!(
-                            "could not invoke a function for batch {}: {error}",
-                            batch.0
-                        ),
-                    },
+                    message: error.to_string(),
                 });
-                self.report(report).await;
             }
         }
     }
