@@ -25,8 +25,7 @@ use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use aws_sdk_sts::config::ProvideCredentials;
 use serde::{Deserialize, Serialize};
 
-use crate::AwsError;
-use crate::error::{Call, chain};
+use crate::error::{AwsError, Call, chain};
 use crate::regions;
 
 /// Where and as whom to reach AWS. Every field is optional: `None` defers to the standard

@@ -4,15 +4,17 @@
 //! on: the request never reached the endpoint ([`Failure::Connect`]), took too long, was
 //! throttled, met a server error, or was answered with a service error code. Call sites then
 //! name the action and the IAM permission it needs ([`Call`]), so that an access denial says
-//! which permission is missing.
+//! which permission is missing. A deletion's not-found answer is not an error but an
+//! [`Outcome::AlreadyGone`] ([`Call::deletion`]): deleting is idempotent.
 
 use std::error::Error as StdError;
+use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_lambda::config::http::HttpResponse;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 
-use crate::destroy::Resource;
+use crate::resource::{Outcome, Resource};
 
 /// What went wrong configuring, deploying, destroying or reaching AWS resources.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -324,6 +326,12 @@ impl Failure {
     }
 }
 
+impl fmt::Display for Failure {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.message())
+    }
+}
+
 /// One SDK call, as errors name it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Call<'a> {
@@ -337,7 +345,22 @@ pub(crate) struct Call<'a> {
     pub(crate) endpoint: &'a str,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    /// A call of `service` needing `permission` on `resource`, at `endpoint`.
+    pub(crate) fn new(
+        service: &'a str,
+        permission: &'a str,
+        resource: &'a str,
+        endpoint: &'a str,
+    ) -> Self {
+        Self {
+            service,
+            permission,
+            resource,
+            endpoint,
+        }
+    }
+
     /// The [`AwsError`] of a failed call.
     pub(crate) fn error(&self, failure: Failure) -> AwsError {
         let action = self.permission.to_string();
@@ -396,6 +419,28 @@ impl Call<'_> {
         E: ProvideErrorMetadata + StdError + 'static,
     {
         self.error(classify(&error))
+    }
+
+    /// The outcome of a deletion call: deleted, already gone (a not-found answer), or the
+    /// [`AwsError`] of any other failure.
+    pub(crate) fn deletion<T, E>(
+        &self,
+        result: Result<T, SdkError<E, HttpResponse>>,
+    ) -> Result<Outcome, AwsError>
+    where
+        E: ProvideErrorMetadata + StdError + 'static,
+    {
+        match result {
+            Ok(_) => Ok(Outcome::Deleted),
+            Err(error) => {
+                let failure = classify(&error);
+                if failure.is_not_found() {
+                    Ok(Outcome::AlreadyGone)
+                } else {
+                    Err(self.error(failure))
+                }
+            }
+        }
     }
 }
 

@@ -27,10 +27,9 @@ use dask_serverless_platform::{
 };
 use tokio::sync::Semaphore;
 
-use crate::config::{CONNECT_TIMEOUT, endpoint, load_config};
-use crate::error::Failure;
+use crate::config::{AwsSettings, CONNECT_TIMEOUT, endpoint, load_config};
+use crate::error::{AwsError, Failure};
 use crate::retry::with_retries;
-use crate::{AwsError, AwsSettings};
 
 /// Requests in flight at once, by default.
 const DEFAULT_MAX_IN_FLIGHT: usize = 64;
@@ -119,7 +118,7 @@ impl LambdaInvoker {
         };
         with_retries(&self.retry, &what, attempt)
             .await
-            .map_err(|exhausted| match &exhausted.failure {
+            .map_err(|exhausted| match &exhausted.error {
                 Failure::Service { code, .. } if code == "ResourceNotFoundException" => {
                     PlatformError::NotFound {
                         what: format!("function '{function}'"),

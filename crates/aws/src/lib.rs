@@ -23,6 +23,32 @@
 //! [`LambdaInvoker`] (the Lambda Invoke API, bounded concurrency, retried throttles) and
 //! [`SqsQueue`] (batched sends, long-polled receives).
 //!
+//! # Modules
+//!
+//! Resource management is organised by resource: one module per resource holds its creation,
+//! its deletion and, where it has one, its search by tag; the [`Deployer`] only orders them.
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | `regions` | the known regions, to refuse a mistyped one |
+//! | `resource` | [`Resource`], [`ResourceKind`] (in deletion order), [`DestroyReport`] |
+//! | `error` | [`AwsError`], and how an SDK error becomes one |
+//! | `config` | [`AwsSettings`], [`load_config`]: credentials, region, endpoint, checked at once |
+//! | `names` | [`ClusterId`], the names and tags of a cluster's resources, its role's policies |
+//! | `spec` | [`DeploymentSpec`] (what to deploy) and [`Deployment`] (what was deployed) |
+//! | `retry` | the one loop that retries and waits, paced by the platform's [`RetryPolicy`] |
+//! | `clients` | the SDK clients the resource modules share |
+//! | `tagging` | the search of tagged functions, queues and buckets (`tag:GetResources`) |
+//! | `role` | the IAM role and its inline policy |
+//! | `bucket` | the S3 bucket and the deployment package in it |
+//! | `queue` | the SQS queue |
+//! | `function` | the Lambda function and its asynchronous invocation config |
+//! | `deployer` | [`Deployer`]: deploy with rollback, destroy, clean up leftovers |
+//! | `invoker` | [`LambdaInvoker`] |
+//! | `result_channel` | [`SqsQueue`] |
+//!
+//! Each module uses only modules above it in this table.
+//!
 //! # Configuration and errors
 //!
 //! [`load_config`] resolves credentials and region the standard way (environment, profile, SSO,
@@ -42,24 +68,44 @@
 //!
 //! [`Invoker`]: dask_serverless_platform::Invoker
 //! [`ResultChannel`]: dask_serverless_platform::ResultChannel
+//! [`RetryPolicy`]: dask_serverless_platform::RetryPolicy
+
+// The modules in layers: each uses only modules of the layers above it (the graph is acyclic).
+// Shared vocabulary:
+mod regions;
+mod resource;
+
+mod error;
 
 mod config;
-mod deploy;
-mod destroy;
-mod error;
-mod invoker;
 mod names;
-mod queue;
-mod regions;
 mod retry;
 
+mod clients;
+mod spec;
+
+// Resource management, one module per resource, then the orchestration:
+mod tagging;
+
+mod bucket;
+mod function;
+mod queue;
+mod role;
+
+mod deployer;
+
+// The engine's clients of a deployed cluster:
+mod invoker;
+mod result_channel;
+
 pub use config::{AwsSettings, CallerIdentity, caller_identity, load_config, load_config_from};
-pub use deploy::{Architecture, Deployer, Deployment, DeploymentSpec, Runtime};
-pub use destroy::{DestroyReport, Resource, ResourceKind, cleanup};
+pub use deployer::{Deployer, cleanup};
 pub use error::AwsError;
 pub use invoker::LambdaInvoker;
 pub use names::{CLUSTER_TAG, CREATED_BY_TAG, CREATED_BY_VALUE, ClusterId, REGION_TAG, ROLE_PATH};
-pub use queue::SqsQueue;
+pub use resource::{DestroyReport, Resource, ResourceKind};
+pub use result_channel::SqsQueue;
+pub use spec::{Architecture, Deployment, DeploymentSpec, Runtime};
 
 /// The IAM policy (JSON) a user needs to deploy, use, destroy and clean up clusters.
 pub const DEPLOYER_POLICY: &str = include_str!("../deployer-policy.json");

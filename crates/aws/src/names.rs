@@ -9,7 +9,8 @@
 //! * the role lives under the path [`ROLE_PATH`].
 //!
 //! Tags: [`CLUSTER_TAG`] (the cluster id), [`CREATED_BY_TAG`] (`dask-serverless`) and
-//! [`REGION_TAG`] (the cluster's region) on every resource.
+//! [`REGION_TAG`] (the cluster's region) on every resource ([`ResourceNames::tags`]); the
+//! resource modules find leftovers by the first two, and roles (global) by the third as well.
 //!
 //! A cluster id is 1 to 32 characters of `[a-z0-9-]`, starting with a letter or digit and not
 //! ending with `-`: short enough for every limit (S3's 63 characters with a 12-digit account
@@ -20,7 +21,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::AwsError;
+use crate::error::AwsError;
 
 /// Tag naming the cluster a resource belongs to.
 pub const CLUSTER_TAG: &str = "dask-serverless:cluster";
@@ -107,6 +108,7 @@ impl From<ClusterId> for String {
 /// The names and ARNs of one cluster's resources, all known before any is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ResourceNames {
+    pub(crate) cluster: ClusterId,
     pub(crate) function: String,
     pub(crate) function_arn: String,
     pub(crate) role: String,
@@ -125,6 +127,7 @@ impl ResourceNames {
         let base = format!("{PREFIX}{cluster}");
         let bucket = format!("{base}-{}", account.to_ascii_lowercase());
         Self {
+            cluster: cluster.clone(),
             function_arn: format!("arn:{partition}:lambda:{region}:{account}:function:{base}"),
             queue_arn: format!("arn:{partition}:sqs:{region}:{account}:{base}"),
             function: base.clone(),
@@ -137,6 +140,15 @@ impl ResourceNames {
             region: region.to_string(),
             account: account.to_string(),
         }
+    }
+
+    /// The tags of every resource of the cluster, as `(key, value)` pairs.
+    pub(crate) fn tags(&self) -> [(&'static str, String); 3] {
+        [
+            (CLUSTER_TAG, self.cluster.to_string()),
+            (CREATED_BY_TAG, CREATED_BY_VALUE.to_string()),
+            (REGION_TAG, self.region.clone()),
+        ]
     }
 
     /// The role's trust policy: Lambda may assume it.
@@ -213,14 +225,6 @@ impl ResourceNames {
     }
 }
 
-/// The tags of every resource of `cluster`.
-pub(crate) fn tags(cluster: &ClusterId) -> [(&'static str, String); 2] {
-    [
-        (CLUSTER_TAG, cluster.to_string()),
-        (CREATED_BY_TAG, CREATED_BY_VALUE.to_string()),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +249,20 @@ mod tests {
         assert!(names.function.len() <= 64);
         assert!(names.role.len() <= 64);
         assert!(names.queue.len() <= 80);
+    }
+
+    #[test]
+    fn every_resource_is_tagged_with_cluster_creator_and_region() {
+        let cluster = ClusterId::new("abc").unwrap();
+        let names = ResourceNames::new(&cluster, "aws", "eu-west-1", "123456789012");
+        assert_eq!(
+            names.tags(),
+            [
+                (CLUSTER_TAG, "abc".to_string()),
+                (CREATED_BY_TAG, "dask-serverless".to_string()),
+                (REGION_TAG, "eu-west-1".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -1,15 +1,29 @@
-//! Retries of the engine's hot calls (invocations, queue sends and receives), with the
-//! semantics of the platform's [`RetryPolicy`].
+//! The one loop that retries and waits in this crate, paced and bounded by the platform's
+//! [`RetryPolicy`].
 //!
-//! The SDK's own retries are switched off on these clients, so that one policy governs every
-//! backend. Retried: throttles (HTTP 429 or a throttling code, honouring `Retry-After` as a
-//! minimum) and server errors (5xx) within `maximum_elapsed`; connection failures (nothing
-//! answered) within the short `connection_elapsed`, so that an endpoint that is down is
-//! reported in seconds. The delay before attempt `n + 1` is a uniform draw in
-//! `[0, min(initial_backoff * 2^(n-1), maximum_backoff)]` (full jitter). Any other error is
-//! returned at once.
+//! # Model
+//!
+//! [`retry`] runs an attempt until it is [`Attempt::Done`] (a value, or an error no retry can
+//! fix). An attempt that asks for another ([`Attempt::Again`]) gets one after
+//! `policy.delay(attempt, retry_after)` (full jitter below an exponential ceiling, at least the
+//! server's `Retry-After`; drawn from a seeded generator if the policy has a `jitter_seed`), if
+//! `policy.allows` it: fewer than `maximum_attempts` attempts, and the delay ends within the
+//! attempt's [`Budget`] since the first attempt. Otherwise the last error is returned, with the
+//! number of attempts and the time spent ([`Exhausted`]).
+//!
+//! Its users:
+//!
+//! * [`with_retries`], for the engine's hot calls (invocations; queue sends, receives and
+//!   deletes), whose SDK clients have their own retries switched off so that one policy governs
+//!   every backend. Retried: throttles (HTTP 429 or a throttling code) and server errors (5xx)
+//!   within `maximum_elapsed`; connection failures (nothing answered) within the short
+//!   `connection_elapsed`, so that an endpoint that is down is reported in seconds. Any other
+//!   error is returned at once.
+//! * The `function` module's two waits: `CreateFunction` while IAM propagates a new role, and
+//!   polling until a new function is `Active`. Their policies are bounded by time only.
 
 use std::error::Error as StdError;
+use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -17,66 +31,127 @@ use aws_sdk_lambda::config::http::HttpResponse;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use dask_serverless_platform::{PlatformError, RetryPolicy};
 
-use crate::error::{Failure, classify};
+use crate::error::{Failure, classify, unreachable_advice};
 
-/// A call that failed for good.
+/// Which time budget of the policy bounds the retries of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Budget {
+    /// `maximum_elapsed`: throttles, server errors, waits.
+    Elapsed,
+    /// `connection_elapsed`: nothing answered.
+    Connection,
+}
+
+/// What one attempt gave.
+#[derive(Debug)]
+pub(crate) enum Attempt<T, E> {
+    /// Finished: a value, or an error that no retry can fix.
+    Done(Result<T, E>),
+    /// Not yet: try again, within `budget` and no sooner than `retry_after`; `error` is the
+    /// result if the policy allows no other attempt.
+    Again {
+        error: E,
+        budget: Budget,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// An operation that failed for good.
 #[derive(Debug, Clone)]
-pub(crate) struct Exhausted {
-    pub(crate) failure: Failure,
+pub(crate) struct Exhausted<E> {
+    pub(crate) error: E,
     pub(crate) attempts: u32,
     pub(crate) elapsed: Duration,
 }
 
-/// Runs `operation` until it succeeds, fails for good, or the policy's bounds are reached.
-pub(crate) async fn with_retries<T, E, F, Fut>(
+/// Runs `attempt` until it is done or the policy allows no other (see the module
+/// documentation); `what` names the operation in logs.
+pub(crate) async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
-    mut operation: F,
-) -> Result<T, Exhausted>
+    mut attempt: F,
+) -> Result<T, Exhausted<E>>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
-    E: ProvideErrorMetadata + StdError + 'static,
+    Fut: Future<Output = Attempt<T, E>>,
+    E: fmt::Display,
 {
     let started = Instant::now();
-    let mut attempt = 0;
+    let mut attempts = 0;
     loop {
-        attempt += 1;
-        let error = match operation().await {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        let failure = classify(&error);
-        let (budget, retry_after) = match &failure {
-            Failure::Throttled { retry_after, .. } => (Some(policy.maximum_elapsed), *retry_after),
-            Failure::Server { .. } => (Some(policy.maximum_elapsed), None),
-            Failure::Connect { .. } => (Some(policy.connection_elapsed), None),
-            _ => (None, None),
-        };
-        if let Some(budget) = budget {
-            let delay = policy.delay(attempt, retry_after);
-            if policy.allows(attempt, started.elapsed(), delay, budget) {
-                tracing::debug!(
-                    "{what} failed (attempt {attempt}: {}); retrying in {delay:?}",
-                    failure.message()
-                );
-                tokio::time::sleep(delay).await;
-                continue;
+        attempts += 1;
+        let error = match attempt().await {
+            Attempt::Done(Ok(value)) => return Ok(value),
+            Attempt::Done(Err(error)) => error,
+            Attempt::Again {
+                error,
+                budget,
+                retry_after,
+            } => {
+                let budget = match budget {
+                    Budget::Elapsed => policy.maximum_elapsed,
+                    Budget::Connection => policy.connection_elapsed,
+                };
+                let delay = policy.delay(attempts, retry_after);
+                if policy.allows(attempts, started.elapsed(), delay, budget) {
+                    tracing::debug!(
+                        "{what}: not yet (attempt {attempts}: {error}); trying again in {delay:?}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                error
             }
-        }
+        };
         return Err(Exhausted {
-            failure,
-            attempts: attempt,
+            error,
+            attempts,
             elapsed: started.elapsed(),
         });
     }
 }
 
-impl Exhausted {
+/// Runs the SDK call `operation` until it succeeds, fails for good, or the policy's bounds are
+/// reached (see the module documentation).
+pub(crate) async fn with_retries<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    what: &str,
+    mut operation: F,
+) -> Result<T, Exhausted<Failure>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + StdError + 'static,
+{
+    retry(policy, what, || {
+        let call = operation();
+        async move {
+            let error = match call.await {
+                Ok(value) => return Attempt::Done(Ok(value)),
+                Err(error) => error,
+            };
+            let failure = classify(&error);
+            let (budget, retry_after) = match &failure {
+                Failure::Throttled { retry_after, .. } => (Budget::Elapsed, *retry_after),
+                Failure::Server { .. } => (Budget::Elapsed, None),
+                Failure::Connect { .. } => (Budget::Connection, None),
+                _ => return Attempt::Done(Err(failure)),
+            };
+            Attempt::Again {
+                error: failure,
+                budget,
+                retry_after,
+            }
+        }
+    })
+    .await
+}
+
+impl Exhausted<Failure> {
     /// The backend-neutral error of a call about `what` at `endpoint`, for failures that
     /// the caller did not map itself.
     pub(crate) fn into_platform_error(self, what: &str, endpoint: &str) -> PlatformError {
-        match self.failure {
+        match self.error {
             Failure::Throttled { message, .. } => PlatformError::Throttled {
                 what: what.to_string(),
                 attempts: self.attempts,
@@ -85,7 +160,7 @@ impl Exhausted {
             },
             Failure::Connect { message } => PlatformError::Unavailable {
                 endpoint: endpoint.to_string(),
-                message: format!("{message}; {}", crate::error::unreachable_advice(endpoint)),
+                message: format!("{message}; {}", unreachable_advice(endpoint)),
             },
             Failure::Server {
                 status,
@@ -113,19 +188,115 @@ impl Exhausted {
     }
 }
 
+/// The delays [`retry`] would wait if every attempt asked for another and took no time: the
+/// schedule of a policy, for tests.
+#[cfg(test)]
+pub(crate) fn schedule(policy: &RetryPolicy) -> Vec<Duration> {
+    let mut delays = Vec::new();
+    let mut elapsed = Duration::ZERO;
+    for attempt in 1.. {
+        let delay = policy.delay(attempt, None);
+        if !policy.allows(attempt, elapsed, delay, policy.maximum_elapsed) {
+            return delays;
+        }
+        elapsed += delay;
+        delays.push(delay);
+    }
+    delays
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     use super::*;
 
-    #[test]
-    fn backoff_is_jittered_below_an_exponential_ceiling() {
-        let policy = RetryPolicy::default();
-        for attempt in 1..30 {
-            let ceiling = (policy.initial_backoff * 2u32.pow((attempt - 1).min(20)))
-                .min(policy.maximum_backoff);
-            assert!(policy.delay(attempt, None) <= ceiling);
+    fn quick(maximum_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            maximum_attempts,
+            initial_backoff: Duration::from_millis(1),
+            maximum_backoff: Duration::from_millis(4),
+            ..RetryPolicy::default()
         }
-        let hinted = policy.delay(1, Some(Duration::from_secs(1)));
-        assert!(hinted >= Duration::from_secs(1));
+        .with_jitter_seed(7)
+    }
+
+    #[tokio::test]
+    async fn attempts_go_on_until_done_or_the_policy_says_stop() {
+        let attempts = AtomicU32::new(0);
+        let counter = &attempts;
+        let third_time_lucky = || async move {
+            match counter.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Attempt::Again {
+                    error: "not yet",
+                    budget: Budget::Elapsed,
+                    retry_after: None,
+                },
+                _ => Attempt::Done(Ok::<_, &str>("done")),
+            }
+        };
+        assert_eq!(
+            retry(&quick(5), "a test", third_time_lucky).await.unwrap(),
+            "done"
+        );
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+
+        let never = || async {
+            Attempt::<(), _>::Again {
+                error: "not yet",
+                budget: Budget::Elapsed,
+                retry_after: None,
+            }
+        };
+        let exhausted = retry(&quick(4), "a test", never).await.unwrap_err();
+        assert_eq!((exhausted.error, exhausted.attempts), ("not yet", 4));
+
+        let failing = || async { Attempt::<(), _>::Done(Err("for good")) };
+        let exhausted = retry(&quick(4), "a test", failing).await.unwrap_err();
+        assert_eq!((exhausted.error, exhausted.attempts), ("for good", 1));
+    }
+
+    #[tokio::test]
+    async fn budgets_bound_the_time_spent_retrying() {
+        let policy = RetryPolicy {
+            connection_elapsed: Duration::from_millis(30),
+            ..quick(u32::MAX)
+        };
+        let unanswered = || async {
+            Attempt::<(), _>::Again {
+                error: "nothing listens",
+                budget: Budget::Connection,
+                retry_after: None,
+            }
+        };
+        let exhausted = retry(&policy, "a test", unanswered).await.unwrap_err();
+        assert!(exhausted.attempts > 1);
+        assert!(
+            exhausted.elapsed < Duration::from_millis(500),
+            "{:?}",
+            exhausted.elapsed
+        );
+        let hinted = || async {
+            Attempt::<(), _>::Again {
+                error: "throttled",
+                budget: Budget::Elapsed,
+                retry_after: Some(Duration::from_millis(50)),
+            }
+        };
+        let exhausted = retry(&quick(2), "a test", hinted).await.unwrap_err();
+        assert!(exhausted.elapsed >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_seeded_policy_replays_its_schedule() {
+        let policy = RetryPolicy {
+            maximum_attempts: u32::MAX,
+            maximum_elapsed: Duration::from_secs(10),
+            ..RetryPolicy::default()
+        };
+        let seeded = policy.clone().with_jitter_seed(42);
+        assert_eq!(schedule(&seeded), schedule(&seeded));
+        assert_ne!(schedule(&seeded), schedule(&policy.with_jitter_seed(43)));
+        assert!(schedule(&seeded).iter().sum::<Duration>() <= Duration::from_secs(10));
     }
 }

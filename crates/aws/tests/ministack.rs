@@ -110,7 +110,8 @@ async fn assert_gone(config: &SdkConfig, deployment: &Deployment) {
 async fn deploy_invoke_receive_and_destroy() {
     let ministack = MiniStack::start();
     let config = ministack.config(REGION).await;
-    let deployer = Deployer::new(&config).unwrap();
+    // Seeded waits: a failure here replays with the same delays.
+    let deployer = Deployer::new(&config).unwrap().with_jitter_seed(1);
     let mut spec = spec("first", 0);
     spec.max_concurrency = Some(5);
     let deployment = deployer.deploy(&spec).await.unwrap();

@@ -1,0 +1,253 @@
+//! [`Deployer`]: deploying a cluster all or nothing, destroying it, and cleaning up leftovers
+//! by tag. The orchestration only: each resource's calls are its own module's (`role`,
+//! `bucket`, `queue`, `function`).
+//!
+//! # Deploy
+//!
+//! [`Deployer::deploy`] checks the [`DeploymentSpec`] and asks `sts:GetCallerIdentity` for the
+//! account and partition, so that every name and ARN is known before anything is created (see
+//! the `names` module). Then it creates, in this order, each resource tagged with the cluster
+//! id, its creator and its region:
+//!
+//! 1. the IAM role and its inline policy (`role`): first, because it is the cluster's lock (a
+//!    second deployment of the same cluster id stops there, before touching anything) and
+//!    because IAM gets the most time to propagate it;
+//! 2. the S3 bucket, then the deployment zip in it (`bucket`);
+//! 3. the SQS queue (`queue`);
+//! 4. the Lambda function, which needs all three, and its asynchronous invocation config
+//!    (`function`).
+//!
+//! # Rollback
+//!
+//! Each resource module records a resource as soon as it exists. If a step fails, `deploy`
+//! deletes the recorded resources (the same code as [`Deployer::destroy`]), then returns the
+//! step's error; if some deletion fails too, the error is [`AwsError::RollbackIncomplete`],
+//! naming what is left and how to remove it (`dask-serverless cleanup --cluster ID`).
+//!
+//! # Destroy and clean up
+//!
+//! [`Deployer::destroy`] deletes the resources a [`Deployment`] names; [`Deployer::cleanup`]
+//! deletes those [`Deployer::leftovers`] finds by tag, without a record: the functions, queues
+//! and buckets of the region through the Resource Groups Tagging API (`tagging`), and the roles
+//! of the region (`role`). With a cluster id the tag is `dask-serverless:cluster`, without one
+//! `dask-serverless:created-by`: every cluster of the region.
+//!
+//! Every deletion sorts the resources by kind (the deletion order of
+//! [`ResourceKind`](crate::ResourceKind)) and tries each one even if another fails. A resource
+//! already gone is reported as such, not as an error; if any deletion failed, the result is
+//! [`AwsError::CleanupIncomplete`], naming what was deleted and what was not.
+
+use aws_config::SdkConfig;
+
+use crate::clients::Clients;
+use crate::config::{AwsSettings, caller_identity, load_config};
+use crate::error::AwsError;
+use crate::names::{CLUSTER_TAG, CREATED_BY_TAG, CREATED_BY_VALUE, ClusterId, ResourceNames};
+use crate::resource::{DestroyReport, Outcome, Resource, ResourceKind};
+use crate::spec::{Deployment, DeploymentSpec};
+use crate::{bucket, function, queue, role, tagging};
+
+/// Creates and deletes clusters' resources in one region (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Deployer {
+    clients: Clients,
+    waits: function::Waits,
+}
+
+/// Deletes the leftovers of `cluster` (every cluster if `None`) in the region of `settings`.
+pub async fn cleanup(
+    settings: &AwsSettings,
+    cluster: Option<&str>,
+) -> Result<DestroyReport, AwsError> {
+    Deployer::connect(settings).await?.cleanup(cluster).await
+}
+
+impl Deployer {
+    /// A deployer using `config`'s region, credentials and endpoint.
+    pub fn new(config: &SdkConfig) -> Result<Self, AwsError> {
+        Ok(Self {
+            clients: Clients::new(config)?,
+            waits: function::Waits::default(),
+        })
+    }
+
+    /// A deployer for `settings`, after [`load_config`]'s checks.
+    pub async fn connect(settings: &AwsSettings) -> Result<Self, AwsError> {
+        Self::new(&load_config(settings).await?)
+    }
+
+    /// This deployer with the jitter of its waits (for a new role to propagate, for a new
+    /// function to become active) drawn from generators seeded with `seed`, so that a test
+    /// replays the same delays.
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.waits = self.waits.with_jitter_seed(seed);
+        self
+    }
+
+    pub fn region(&self) -> &str {
+        &self.clients.region
+    }
+
+    /// Creates every resource of `spec`'s cluster; on failure, deletes what it created.
+    pub async fn deploy(&self, spec: &DeploymentSpec) -> Result<Deployment, AwsError> {
+        spec.check()?;
+        let identity = caller_identity(&self.clients.config).await?;
+        let names = ResourceNames::new(
+            &spec.cluster_id,
+            &identity.partition,
+            &self.clients.region,
+            &identity.account,
+        );
+        let mut created = Vec::new();
+        let error = match self
+            .create(spec, &names, &identity.account, &mut created)
+            .await
+        {
+            Ok(deployment) => return Ok(deployment),
+            Err(error) => error,
+        };
+        if created.is_empty() {
+            return Err(error);
+        }
+        tracing::warn!(
+            "deployment of cluster {} failed ({error}); deleting what it created",
+            spec.cluster_id
+        );
+        match self.delete_resources(created).await {
+            Ok(_) => Err(error),
+            Err(AwsError::CleanupIncomplete { failures, .. }) => {
+                Err(AwsError::RollbackIncomplete {
+                    error: Box::new(error),
+                    cluster: spec.cluster_id.to_string(),
+                    remaining: failures,
+                })
+            }
+            Err(other) => Err(AwsError::RollbackIncomplete {
+                error: Box::new(error),
+                cluster: spec.cluster_id.to_string(),
+                remaining: vec![other.to_string()],
+            }),
+        }
+    }
+
+    /// Creates the resources in order, recording each in `created` as soon as it exists.
+    async fn create(
+        &self,
+        spec: &DeploymentSpec,
+        names: &ResourceNames,
+        account: &str,
+        created: &mut Vec<Resource>,
+    ) -> Result<Deployment, AwsError> {
+        let clients = &self.clients;
+        let role_arn = role::create(clients, names, created).await?;
+        bucket::create(clients, names, created).await?;
+        bucket::upload(clients, &names.bucket, &names.code_key, &spec.code).await?;
+        let queue = queue::create(clients, names, created).await?;
+        let function_arn = function::create(
+            clients,
+            spec,
+            names,
+            &role_arn,
+            &queue.arn,
+            &self.waits,
+            created,
+        )
+        .await?;
+        Ok(Deployment {
+            cluster_id: spec.cluster_id.clone(),
+            region: clients.region.clone(),
+            endpoint_url: clients.config.endpoint_url().map(str::to_string),
+            account_id: account.to_string(),
+            function_name: names.function.clone(),
+            function_arn,
+            role_name: names.role.clone(),
+            role_arn,
+            role_policy_name: names.role_policy.clone(),
+            bucket: names.bucket.clone(),
+            code_key: names.code_key.clone(),
+            queue_url: queue.url,
+            queue_arn: queue.arn,
+        })
+    }
+
+    /// Deletes every resource of `deployment` (see the module documentation).
+    pub async fn destroy(&self, deployment: &Deployment) -> Result<DestroyReport, AwsError> {
+        if deployment.region != self.clients.region {
+            return Err(AwsError::InvalidInput(format!(
+                "cluster {} is in region {}, but this deployer works in {}",
+                deployment.cluster_id, deployment.region, self.clients.region
+            )));
+        }
+        self.delete_resources(deployment.resources()).await
+    }
+
+    /// The resources of `cluster` (every cluster if `None`) found in this region by their tags.
+    pub async fn leftovers(&self, cluster: Option<&str>) -> Result<Vec<Resource>, AwsError> {
+        let cluster = cluster.map(ClusterId::new).transpose()?;
+        let (key, value) = match &cluster {
+            Some(cluster) => (CLUSTER_TAG, cluster.to_string()),
+            None => (CREATED_BY_TAG, CREATED_BY_VALUE.to_string()),
+        };
+        let clients = &self.clients;
+        let resource_types = [
+            function::TAGGING_TYPE,
+            queue::TAGGING_TYPE,
+            bucket::TAGGING_TYPE,
+        ];
+        let mut found = Vec::new();
+        for arn in tagging::find(clients, key, &value, &resource_types).await? {
+            found.extend(function::from_tagged(&arn));
+            found.extend(bucket::from_tagged(&arn));
+            found.extend(queue::from_tagged(clients, &arn).await?);
+        }
+        found.extend(role::find_by_tag(clients, key, &value).await?);
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// Deletes the resources [`Deployer::leftovers`] finds.
+    pub async fn cleanup(&self, cluster: Option<&str>) -> Result<DestroyReport, AwsError> {
+        let found = self.leftovers(cluster).await?;
+        self.delete_resources(found).await
+    }
+
+    /// Deletes `resources` in deletion order, trying every one.
+    async fn delete_resources(
+        &self,
+        mut resources: Vec<Resource>,
+    ) -> Result<DestroyReport, AwsError> {
+        let clients = &self.clients;
+        resources.sort_by_key(|resource| resource.kind);
+        let mut report = DestroyReport::default();
+        let mut failures = Vec::new();
+        for resource in resources {
+            let outcome = match resource.kind {
+                ResourceKind::EventInvokeConfig => {
+                    function::delete_event_invoke_config(clients, &resource).await
+                }
+                ResourceKind::Function => function::delete(clients, &resource).await,
+                ResourceKind::Queue => queue::delete(clients, &resource).await,
+                ResourceKind::Bucket => bucket::delete(clients, &resource, &mut report).await,
+                ResourceKind::RolePolicy => match resource.name.split_once('/') {
+                    Some((role, policy)) => role::delete_inline_policy(clients, role, policy).await,
+                    None => Ok(Outcome::AlreadyGone),
+                },
+                ResourceKind::Role => role::delete(clients, &resource, &mut report).await,
+            };
+            match outcome {
+                Ok(Outcome::Deleted) => report.deleted.push(resource),
+                Ok(Outcome::AlreadyGone) => report.already_gone.push(resource),
+                Err(error) => failures.push(format!("{resource} ({error})")),
+            }
+        }
+        if failures.is_empty() {
+            Ok(report)
+        } else {
+            Err(AwsError::CleanupIncomplete {
+                deleted: report.deleted,
+                failures,
+            })
+        }
+    }
+}
