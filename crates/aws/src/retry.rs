@@ -25,11 +25,12 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_lambda::config::http::HttpResponse;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use dask_serverless_platform::{PlatformError, RetryPolicy};
+use tokio::time::Instant;
 
 use crate::error::{Failure, classify, unreachable_advice};
 
@@ -221,7 +222,7 @@ mod tests {
         .with_jitter_seed(7)
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn attempts_go_on_until_done_or_the_policy_says_stop() {
         let attempts = AtomicU32::new(0);
         let counter = &attempts;
@@ -256,7 +257,7 @@ mod tests {
         assert_eq!((exhausted.error, exhausted.attempts), ("for good", 1));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn budgets_bound_the_time_spent_retrying() {
         let policy = RetryPolicy {
             connection_elapsed: Duration::from_millis(30),
@@ -271,8 +272,9 @@ mod tests {
         };
         let exhausted = retry(&policy, "a test", unanswered).await.unwrap_err();
         assert!(exhausted.attempts > 1);
+        // The clock is paused: the time spent is the sum of the delays, none beyond the budget.
         assert!(
-            exhausted.elapsed < Duration::from_millis(500),
+            exhausted.elapsed <= Duration::from_millis(30),
             "{:?}",
             exhausted.elapsed
         );
@@ -285,6 +287,7 @@ mod tests {
         };
         let exhausted = retry(&quick(2), "a test", hinted).await.unwrap_err();
         assert!(exhausted.elapsed >= Duration::from_millis(50));
+        assert!(exhausted.elapsed <= Duration::from_millis(54));
     }
 
     #[test]

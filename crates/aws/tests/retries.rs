@@ -157,6 +157,7 @@ fn quick_retries(maximum_attempts: u32) -> RetryPolicy {
         maximum_backoff: Duration::from_millis(50),
         ..RetryPolicy::default()
     }
+    .with_jitter_seed(u64::from(maximum_attempts))
 }
 
 #[tokio::test]

@@ -128,7 +128,8 @@ async fn persistent_throttling_ends_with_throttled() {
         maximum_attempts: 4,
         initial_backoff: Duration::from_millis(1),
         ..RetryPolicy::default()
-    };
+    }
+    .with_jitter_seed(4);
     let error = LocalInvoker::new(&server.endpoint)
         .with_retry_policy(policy)
         .invoke_event("function", Bytes::from_static(b"{}"))
