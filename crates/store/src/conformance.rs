@@ -29,6 +29,8 @@ pub async fn run_all(store: &dyn Store) {
     key_can_also_be_a_folder(store).await;
     read_bytes_outlive_overwrite_and_delete(store).await;
     concurrent_writers_never_mix(store).await;
+    put_new_writes_only_if_absent(store).await;
+    put_new_has_one_winner_among_concurrent_writers(store).await;
     fan_in_ignores_repeated_members(store).await;
     fan_in_releases_once_among_concurrent_members(store).await;
     fan_in_releases_once_despite_concurrent_duplicates(store).await;
@@ -238,6 +240,10 @@ pub async fn invalid_keys_are_rejected(store: &dyn Store) {
             None => panic!("{operation}({key:?}) accepted an invalid key"),
         };
         expect_invalid("put", store.put(key, Payload::from("x")).await.err());
+        expect_invalid(
+            "put_new",
+            store.put_new(key, Payload::from("x")).await.err(),
+        );
         expect_invalid("get", store.get(key).await.err());
         expect_invalid("delete", store.delete(key).await.err());
         expect_invalid("fan_in", store.fan_in(key, "member", 1).await.err());
@@ -466,6 +472,102 @@ pub async fn concurrent_writers_never_mix(store: &dyn Store) {
         }
     };
     futures::join!(writers, reader);
+    finish(store, &prefix).await;
+}
+
+async fn put_new(store: &dyn Store, key: &str, payload: impl Into<Payload>) -> bool {
+    store
+        .put_new(key, payload.into())
+        .await
+        .unwrap_or_else(|error| panic!("put_new({key:?}) failed: {error}"))
+}
+
+/// `put_new` writes only where no object is, says whether it wrote, and never changes an
+/// object that is there; a fan-in set of the same key does not count as an object.
+pub async fn put_new_writes_only_if_absent(store: &dyn Store) {
+    let prefix = fresh_prefix(store, "put-new").await;
+    let key = format!("{prefix}claim");
+    assert!(
+        put_new(store, &key, "first").await,
+        "put_new of an absent key must write"
+    );
+    assert_eq!(get(store, &key).await, Bytes::from("first"));
+    assert!(
+        !put_new(store, &key, "second").await,
+        "put_new of a present key must answer false"
+    );
+    assert_eq!(
+        get(store, &key).await,
+        Bytes::from("first"),
+        "put_new must not change an object that is there"
+    );
+    put(store, &key, "replaced").await;
+    assert!(!put_new(store, &key, "third").await);
+    assert_eq!(get(store, &key).await, Bytes::from("replaced"));
+    store.delete(&key).await.expect("delete");
+    assert!(
+        put_new(
+            store,
+            &key,
+            Payload::from_chunks(vec![Bytes::from("a"), Bytes::from("b")])
+        )
+        .await,
+        "put_new after a delete must write"
+    );
+    assert_eq!(get(store, &key).await, Bytes::from("ab"));
+    let set = format!("{prefix}set");
+    fan_in(store, &set, "member", 2).await;
+    assert!(
+        put_new(store, &set, "object").await,
+        "a fan-in set is not an object: put_new of its key must write"
+    );
+    let empty = format!("{prefix}empty");
+    assert!(put_new(store, &empty, Bytes::new()).await);
+    assert!(!put_new(store, &empty, "late").await);
+    assert!(get(store, &empty).await.is_empty());
+    assert_eq!(
+        list(store, &prefix).await,
+        vec![key.clone(), empty.clone(), set.clone()],
+        "put_new must leave no temporary object behind"
+    );
+    finish(store, &prefix).await;
+}
+
+/// Of many concurrent `put_new` of one absent key, exactly one wins, and the object is the
+/// winner's — for one key and for many keys at once.
+pub async fn put_new_has_one_winner_among_concurrent_writers(store: &dyn Store) {
+    const WRITERS: u64 = 8;
+    const KEYS: usize = 12;
+    let prefix = fresh_prefix(store, "put-new-concurrent").await;
+    let attempts: Vec<(String, u64)> = (0..KEYS)
+        .flat_map(|index| (0..WRITERS).map(move |writer| (index, writer)))
+        .map(|(index, writer)| (format!("{prefix}claim-{index}"), writer))
+        .collect();
+    let outcomes = join_all(attempts.iter().map(|(key, writer)| async move {
+        let payload = pattern(*writer, 64 + *writer as usize);
+        (key, *writer, put_new(store, key, payload).await)
+    }))
+    .await;
+    for index in 0..KEYS {
+        let key = format!("{prefix}claim-{index}");
+        let winners: Vec<u64> = outcomes
+            .iter()
+            .filter(|(name, _, won)| **name == key && *won)
+            .map(|(_, writer, _)| *writer)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "{key}: {} concurrent put_new answered true (writers {winners:?}); exactly one must",
+            winners.len()
+        );
+        assert_eq!(
+            get(store, &key).await,
+            pattern(winners[0], 64 + winners[0] as usize),
+            "{key}: the object must be the winner's"
+        );
+    }
+    assert_eq!(list(store, &prefix).await.len(), KEYS);
     finish(store, &prefix).await;
 }
 

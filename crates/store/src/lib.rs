@@ -8,7 +8,8 @@
 //! - **Objects**: immutable byte strings. A function writes an output other functions need with
 //!   [`Store::put`]; the others read it with [`Store::get`]. A put is atomic: a reader sees the
 //!   whole old object, the whole new one, or none — never a mix or a prefix. Writing an existing
-//!   key replaces the object.
+//!   key replaces the object. [`Store::put_new`] writes only if the key holds no object, and
+//!   tells whether it wrote: of concurrent writers of one key, exactly one wins.
 //! - **Fan-in sets**: sets of member names used to release a task once all its parents are done.
 //!   Each finished parent calls [`Store::fan_in`] with its own name; exactly one call — the first
 //!   add that makes the set reach the expected number of distinct members — returns `true`, and
@@ -68,6 +69,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Writes an object atomically: readers see the whole object or nothing. Replaces any object
     /// already stored under `key`.
     async fn put(&self, key: &str, payload: Payload) -> Result<(), StoreError>;
+
+    /// Writes an object only if no object is stored under `key`: `true` if it wrote, `false`
+    /// (and nothing changed) if an object was there. Atomic like [`Store::put`], and safe for
+    /// concurrent callers in many processes: of several `put_new` of one absent key, exactly
+    /// one returns `true`. This is how a function *claims* something (a batch to run) that
+    /// duplicates of it may race for.
+    async fn put_new(&self, key: &str, payload: Payload) -> Result<bool, StoreError>;
 
     /// Reads a whole object, or [`StoreError::NotFound`] naming the key if there is none.
     ///

@@ -84,6 +84,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn put_new(&self, key: &str, payload: Payload) -> Result<bool, StoreError> {
+        validate_key(key)?;
+        let object = payload.into_contiguous();
+        let mut state = self.lock();
+        if state.objects.contains_key(key) {
+            return Ok(false);
+        }
+        state.objects.insert(key.to_owned(), object);
+        Ok(true)
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         validate_key(key)?;
         // A copy: the caller owns what it reads (see `Store::get`).

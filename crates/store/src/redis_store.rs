@@ -19,7 +19,8 @@
 //!
 //! - **`put`** is one `SET` of the whole payload (its chunks are written one after the other
 //!   straight into the encoded command, never joined first): Redis executes commands one at a
-//!   time, so a reader sees the old object or the new one, never a part.
+//!   time, so a reader sees the old object or the new one, never a part. **`put_new`** is the
+//!   same `SET` with `NX`, which writes only if the key is free.
 //! - **`get`** is one `GET`; the returned bytes are this process's own copy, so they outlive any
 //!   later overwrite or delete.
 //! - **`fan_in`** is one Lua script, executed atomically by the server: if the member is
@@ -305,6 +306,21 @@ impl RedisStore {
         }
         Ok(removed)
     }
+
+    /// A key and payload `put` accepts: a valid key, at most `max_object_size` bytes.
+    fn check_size(&self, key: &str, payload: &Payload) -> Result<(), StoreError> {
+        validate_key(key)?;
+        let size = payload.len() as u64;
+        let limit = self.settings.options.max_object_size;
+        if size > limit {
+            return Err(StoreError::PayloadTooLarge {
+                key: key.to_owned(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Settings {
@@ -426,16 +442,7 @@ impl ToRedisArgs for PayloadArgument<'_> {
 #[async_trait]
 impl Store for RedisStore {
     async fn put(&self, key: &str, payload: Payload) -> Result<(), StoreError> {
-        validate_key(key)?;
-        let size = payload.len() as u64;
-        let limit = self.settings.options.max_object_size;
-        if size > limit {
-            return Err(StoreError::PayloadTooLarge {
-                key: key.to_owned(),
-                size,
-                limit,
-            });
-        }
+        self.check_size(key, &payload)?;
         let redis_key = self.object_key(key);
         let mut connection = self.connection.clone();
         self.run("write", key, async move {
@@ -446,6 +453,24 @@ impl Store for RedisStore {
                 .await
         })
         .await
+    }
+
+    async fn put_new(&self, key: &str, payload: Payload) -> Result<bool, StoreError> {
+        self.check_size(key, &payload)?;
+        let redis_key = self.object_key(key);
+        let mut connection = self.connection.clone();
+        // `SET ... NX` answers `OK` when it wrote and nil when the key existed.
+        let answer: Option<String> = self
+            .run("write", key, async move {
+                redis::cmd("SET")
+                    .arg(&redis_key)
+                    .arg(PayloadArgument(payload.chunks()))
+                    .arg("NX")
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(answer.is_some())
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {

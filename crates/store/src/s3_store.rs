@@ -26,6 +26,9 @@
 //!   failure). S3 publishes an object whole when the `PutObject` or the
 //!   `CompleteMultipartUpload` succeeds, never a part, so readers see the old object or the new
 //!   one. The payload's chunks become the request body without being joined or copied.
+//! - **`put_new`** is one `PutObject` with `If-None-Match: *`: S3 creates the object only if
+//!   the name is free, atomically (`412 Precondition Failed` otherwise). Only objects up to the
+//!   multipart threshold: a multipart upload is not conditional here.
 //! - **`get`** reads the whole object into one buffer owned by the caller.
 //! - **`delete_prefix`** lists the prefix and deletes what it lists in bulk (`DeleteObjects`, up
 //!   to 1000 names a request), first the objects, then the fan-in sets. It counts the objects it
@@ -411,23 +414,36 @@ impl S3Store {
         key: &str,
     ) -> Result<bool, StoreError> {
         let text = Bytes::copy_from_slice(member.as_bytes());
+        self.create(released, text, key, "release the fan-in set")
+            .await
+    }
+
+    /// Writes `bytes` at `path` with `If-None-Match: *`: `true` if this call created the object,
+    /// `false` if it already existed.
+    async fn create(
+        &self,
+        path: &Path,
+        bytes: Bytes,
+        key: &str,
+        action: &str,
+    ) -> Result<bool, StoreError> {
         let mut attempt = 1;
         loop {
             let create = PutOptions::from(PutMode::Create);
             let result = self
                 .inner
                 .client
-                .put_opts(released, PutPayload::from(text.clone()), create)
+                .put_opts(path, PutPayload::from(bytes.clone()), create)
                 .await;
             let error = match result {
                 Ok(_) => return Ok(true),
                 Err(object_store::Error::Precondition { .. }) => return Ok(false),
                 Err(error @ object_store::Error::AlreadyExists { .. }) => error,
-                Err(error) => return Err(self.error(error, "release the fan-in set", key)),
+                Err(error) => return Err(self.error(error, action, key)),
             };
-            // `412 Precondition Failed`: the marker exists. `409 Conflict`: a concurrent request
+            // `412 Precondition Failed`: the object exists. `409 Conflict`: a concurrent request
             // on the same name interfered and the create may be retried (its outcome is then
-            // known for certain); answering `false` could lose the release.
+            // known for certain); answering `false` could lose the object.
             let description = describe_chain(&error);
             if !description.contains("409 Conflict") {
                 return Ok(false);
@@ -436,8 +452,7 @@ impl S3Store {
                 return Err(StoreError::Throttled {
                     message: format!(
                         "S3 at {} answered {CONFLICT_ATTEMPTS} times that concurrent requests \
-                         conflict while releasing the fan-in set {key:?}; retry the fan-in: \
-                         {description}",
+                         conflict while trying to {action} {key:?}; retry: {description}",
                         self.inner.endpoint
                     ),
                 });
@@ -638,6 +653,23 @@ impl Store for S3Store {
         } else {
             self.put_single(&path, payload, key).await
         }
+    }
+
+    async fn put_new(&self, key: &str, payload: Payload) -> Result<bool, StoreError> {
+        validate_key(key)?;
+        let path = self.object_path(key)?;
+        // One conditional PUT: a claim is small; a multipart upload cannot be conditional here.
+        let limit = self.inner.options.multipart_threshold as u64;
+        let size = payload.len() as u64;
+        if size > limit {
+            return Err(StoreError::PayloadTooLarge {
+                key: key.to_owned(),
+                size,
+                limit,
+            });
+        }
+        let bytes = payload.into_contiguous();
+        self.create(&path, bytes, key, "write").await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {

@@ -19,8 +19,9 @@
 //! # Invariants
 //!
 //! - **A published object file is never modified.** `put` writes a fresh temporary file in the
-//!   target's folder and renames it over the target (atomic on one file system), and `delete`
-//!   unlinks. So a reader sees a whole object or none, and `get` can memory-map the file: the
+//!   target's folder and renames it over the target (atomic on one file system), `put_new`
+//!   hard-links it to the target's name (which fails, atomically, if the name exists), and
+//!   `delete` unlinks. So a reader sees a whole object or none, and `get` can memory-map the file: the
 //!   mapped inode never changes, and it stays alive while mapped even after a delete or an
 //!   overwrite. Any other writer of this layout must follow the same rule. The map is private
 //!   (copy-on-write): pages are shared with the file until a reader writes into one, which
@@ -56,6 +57,15 @@ const FILE_SUFFIX: char = '@';
 
 /// How often `put` starts over when a concurrent `delete_prefix` removed its folder.
 const PUT_ATTEMPTS: usize = 3;
+
+/// How a written temporary file becomes the object.
+#[derive(Debug, Clone, Copy)]
+enum Publish {
+    /// Renamed over any object of the key (`put`).
+    Replace,
+    /// Linked to the key's name only if nothing has it (`put_new`).
+    IfAbsent,
+}
 
 /// A store of files under a directory, normally in shared memory (`/dev/shm`), that several
 /// processes use at once. Cloning gives another handle on the same directory.
@@ -205,6 +215,17 @@ impl Directories {
     }
 
     fn put(&self, key: &str, payload: &Payload) -> Result<(), StoreError> {
+        self.publish(key, payload, Publish::Replace).map(|_| ())
+    }
+
+    fn put_new(&self, key: &str, payload: &Payload) -> Result<bool, StoreError> {
+        self.publish(key, payload, Publish::IfAbsent)
+    }
+
+    /// Writes `payload` to a temporary file beside the target, then publishes it: renamed over
+    /// the target, or hard-linked to the target's name, which fails if a file has that name
+    /// (`false`). Either is atomic on one file system.
+    fn publish(&self, key: &str, payload: &Payload, mode: Publish) -> Result<bool, StoreError> {
         let target = file_path(&self.objects, key);
         for attempt in 1..=PUT_ATTEMPTS {
             create_parent_directories(&self.objects, key)
@@ -212,10 +233,20 @@ impl Directories {
             let mut temporary_name = target.file_name().unwrap_or_default().to_os_string();
             temporary_name.push(format!("put-{}", uuid::Uuid::new_v4()));
             let temporary = target.with_file_name(temporary_name);
-            let result =
-                write_new_file(&temporary, payload).and_then(|()| fs::rename(&temporary, &target));
+            let result = write_new_file(&temporary, payload).and_then(|()| match mode {
+                Publish::Replace => fs::rename(&temporary, &target).map(|()| true),
+                Publish::IfAbsent => {
+                    let linked = match fs::hard_link(&temporary, &target) {
+                        Ok(()) => Ok(true),
+                        Err(error) if error.kind() == ErrorKind::AlreadyExists => Ok(false),
+                        Err(error) => Err(error),
+                    };
+                    let _ = fs::remove_file(&temporary);
+                    linked
+                }
+            });
             match result {
-                Ok(()) => return Ok(()),
+                Ok(written) => return Ok(written),
                 Err(error) => {
                     let _ = fs::remove_file(&temporary);
                     let folder_vanished = error.kind() == ErrorKind::NotFound;
@@ -493,6 +524,13 @@ impl Store for SharedMemoryStore {
         validate_key(key)?;
         let key = key.to_owned();
         self.run_blocking(move |directories| directories.put(&key, &payload))
+            .await
+    }
+
+    async fn put_new(&self, key: &str, payload: Payload) -> Result<bool, StoreError> {
+        validate_key(key)?;
+        let key = key.to_owned();
+        self.run_blocking(move |directories| directories.put_new(&key, &payload))
             .await
     }
 

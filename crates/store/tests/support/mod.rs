@@ -19,6 +19,8 @@ macro_rules! conformance_tests {
             key_can_also_be_a_folder,
             read_bytes_outlive_overwrite_and_delete,
             concurrent_writers_never_mix,
+            put_new_writes_only_if_absent,
+            put_new_has_one_winner_among_concurrent_writers,
             fan_in_ignores_repeated_members,
             fan_in_releases_once_among_concurrent_members,
             fan_in_releases_once_despite_concurrent_duplicates,
