@@ -61,7 +61,7 @@ def chain_cluster():
         yield running
 
 
-def test_a_death_in_a_chain_is_reported_at_once_naming_the_running_batch(chain_cluster):
+def test_a_death_in_a_chain_is_redone_then_reported_naming_the_running_batch(chain_cluster):
     value = delayed(0, name="start")
     for number in range(3):
         value = delayed(step)(value, 0.2, dask_key_name=f"step-{number}")
@@ -79,11 +79,14 @@ def test_a_death_in_a_chain_is_reported_at_once_naming_the_running_batch(chain_c
     with pytest.raises(FunctionError) as raised:
         value.compute(scheduler=chain_cluster.get)
     elapsed = time.monotonic() - started
-    # Four tasks of at most 0.2 s, then the death is reported: well within 2 s of it.
-    assert elapsed < 0.6 + 2.0, elapsed
+    # A crash is redone three times, each from the chain's head (the values handed over in
+    # memory died with the function): four tasks of at most 0.2 s and a fresh worker each time,
+    # then the last death is reported at once.
+    assert elapsed < 4 * (0.6 + 2.0), elapsed
     error = raised.value
     assert error.batch == dying_batch
     message = str(error)
+    assert "on each of 4 attempts" in message
     assert f"batch {dying_batch}" in message
     assert "'dies'" in message
     assert "exit status 3" in message

@@ -24,6 +24,11 @@ What the caller sees as with Dask's local schedulers:
 * **configuration**: tasks run under the caller's Dask settings (those that differ from Dask's
   defaults travel with each batch, see :mod:`dask_serverless._config`).
 
+**Stopping between tasks**: before each task the handler asks the executor whether to go on
+(``Invocation.boundary``, which looks at the store at most once a second): a batch that another
+invocation finished first (a backup), or whose client is gone (its lease stopped changing), is
+abandoned there.
+
 The unpickled tasks of every batch an invocation runs stay alive until the invocation ends:
 values handed to the next batch may refer to objects that only the tasks hold (a weak
 reference to a function's closure, for example).
@@ -136,6 +141,9 @@ def _run_tasks(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for position, (task, node) in enumerate(zip(task_ids, nodes, strict=True)):
+            if not invocation.boundary():
+                # Someone else finished the batch, or the client is gone: `step` ends it.
+                return
             key = key_of[task]
             _note_progress(f"task {key!r} (batch {batch})")
             start = time.time_ns()

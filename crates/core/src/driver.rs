@@ -12,7 +12,8 @@
 //!   repeat);
 //! * each task is passed on to progress ([`DriverAction::TasksFinished`]) exactly once, whether
 //!   it arrives in a progress report, a final report, or both, and however often they repeat;
-//! * the run is complete when every batch is finished, and failed at the first failure;
+//! * the run is complete when every batch is finished; it fails at the first failure that
+//!   recovery cannot mend (see "Recovery");
 //! * reports of other runs are ignored (the channel outlives runs);
 //! * silence: a function lives at most its timeout, and the platform reports the ones it stops,
 //!   so when nothing at all has arrived for longer than `silence_limit` while batches are
@@ -24,6 +25,23 @@
 //! the batch it runs now, a final report the batch it became — so a failure is blamed on
 //! the batch that was running when the function died, once.
 //!
+//! **Recovery.** Lost work is redone, within a [`RecoveryPolicy`]: a batch whose function the
+//! platform stopped (crash, memory size, timeout), that reported a failure around its tasks,
+//! or that stayed silent with the whole run for longer than `silence_limit`, is invoked again
+//! ([`DriverAction::Recover`]) at a fresh attempt. Values it read from the store are still
+//! there; values handed over in memory died with the function, so the recovery starts at the
+//! head of the chain of hand-overs that leads to the batch (the nearest batch whose inputs are
+//! all stored) and becomes each batch of the chain in turn. A task's exception is redone only
+//! if the policy allows task retries (`compute(retries=N)`). Each batch has its own budget per
+//! kind of failure, and the run a budget of recoveries in all; past them, the run fails with
+//! the failure that exhausted them, naming the attempts made.
+//!
+//! A recovery's chain re-adds finished batches to fan-in sets they already joined; those
+//! answers are "already added", so a child the lost function released but never invoked
+//! would wait forever. The driver therefore invokes, at the first attempt, a batch whose parents
+//! have all finished and that nothing has started (an *orphan*): its claim keeps it from running
+//! twice if the lost function did invoke it after all.
+//!
 //! Actions after [`DriverAction::Completed`] or [`DriverAction::Failed`] are never emitted.
 //!
 //! **Draining.** When a run fails, batches of other branches may still be running and would
@@ -34,14 +52,14 @@
 //! driver keeps following reports for this purpose only; [`Driver::is_drained`] tells the
 //! shell when nothing of the run can write any more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::{BatchId, Plan};
 
 use crate::messages::{
-    FailureCause, Report, TaskError, TaskRecord, TaskWarning, UPLOAD_MEMBER, fan_in_members,
-    upload_joins_fan_in,
+    AbandonReason, FIRST_ATTEMPT, FailureCause, Report, TaskError, TaskRecord, TaskWarning,
+    UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
 };
 use crate::{Micros, keys};
 
@@ -52,7 +70,8 @@ pub enum DriverEvent {
     /// A message from the result channel.
     Report(Report),
     /// The platform stopped a function. `invocation` is its request id and `batch` the
-    /// batch it was invoked with, when the platform's record tells them.
+    /// batch its event was for (a recovery's target, the last of its chain), when the
+    /// platform's record tells them.
     PlatformFailure {
         invocation: Option<String>,
         batch: Option<BatchId>,
@@ -73,8 +92,16 @@ pub enum DriverEvent {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverAction {
-    /// Invoke a function for this batch (a leaf, or one the upload released).
+    /// Invoke a function for this batch (a leaf, or one the upload released), at the first
+    /// attempt.
     Invoke { batch: BatchId },
+    /// Invoke a function for `batch` at `attempt`, becoming the batches of `recovering` in turn
+    /// after it: lost work, redone (see "Recovery").
+    Recover {
+        batch: BatchId,
+        attempt: u32,
+        recovering: Vec<BatchId>,
+    },
     /// Add the client's upload (`member`) to the fan-in set at `key`, complete at `expected`
     /// members; answer with [`DriverEvent::UploadFanInAnswered`].
     FanIn {
@@ -132,6 +159,8 @@ pub enum RunFailure {
         kind: FunctionFailureKind,
         /// The batch the function was running, when known.
         batch: Option<BatchId>,
+        /// How many times the batch was run and stopped so (1 without recovery).
+        attempts: u32,
         /// Tasks this invocation had reported finished (over every batch it ran).
         tasks_finished: usize,
         error_type: String,
@@ -144,6 +173,55 @@ pub enum RunFailure {
         silent_for_us: Micros,
         pending_batches: usize,
     },
+}
+
+/// How much lost work the driver redoes before it gives up (see "Recovery").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryPolicy {
+    /// Recoveries of one batch whose function crashed, vanished, or failed around the tasks.
+    pub crash_retries: u32,
+    /// Recoveries of one batch whose function ran out of memory (likely to again).
+    pub out_of_memory_retries: u32,
+    /// Recoveries of one batch whose function ran out of time.
+    pub timeout_retries: u32,
+    /// Retries of one batch whose task raised (Dask's `retries`): none unless asked for.
+    pub task_retries: u32,
+    /// Recoveries of all batches together, at least; the run allows one more per ten batches.
+    pub run_retries: u32,
+}
+
+impl Default for RecoveryPolicy {
+    fn default() -> Self {
+        RecoveryPolicy {
+            crash_retries: 3,
+            out_of_memory_retries: 1,
+            timeout_retries: 1,
+            task_retries: 0,
+            run_retries: 10,
+        }
+    }
+}
+
+impl RecoveryPolicy {
+    /// No recovery at all: the first failure fails the run.
+    pub fn never() -> Self {
+        RecoveryPolicy {
+            crash_retries: 0,
+            out_of_memory_retries: 0,
+            timeout_retries: 0,
+            task_retries: 0,
+            run_retries: 0,
+        }
+    }
+}
+
+/// The kinds of failure a batch has its own budget for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureKind {
+    Crash,
+    OutOfMemory,
+    Timeout,
+    Task,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +257,21 @@ pub struct Driver {
     run_id: String,
     /// By batch id: whether the batch has no parents (the client invokes it).
     leaves: Vec<bool>,
+    /// By batch id: its parents and children.
+    parents: Vec<Vec<BatchId>>,
+    children: Vec<Vec<BatchId>>,
+    /// By batch id: the parent that hands it values in memory, if any.
+    memory_parent: Vec<Option<BatchId>>,
+    /// By batch id: whether the client stored it.
+    uploaded: Vec<bool>,
+    /// By batch id: recoveries so far, per kind of failure.
+    recoveries: Vec<[u32; 4]>,
+    recoveries_in_run: u32,
+    /// The attempt the next recovery invokes with (every recovery has its own).
+    next_attempt: u32,
+    policy: RecoveryPolicy,
+    /// Invocations whose failure was already handled (the platform may record one twice).
+    failed_invocations: HashSet<String>,
     /// By batch id: the size of its fan-in set when the client's upload joins it.
     upload_fan_ins: Vec<Option<u32>>,
     batches: Vec<BatchState>,
@@ -202,6 +295,35 @@ impl Driver {
                 .iter()
                 .map(|c| c.parents.is_empty())
                 .collect(),
+            parents: plan
+                .batches()
+                .iter()
+                .map(|batch| batch.parents.clone())
+                .collect(),
+            children: plan
+                .batches()
+                .iter()
+                .map(|batch| batch.children.clone())
+                .collect(),
+            memory_parent: plan
+                .batches()
+                .iter()
+                .map(|batch| match batch.parents.as_slice() {
+                    [parent]
+                        if plan.is_handed_over(batch.id)
+                            && !plan.batch(*parent).memory_outputs.is_empty() =>
+                    {
+                        Some(*parent)
+                    }
+                    _ => None,
+                })
+                .collect(),
+            uploaded: vec![false; plan.batches().len()],
+            recoveries: vec![[0; 4]; plan.batches().len()],
+            recoveries_in_run: 0,
+            next_attempt: FIRST_ATTEMPT + 1,
+            policy: RecoveryPolicy::default(),
+            failed_invocations: HashSet::new(),
             upload_fan_ins: plan
                 .batches()
                 .iter()
@@ -221,8 +343,19 @@ impl Driver {
         }
     }
 
+    /// This driver with its own recovery policy (the default redoes lost work a few times).
+    pub fn with_recovery(mut self, policy: RecoveryPolicy) -> Driver {
+        self.policy = policy;
+        self
+    }
+
     pub fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    /// Recoveries started so far.
+    pub fn recoveries(&self) -> u32 {
+        self.recoveries_in_run
     }
 
     pub fn is_over(&self) -> bool {
@@ -272,23 +405,7 @@ impl Driver {
                 batch,
                 error_type,
                 message,
-            } => {
-                let batch = self.failed_batch(invocation.as_deref(), batch);
-                if let Some(batch) = batch {
-                    self.set_state(batch, BatchState::Failed);
-                }
-                let tasks_finished = invocation
-                    .as_deref()
-                    .and_then(|id| self.invocations.get(id))
-                    .map_or(0, |state| state.tasks_finished);
-                self.fail(RunFailure::Function {
-                    kind: FunctionFailureKind::from_error_type(&error_type),
-                    batch,
-                    tasks_finished,
-                    error_type,
-                    message,
-                })
-            }
+            } => self.platform_failure(invocation, batch, error_type, message),
             DriverEvent::Uploaded { batch } => self.uploaded(batch),
             DriverEvent::UploadFanInAnswered { batch, released } => {
                 self.upload_released(batch, released)
@@ -297,24 +414,34 @@ impl Driver {
         }
     }
 
-    /// The batch a failed invocation was running: the last one its reports named, else the
-    /// one it was invoked with.
+    /// The batch a failed invocation was running: the last one its reports named, unless
+    /// that one is finished (a recovery rebuilding values it hands over), else the one it was
+    /// invoked for (a recovery's target).
     fn failed_batch(
         &self,
         invocation: Option<&str>,
-        invoked_with: Option<BatchId>,
+        invoked_for: Option<BatchId>,
     ) -> Option<BatchId> {
-        invocation
+        let known = |batch: &BatchId| batch.index() < self.batches.len();
+        let reported = invocation
             .and_then(|id| self.invocations.get(id))
             .map(|state| state.batch)
-            .or(invoked_with)
-            .filter(|batch| batch.index() < self.batches.len())
+            .filter(known);
+        let invoked_for = invoked_for.filter(known);
+        match reported {
+            Some(batch) if self.batches[batch.index()] != BatchState::Finished => Some(batch),
+            Some(batch) => invoked_for
+                .filter(|target| self.batches[target.index()] != BatchState::Finished)
+                .or(Some(batch)),
+            None => invoked_for,
+        }
     }
 
     fn uploaded(&mut self, batch: BatchId) -> Vec<DriverAction> {
         if self.state != RunState::Running || batch.index() >= self.batches.len() {
             return Vec::new();
         }
+        self.uploaded[batch.index()] = true;
         if self.leaves[batch.index()] {
             return self.invoke_pending(batch);
         }
@@ -381,6 +508,12 @@ impl Driver {
             }
             _ => false,
         };
+        if let Report::BatchFailed(failed) = &report
+            && self.batches[failed.batch.index()] == BatchState::Finished
+        {
+            // Another attempt finished it: nothing is lost.
+            return Vec::new();
+        }
         self.follow(&report);
         match report {
             Report::Progress(progress) => self.progressed(progress.tasks, progress.warnings),
@@ -392,22 +525,167 @@ impl Driver {
                 if self.finished_batches == self.batches.len() {
                     self.state = RunState::Over;
                     actions.push(DriverAction::Completed);
+                    return actions;
                 }
+                actions.extend(self.invoke_orphans(finished.batch));
                 actions
             }
-            Report::BatchFailed(failed) => match failed.cause {
-                FailureCause::Task(error) => self.fail(RunFailure::Task(error)),
-                FailureCause::Unpicklable { task, message } => self.fail(RunFailure::Unpicklable {
-                    batch: failed.batch,
-                    task,
-                    message,
-                }),
-                FailureCause::Infrastructure { message } => self.fail(RunFailure::Infrastructure {
-                    batch: failed.batch,
-                    message,
-                }),
+            Report::BatchFailed(failed) => {
+                let batch = failed.batch;
+                let (kind, failure) = match failed.cause {
+                    FailureCause::Task(error) => (Some(FailureKind::Task), RunFailure::Task(error)),
+                    FailureCause::Unpicklable { task, message } => (
+                        None,
+                        RunFailure::Unpicklable {
+                            batch,
+                            task,
+                            message,
+                        },
+                    ),
+                    FailureCause::Infrastructure { message } => (
+                        Some(FailureKind::Crash),
+                        RunFailure::Infrastructure { batch, message },
+                    ),
+                };
+                match kind {
+                    Some(kind) => self.recover_or_fail(batch, kind, failure),
+                    None => self.fail(failure),
+                }
+            }
+            Report::BatchAbandoned(abandoned) => match abandoned.reason {
+                // The winner's report says it finished.
+                AbandonReason::FinishedElsewhere => Vec::new(),
+                // The function took the client for gone: its work is lost.
+                AbandonReason::ClientGone => self.recover_or_fail(
+                    abandoned.batch,
+                    FailureKind::Crash,
+                    RunFailure::Infrastructure {
+                        batch: abandoned.batch,
+                        message: "the function stopped: it took the client for gone (the run's \
+                                  lease was not renewed)"
+                            .to_owned(),
+                    },
+                ),
             },
         }
+    }
+
+    fn platform_failure(
+        &mut self,
+        invocation: Option<String>,
+        batch: Option<BatchId>,
+        error_type: String,
+        message: String,
+    ) -> Vec<DriverAction> {
+        if let Some(id) = &invocation
+            && !self.failed_invocations.insert(id.clone())
+        {
+            // The same invocation's failure, recorded again.
+            return Vec::new();
+        }
+        let batch = self.failed_batch(invocation.as_deref(), batch);
+        let tasks_finished = invocation
+            .as_deref()
+            .and_then(|id| self.invocations.get(id))
+            .map_or(0, |state| state.tasks_finished);
+        let kind = FunctionFailureKind::from_error_type(&error_type);
+        let failure = RunFailure::Function {
+            kind,
+            batch,
+            attempts: 1,
+            tasks_finished,
+            error_type,
+            message,
+        };
+        let Some(batch) = batch else {
+            return self.fail(failure);
+        };
+        if self.batches[batch.index()] == BatchState::Finished {
+            // It died after its last batch was reported: nothing is lost.
+            return Vec::new();
+        }
+        let budget = match kind {
+            FunctionFailureKind::OutOfMemory => FailureKind::OutOfMemory,
+            FunctionFailureKind::Timeout => FailureKind::Timeout,
+            FunctionFailureKind::Crashed => FailureKind::Crash,
+        };
+        self.recover_or_fail(batch, budget, failure)
+    }
+
+    /// Redoes `batch` if the budgets allow, else fails the run with `failure`.
+    fn recover_or_fail(
+        &mut self,
+        batch: BatchId,
+        kind: FailureKind,
+        mut failure: RunFailure,
+    ) -> Vec<DriverAction> {
+        let used = self.recoveries[batch.index()][kind as usize];
+        let allowed = match kind {
+            FailureKind::Crash => self.policy.crash_retries,
+            FailureKind::OutOfMemory => self.policy.out_of_memory_retries,
+            FailureKind::Timeout => self.policy.timeout_retries,
+            FailureKind::Task => self.policy.task_retries,
+        };
+        let run_allowed = self
+            .policy
+            .run_retries
+            .saturating_add(u32::try_from(self.batches.len() / 10).unwrap_or(u32::MAX));
+        if used >= allowed || self.recoveries_in_run >= run_allowed {
+            if let RunFailure::Function { attempts, .. } = &mut failure {
+                *attempts = used + 1;
+            }
+            self.set_state(batch, BatchState::Failed);
+            return self.fail(failure);
+        }
+        self.recoveries[batch.index()][kind as usize] += 1;
+        self.recoveries_in_run += 1;
+        vec![self.recover(batch)]
+    }
+
+    /// Invokes `batch` again at a fresh attempt, from the head of its chain of hand-overs.
+    fn recover(&mut self, batch: BatchId) -> DriverAction {
+        let mut chain = vec![batch];
+        while let Some(parent) = self.memory_parent[chain[chain.len() - 1].index()] {
+            chain.push(parent);
+        }
+        chain.reverse();
+        let head = chain.remove(0);
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        self.set_state(batch, BatchState::Running);
+        DriverAction::Recover {
+            batch: head,
+            attempt,
+            recovering: chain,
+        }
+    }
+
+    /// The children of `finished` that nothing started although all their parents finished
+    /// and they are uploaded (see "Recovery"), invoked at the first attempt.
+    fn invoke_orphans(&mut self, finished: BatchId) -> Vec<DriverAction> {
+        let orphans: Vec<BatchId> = self.children[finished.index()]
+            .iter()
+            .copied()
+            .filter(|child| {
+                self.batches[child.index()] == BatchState::Pending
+                    && self.uploaded[child.index()]
+                    && self.parents[child.index()]
+                        .iter()
+                        .all(|parent| self.batches[parent.index()] == BatchState::Finished)
+            })
+            .collect();
+        orphans
+            .into_iter()
+            .map(|orphan| {
+                if self.memory_parent[orphan.index()].is_some() {
+                    // Its values died with the function that held them.
+                    self.recover(orphan)
+                } else {
+                    self.set_state(orphan, BatchState::Running);
+                    DriverAction::Invoke { batch: orphan }
+                }
+            })
+            .collect()
     }
 
     /// The records of tasks not passed on yet, as one progress action.
@@ -442,6 +720,7 @@ impl Driver {
                 .chain(finished.became)
                 .collect(),
             Report::BatchFailed(failed) => vec![failed.batch],
+            Report::BatchAbandoned(abandoned) => vec![abandoned.batch],
         }
     }
 
@@ -454,12 +733,12 @@ impl Driver {
         let tasks: &[TaskRecord] = match report {
             Report::Progress(progress) => &progress.tasks,
             Report::BatchFinished(finished) => &finished.tasks,
-            Report::BatchFailed(_) => &[],
+            Report::BatchFailed(_) | Report::BatchAbandoned(_) => &[],
         };
         let warnings: &[TaskWarning] = match report {
             Report::Progress(progress) => &progress.warnings,
             Report::BatchFinished(finished) => &finished.warnings,
-            Report::BatchFailed(_) => &[],
+            Report::BatchFailed(_) | Report::BatchAbandoned(_) => &[],
         };
         batches_known
             && tasks
@@ -494,6 +773,12 @@ impl Driver {
                 self.track_invocation(&finished.invocation, finished.became, finished.tasks.len());
             }
             Report::BatchFailed(failed) => self.set_state(failed.batch, BatchState::Failed),
+            Report::BatchAbandoned(abandoned) => {
+                // Stopped, as far as draining is concerned; a winner's report may follow.
+                if self.state == RunState::Over {
+                    self.set_state(abandoned.batch, BatchState::Failed);
+                }
+            }
         }
     }
 
@@ -545,13 +830,40 @@ impl Driver {
             return Vec::new();
         }
         let silent_for_us = now.saturating_sub(self.last_heard);
-        if silent_for_us > self.silence_limit {
+        if silent_for_us <= self.silence_limit {
+            return Vec::new();
+        }
+        // Nothing arrived for longer than a function may live: what runs is lost.
+        self.last_heard = now;
+        let pending_batches = self.batches.len() - self.finished_batches;
+        let running: Vec<BatchId> = (0..self.batches.len())
+            .filter(|&index| self.batches[index] == BatchState::Running)
+            .map(|index| BatchId(index as u32))
+            .collect();
+        if running.is_empty() {
             return self.fail(RunFailure::Lost {
                 silent_for_us,
-                pending_batches: self.batches.len() - self.finished_batches,
+                pending_batches,
             });
         }
-        Vec::new()
+        let mut actions = Vec::new();
+        for batch in running {
+            actions.extend(self.recover_or_fail(
+                batch,
+                FailureKind::Crash,
+                RunFailure::Lost {
+                    silent_for_us,
+                    pending_batches,
+                },
+            ));
+            if self.state == RunState::Over {
+                return actions
+                    .into_iter()
+                    .filter(|action| matches!(action, DriverAction::Failed(_)))
+                    .collect();
+            }
+        }
+        actions
     }
 
     fn fail(&mut self, failure: RunFailure) -> Vec<DriverAction> {

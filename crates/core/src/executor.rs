@@ -29,28 +29,69 @@
 //! whose invocation failed is reported failed in its own name, so the client never waits for
 //! it.
 //!
+//! **At least once.** The platform may deliver one invocation event several times, and the
+//! client invokes a batch again when it recovers lost work. So an invocation first *claims*
+//! its event (`keys::claim_key`: its first batch and attempt): the first delivery to write
+//! the claim runs, the others finish at once without a report. Fan-in sets release a child
+//! once whoever adds the member, so a child is never invoked twice through fan-in.
+//!
+//! **Recovery.** An invocation with an attempt above the first was started by the client to
+//! redo lost work. Values handed over in memory died with the function that held them, so it
+//! starts at the head of the chain of hand-overs that leads to the lost batch and becomes each
+//! batch of `recovering` in turn, whatever the fan-ins answer (their sets were completed by the
+//! lost attempt). After that, it still becomes a batch's preferred child whose set has only
+//! that batch as member even when the answer is "already added": the lost attempt added it,
+//! and nobody else can run the child.
+//!
+//! **Stopping early.** Between tasks the host asks whether to go on
+//! ([`ExecutorEvent::Boundary`]); at most every [`STOP_CHECK_INTERVAL`] the executor looks at
+//! the store ([`ExecutorAction::CheckStop`]): a batch whose outputs someone else stored (a
+//! backup won) is abandoned, unless this invocation only re-runs it to rebuild values handed
+//! over in memory; and every batch is abandoned once the client's lease has not changed for
+//! [`LEASE_TIMEOUT`] (the client is gone) or is missing (the client ended the run). An
+//! abandoned batch ends in a [`Report::BatchAbandoned`].
+//!
 //! Invariants: each child of a batch is asked about exactly once; a child is invoked or
 //! become only when its fan-in answered `released`; every batch run ends in exactly one
 //! report; [`ExecutorAction::Finish`] is the last action emitted, but for the failure report of
 //! a child whose invocation came back failed (the host performs an event's actions before the
 //! ones queued earlier).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::BatchId;
 
 use crate::Micros;
+use crate::keys::{claim_key, done_key, lease_key};
 use crate::messages::{
-    BatchReport, BatchSpec, FailureCause, FailureReport, ProgressReport, Report, TaskError,
-    TaskRecord, TaskWarning,
+    AbandonReason, AbandonReport, BatchReport, BatchSpec, FIRST_ATTEMPT, FailureCause,
+    FailureReport, ProgressReport, Report, TaskError, TaskRecord, TaskWarning,
 };
+
+/// Least time between two looks at the store from task boundaries.
+pub const STOP_CHECK_INTERVAL: Micros = 1_000_000;
+/// How long the client's lease may stay unchanged before the executor takes the client for
+/// gone (the client renews it every [`LEASE_RENEWAL`]).
+pub const LEASE_TIMEOUT: Micros = 15_000_000;
+/// How often the client renews the run's lease.
+pub const LEASE_RENEWAL: Micros = 2_000_000;
 
 /// What the host tells the executor.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecutorEvent {
     /// The invocation starts.
     Start,
+    /// The answer to [`ExecutorAction::Claim`]: whether this delivery wrote the claim.
+    Claimed { won: bool },
+    /// The host is between two tasks of the running batch and asks whether to go on.
+    Boundary,
+    /// The answer to [`ExecutorAction::CheckStop`]: whether the batch's done mark exists
+    /// (when asked), and the lease's content (`None`: missing).
+    StopChecked {
+        done_elsewhere: bool,
+        lease: Option<Vec<u8>>,
+    },
     /// The spec (and the tasks) of the batch asked for are loaded.
     BatchLoaded { spec: BatchSpec },
     /// The batch's objects are gone: the client ended the run.
@@ -89,6 +130,22 @@ pub enum ExecutorEvent {
 /// What the executor asks the host to do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecutorAction {
+    /// Write the invocation's claim at `key` unless it exists (`Store::put_new`); answer with
+    /// [`ExecutorEvent::Claimed`].
+    Claim { key: String },
+    /// Read whether `done_key` exists (when given) and the lease at `lease_key`; answer with
+    /// [`ExecutorEvent::StopChecked`].
+    CheckStop {
+        done_key: Option<String>,
+        lease_key: String,
+    },
+    /// The host may go on with the next task (the answer to [`ExecutorEvent::Boundary`]).
+    Continue,
+    /// Stop running tasks: the batch is abandoned (the answer to [`ExecutorEvent::Boundary`]
+    /// or [`ExecutorEvent::StopChecked`]); the actions that follow end the invocation.
+    StopTasks,
+    /// Write the batch's done mark at `key`; nothing answers.
+    MarkDone { key: String },
     /// Read the spec and tasks of a batch.
     LoadBatch { batch: BatchId },
     /// Read these values from the store into memory; answer with
@@ -119,6 +176,7 @@ pub enum ExecutorAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Created,
+    Claiming,
     Loading {
         batch: BatchId,
     },
@@ -142,7 +200,14 @@ pub struct Executor {
     invocation: String,
     cold: bool,
     first_batch: BatchId,
+    attempt: u32,
+    /// The batches still to become, whatever their fan-ins answer (a recovery's chain).
+    recovering: VecDeque<BatchId>,
     state: State,
+    /// When the store was last looked at from a task boundary.
+    last_stop_check: Option<Micros>,
+    /// The lease's content when last read, and when it was first seen with that content.
+    lease: Option<(Vec<u8>, Micros)>,
     spec: Option<BatchSpec>,
     /// Values the host holds that the current batch may read without loading.
     held: BTreeSet<TaskId>,
@@ -158,13 +223,25 @@ impl Executor {
             invocation,
             cold,
             first_batch: batch,
+            attempt: FIRST_ATTEMPT,
+            recovering: VecDeque::new(),
             state: State::Created,
+            last_stop_check: None,
+            lease: None,
             spec: None,
             held: BTreeSet::new(),
             records: Vec::new(),
             warnings: Vec::new(),
             loaded_bytes: 0,
         }
+    }
+
+    /// This invocation at `attempt`, becoming the batches of `recovering` in turn after its
+    /// first (see "Recovery" in the module documentation).
+    pub fn with_attempt(mut self, attempt: u32, recovering: Vec<BatchId>) -> Executor {
+        self.attempt = attempt;
+        self.recovering = recovering.into();
+        self
     }
 
     /// The batch being run, once loaded.
@@ -176,13 +253,36 @@ impl Executor {
         self.state == State::Finished
     }
 
-    pub fn handle(&mut self, event: ExecutorEvent, _now: Micros) -> Vec<ExecutorAction> {
+    pub fn handle(&mut self, event: ExecutorEvent, now: Micros) -> Vec<ExecutorAction> {
         // A child's failed invocation is reported whenever it comes back, even after the end.
         if self.state == State::Finished && !matches!(event, ExecutorEvent::InvokeFailed { .. }) {
-            return Vec::new();
+            return match event {
+                // The host asks between tasks of a batch that already ended: stop.
+                ExecutorEvent::Boundary | ExecutorEvent::StopChecked { .. } => {
+                    vec![ExecutorAction::StopTasks]
+                }
+                _ => Vec::new(),
+            };
         }
         match event {
             ExecutorEvent::Start => self.start(),
+            ExecutorEvent::Claimed { won } => {
+                if self.state != State::Claiming {
+                    return self.protocol_error("Claimed");
+                }
+                if won {
+                    self.load_first_batch()
+                } else {
+                    // Another delivery of this event runs it: end without a word.
+                    self.state = State::Finished;
+                    vec![ExecutorAction::Finish]
+                }
+            }
+            ExecutorEvent::Boundary => self.boundary(now),
+            ExecutorEvent::StopChecked {
+                done_elsewhere,
+                lease,
+            } => self.stop_checked(done_elsewhere, lease, now),
             ExecutorEvent::BatchLoaded { spec } => self.batch_loaded(spec),
             ExecutorEvent::RunGone => {
                 // Tell the client (it may be draining the run) that this batch never ran.
@@ -260,12 +360,90 @@ impl Executor {
         if self.state != State::Created {
             return self.protocol_error("Start");
         }
+        self.state = State::Claiming;
+        vec![ExecutorAction::Claim {
+            key: claim_key(&self.run_id, self.first_batch, self.attempt),
+        }]
+    }
+
+    fn load_first_batch(&mut self) -> Vec<ExecutorAction> {
         self.state = State::Loading {
             batch: self.first_batch,
         };
         vec![ExecutorAction::LoadBatch {
             batch: self.first_batch,
         }]
+    }
+
+    /// Whether the running batch is only re-run to rebuild values handed over in memory (a
+    /// recovery's chain has batches after it): its done mark does not stop it.
+    fn rebuilding(&self) -> bool {
+        !self.recovering.is_empty()
+    }
+
+    fn boundary(&mut self, now: Micros) -> Vec<ExecutorAction> {
+        if self.state != State::Running {
+            return self.protocol_error("Boundary");
+        }
+        let due = self
+            .last_stop_check
+            .is_none_or(|last| now.saturating_sub(last) >= STOP_CHECK_INTERVAL);
+        if !due {
+            return vec![ExecutorAction::Continue];
+        }
+        self.last_stop_check = Some(now);
+        let spec = self.spec.as_ref().expect("running implies a loaded spec");
+        vec![ExecutorAction::CheckStop {
+            done_key: (!self.rebuilding()).then(|| done_key(&self.run_id, spec.batch)),
+            lease_key: lease_key(&self.run_id),
+        }]
+    }
+
+    fn stop_checked(
+        &mut self,
+        done_elsewhere: bool,
+        lease: Option<Vec<u8>>,
+        now: Micros,
+    ) -> Vec<ExecutorAction> {
+        if self.state != State::Running {
+            return self.protocol_error("StopChecked");
+        }
+        let client_gone = match (lease, &self.lease) {
+            (None, _) => true,
+            (Some(content), Some((seen, since))) if content == *seen => {
+                now.saturating_sub(*since) > LEASE_TIMEOUT
+            }
+            (Some(content), _) => {
+                self.lease = Some((content, now));
+                false
+            }
+        };
+        let reason = if client_gone {
+            AbandonReason::ClientGone
+        } else if done_elsewhere && !self.rebuilding() {
+            AbandonReason::FinishedElsewhere
+        } else {
+            return vec![ExecutorAction::Continue];
+        };
+        self.abandon(reason)
+    }
+
+    /// Stops the running batch without a failure: report why and end the invocation.
+    fn abandon(&mut self, reason: AbandonReason) -> Vec<ExecutorAction> {
+        let spec = self.spec.take().expect("running implies a loaded spec");
+        self.state = State::Finished;
+        self.held.clear();
+        vec![
+            ExecutorAction::StopTasks,
+            ExecutorAction::Report(Report::BatchAbandoned(AbandonReport {
+                run_id: self.run_id.clone(),
+                batch: spec.batch,
+                invocation: self.invocation.clone(),
+                reason,
+            })),
+            ExecutorAction::Retain { tasks: Vec::new() },
+            ExecutorAction::Finish,
+        ]
     }
 
     fn batch_loaded(&mut self, spec: BatchSpec) -> Vec<ExecutorAction> {
@@ -338,19 +516,22 @@ impl Executor {
             .chain(&spec.memory_outputs)
             .copied()
             .collect();
+        let mark_done = ExecutorAction::MarkDone {
+            key: done_key(&self.run_id, spec.batch),
+        };
         if spec.children.is_empty() {
-            return self.conclude(Vec::new());
+            let mut actions = vec![mark_done];
+            actions.extend(self.conclude(Vec::new()));
+            return actions;
         }
         let member = spec.batch.0.to_string();
-        let actions = spec
-            .children
-            .iter()
-            .map(|child| ExecutorAction::FanIn {
+        let actions = std::iter::once(mark_done)
+            .chain(spec.children.iter().map(|child| ExecutorAction::FanIn {
                 child: child.batch,
                 key: crate::keys::fan_in_key(&self.run_id, child.batch),
                 member: member.clone(),
                 expected: child.fan_in_members,
-            })
+            }))
             .collect();
         self.state = State::FanningIn {
             waiting: spec.children.iter().map(|child| child.batch).collect(),
@@ -381,10 +562,31 @@ impl Executor {
     fn conclude(&mut self, mut released: Vec<BatchId>) -> Vec<ExecutorAction> {
         let spec = self.spec.take().expect("concluding implies a loaded spec");
         released.sort_unstable();
-        let became = spec
-            .preferred_child
-            .filter(|preferred| released.contains(preferred))
-            .or_else(|| released.first().copied());
+        let next_in_chain = self
+            .recovering
+            .front()
+            .copied()
+            .filter(|next| spec.children.iter().any(|child| child.batch == *next));
+        // A recovery becomes a handed-over child its set would not release again: the lost
+        // attempt added this batch, and only this batch, to it.
+        let handed_over = (self.attempt > FIRST_ATTEMPT)
+            .then_some(spec.preferred_child)
+            .flatten()
+            .filter(|preferred| {
+                spec.children
+                    .iter()
+                    .any(|child| child.batch == *preferred && child.fan_in_members == 1)
+            });
+        let became = if let Some(next) = next_in_chain {
+            self.recovering.pop_front();
+            released.retain(|&child| child != next);
+            Some(next)
+        } else {
+            spec.preferred_child
+                .filter(|preferred| released.contains(preferred))
+                .or(handed_over)
+                .or_else(|| released.first().copied())
+        };
         let invoked: Vec<BatchId> = released
             .iter()
             .copied()

@@ -22,12 +22,17 @@ mod executor;
 pub mod keys;
 pub mod messages;
 
-pub use driver::{Driver, DriverAction, DriverEvent, FunctionFailureKind, RunFailure};
-pub use executor::{Executor, ExecutorAction, ExecutorEvent};
+pub use driver::{
+    Driver, DriverAction, DriverEvent, FunctionFailureKind, RecoveryPolicy, RunFailure,
+};
+pub use executor::{
+    Executor, ExecutorAction, ExecutorEvent, LEASE_RENEWAL, LEASE_TIMEOUT, STOP_CHECK_INTERVAL,
+};
 pub use messages::{
-    BatchReport, BatchSpec, ChildSpec, FailureCause, FailureReport, InvocationEvent,
-    PlatformAddress, ProgressReport, Report, RunContext, StoreTraffic, TaskError, TaskRecord,
-    TaskWarning, UPLOAD_MEMBER, fan_in_members, upload_joins_fan_in,
+    AbandonReason, AbandonReport, BatchReport, BatchSpec, ChildSpec, FIRST_ATTEMPT, FailureCause,
+    FailureReport, InvocationEvent, PlatformAddress, ProgressReport, Report, RunContext,
+    StoreTraffic, TaskError, TaskRecord, TaskWarning, UPLOAD_MEMBER, fan_in_members,
+    upload_joins_fan_in,
 };
 
 /// Time as the state machines see it: microseconds on a clock chosen by the shell.

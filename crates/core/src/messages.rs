@@ -45,10 +45,43 @@ pub enum PlatformAddress {
 }
 
 /// The event of one function invocation: run this batch of this run.
+///
+/// The platform may deliver an event more than once; every delivery of one event carries the
+/// same `attempt`, and only the first to claim it (`keys::claim_key`) runs. The client invokes
+/// a batch again with a higher attempt when it recovers lost work: then `recovering` lists the
+/// batches the invocation becomes after `batch`, in order, whatever their fan-ins answer —
+/// the chain of in-memory hand-overs that leads to the batch being recovered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvocationEvent {
     pub run: RunContext,
     pub batch: BatchId,
+    #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovering: Vec<BatchId>,
+}
+
+impl InvocationEvent {
+    /// The first attempt at `batch`: what a parent invokes, or the client for a leaf.
+    pub fn new(run: RunContext, batch: BatchId) -> InvocationEvent {
+        InvocationEvent {
+            run,
+            batch,
+            attempt: FIRST_ATTEMPT,
+            recovering: Vec::new(),
+        }
+    }
+}
+
+/// The attempt of every invocation but the client's recoveries.
+pub const FIRST_ATTEMPT: u32 = 1;
+
+fn first_attempt() -> u32 {
+    FIRST_ATTEMPT
+}
+
+fn is_first_attempt(attempt: &u32) -> bool {
+    *attempt == FIRST_ATTEMPT
 }
 
 /// The member the client adds to a batch's fan-in set once the batch is uploaded.
@@ -229,6 +262,27 @@ pub struct FailureReport {
     pub cause: FailureCause,
 }
 
+/// Why an invocation stopped running a batch without finishing it, though nothing failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbandonReason {
+    /// Another invocation finished the batch first (this one was a backup, or the original
+    /// that a backup overtook).
+    FinishedElsewhere,
+    /// The client stopped renewing the run's lease: it is gone, or it ended the run.
+    ClientGone,
+}
+
+/// An invocation stopped running a batch that someone else finishes, or that nobody needs any
+/// more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbandonReport {
+    pub run_id: String,
+    pub batch: BatchId,
+    pub invocation: String,
+    pub reason: AbandonReason,
+}
+
 /// A message on the result channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -236,6 +290,7 @@ pub enum Report {
     Progress(ProgressReport),
     BatchFinished(BatchReport),
     BatchFailed(FailureReport),
+    BatchAbandoned(AbandonReport),
 }
 
 impl Report {
@@ -244,6 +299,7 @@ impl Report {
             Report::Progress(report) => &report.run_id,
             Report::BatchFinished(report) => &report.run_id,
             Report::BatchFailed(report) => &report.run_id,
+            Report::BatchAbandoned(report) => &report.run_id,
         }
     }
 }

@@ -2,8 +2,9 @@
 //! failure is blamed on the batch that was running.
 
 use dask_serverless_core::{
-    BatchReport, Driver, DriverAction, DriverEvent, FailureCause, FailureReport,
-    FunctionFailureKind, ProgressReport, Report, RunFailure, TaskRecord, TaskWarning,
+    AbandonReason, AbandonReport, BatchReport, Driver, DriverAction, DriverEvent, FailureCause,
+    FailureReport, FunctionFailureKind, ProgressReport, RecoveryPolicy, Report, RunFailure,
+    TaskError, TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::{Graph, TaskId};
 use dask_serverless_plan::{BatchId, Plan, PlanOptions};
@@ -136,29 +137,46 @@ fn warnings_are_passed_on_with_their_progress() {
     );
 }
 
-#[test]
-fn a_dead_function_is_blamed_on_the_batch_it_had_become() {
-    let plan = chain_plan(3);
-    let mut driver = started(&plan);
+/// The chain plan's run after an invocation ran batch 0, became 1, then became 2.
+fn became_twice(plan: &Plan, policy: RecoveryPolicy) -> Driver {
+    let mut driver = Driver::new("run".into(), plan, 1_000_000).with_recovery(policy);
+    driver.handle(DriverEvent::Start, 0);
+    for batch in 0..3 {
+        driver.handle(
+            DriverEvent::Uploaded {
+                batch: BatchId(batch),
+            },
+            0,
+        );
+    }
     driver.handle(finished(0, "request-1", &[0], Some(1)), 1);
     driver.handle(progress(1, "request-1", &[1]), 2);
     driver.handle(finished(1, "request-1", &[], Some(2)), 3);
     assert_eq!(driver.running_batches(), 1);
+    driver
+}
+
+fn crash(invocation: &str, batch: u32) -> DriverEvent {
+    DriverEvent::PlatformFailure {
+        invocation: Some(invocation.into()),
+        batch: Some(BatchId(batch)),
+        error_type: "Runtime.ExitError".into(),
+        message: "Runtime exited with error: exit status 3".into(),
+    }
+}
+
+#[test]
+fn a_dead_function_is_blamed_on_the_batch_it_had_become() {
+    let plan = chain_plan(3);
+    let mut driver = became_twice(&plan, RecoveryPolicy::never());
     // The platform only knows the event the function was invoked with: batch 0.
-    let actions = driver.handle(
-        DriverEvent::PlatformFailure {
-            invocation: Some("request-1".into()),
-            batch: Some(BatchId(0)),
-            error_type: "Runtime.ExitError".into(),
-            message: "Runtime exited with error: exit status 3".into(),
-        },
-        4,
-    );
+    let actions = driver.handle(crash("request-1", 0), 4);
     assert_eq!(
         actions,
         vec![DriverAction::Failed(RunFailure::Function {
             kind: FunctionFailureKind::Crashed,
             batch: Some(BatchId(2)),
+            attempts: 1,
             tasks_finished: 2,
             error_type: "Runtime.ExitError".into(),
             message: "Runtime exited with error: exit status 3".into(),
@@ -166,6 +184,227 @@ fn a_dead_function_is_blamed_on_the_batch_it_had_become() {
     );
     // Nothing of the run runs any more: the client need not wait.
     assert!(driver.is_drained());
+}
+
+#[test]
+fn a_lost_batch_is_redone_from_the_head_of_its_chain_of_hand_overs() {
+    let plan = chain_plan(3);
+    let mut driver = became_twice(&plan, RecoveryPolicy::default());
+    // Batch 2 read batch 1's values in memory, which read batch 0's: all died with request-1.
+    assert_eq!(
+        driver.handle(crash("request-1", 0), 4),
+        vec![DriverAction::Recover {
+            batch: BatchId(0),
+            attempt: 2,
+            recovering: vec![BatchId(1), BatchId(2)],
+        }]
+    );
+    assert_eq!(driver.recoveries(), 1);
+    // The same failure recorded twice is one failure.
+    assert!(driver.handle(crash("request-1", 0), 5).is_empty());
+    // The recovery replays batches 0 and 1 (already reported: nothing new), then runs 2.
+    assert!(
+        driver
+            .handle(finished(0, "request-2", &[0], Some(1)), 6)
+            .is_empty()
+    );
+    assert!(
+        driver
+            .handle(finished(1, "request-2", &[1], Some(2)), 7)
+            .is_empty()
+    );
+    assert_eq!(
+        driver.handle(finished(2, "request-2", &[2], None), 8),
+        vec![
+            DriverAction::TasksFinished {
+                records: vec![record(2)],
+                warnings: vec![],
+            },
+            DriverAction::Completed,
+        ]
+    );
+}
+
+#[test]
+fn a_batch_that_keeps_dying_fails_the_run_after_its_budget_naming_the_attempts() {
+    let plan = chain_plan(1);
+    let mut driver = started(&plan);
+    let out_of_memory = |invocation: &str| DriverEvent::PlatformFailure {
+        invocation: Some(invocation.into()),
+        batch: Some(BatchId(0)),
+        error_type: "Runtime.OutOfMemory".into(),
+        message: "used more than 128 MB".into(),
+    };
+    assert_eq!(
+        driver.handle(out_of_memory("request-1"), 1),
+        vec![DriverAction::Recover {
+            batch: BatchId(0),
+            attempt: 2,
+            recovering: vec![],
+        }]
+    );
+    let actions = driver.handle(out_of_memory("request-2"), 2);
+    let [DriverAction::Failed(RunFailure::Function { kind, attempts, .. })] = actions.as_slice()
+    else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!((*kind, *attempts), (FunctionFailureKind::OutOfMemory, 2));
+    assert!(driver.is_over());
+}
+
+#[test]
+fn a_task_exception_is_retried_only_when_asked() {
+    let plan = chain_plan(1);
+    let raised = |invocation: &str| {
+        DriverEvent::Report(Report::BatchFailed(FailureReport {
+            run_id: "run".into(),
+            batch: BatchId(0),
+            invocation: invocation.into(),
+            cause: FailureCause::Task(TaskError {
+                task: TaskId(0),
+                type_name: "builtins.ValueError".into(),
+                message: "flaky".into(),
+                traceback: String::new(),
+                pickled: None,
+            }),
+        }))
+    };
+    let mut driver = started(&plan);
+    assert!(matches!(
+        driver.handle(raised("request-1"), 1).as_slice(),
+        [DriverAction::Failed(RunFailure::Task(_))]
+    ));
+    let mut driver = Driver::new("run".into(), &plan, 1_000_000).with_recovery(RecoveryPolicy {
+        task_retries: 1,
+        ..RecoveryPolicy::default()
+    });
+    driver.handle(DriverEvent::Start, 0);
+    driver.handle(DriverEvent::Uploaded { batch: BatchId(0) }, 0);
+    assert_eq!(
+        driver.handle(raised("request-1"), 1),
+        vec![DriverAction::Recover {
+            batch: BatchId(0),
+            attempt: 2,
+            recovering: vec![],
+        }]
+    );
+    assert!(matches!(
+        driver.handle(raised("request-2"), 2).as_slice(),
+        [DriverAction::Failed(RunFailure::Task(_))]
+    ));
+}
+
+#[test]
+fn silence_redoes_what_runs_and_fails_the_run_once_the_budget_is_spent() {
+    let plan = chain_plan(1);
+    let mut driver = Driver::new("run".into(), &plan, 10).with_recovery(RecoveryPolicy {
+        crash_retries: 1,
+        ..RecoveryPolicy::default()
+    });
+    driver.handle(DriverEvent::Start, 0);
+    driver.handle(DriverEvent::Uploaded { batch: BatchId(0) }, 0);
+    assert!(driver.handle(DriverEvent::Tick, 10).is_empty());
+    assert_eq!(
+        driver.handle(DriverEvent::Tick, 11),
+        vec![DriverAction::Recover {
+            batch: BatchId(0),
+            attempt: 2,
+            recovering: vec![],
+        }]
+    );
+    assert!(driver.handle(DriverEvent::Tick, 21).is_empty());
+    let actions = driver.handle(DriverEvent::Tick, 22);
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [DriverAction::Failed(RunFailure::Lost { .. })]
+        ),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_child_released_by_a_lost_function_but_never_invoked_is_invoked_by_the_driver() {
+    // Two leaves 0 and 1, each read by batch 2 (a fan-in of both and the upload).
+    let keys = vec!["a".into(), "b".into(), "c".into()];
+    let graph = Graph::new(keys, vec![vec![], vec![], vec![0, 1]], vec![], vec![2]).unwrap();
+    let plan = Plan::build(
+        &graph,
+        &PlanOptions {
+            parallelism: 3,
+            batches_per_function: 1,
+            max_batch_tasks: 1,
+        },
+    );
+    assert_eq!(plan.batches().len(), 3);
+    let child = BatchId(2);
+    assert_eq!(plan.batch(child).parents.len(), 2);
+    let mut driver = Driver::new("run".into(), &plan, 1_000_000);
+    driver.handle(DriverEvent::Start, 0);
+    for batch in 0..3 {
+        let actions = driver.handle(
+            DriverEvent::Uploaded {
+                batch: BatchId(batch),
+            },
+            0,
+        );
+        if let [DriverAction::FanIn { batch, .. }] = actions.as_slice() {
+            // Neither parent has finished: the upload does not release the child.
+            driver.handle(
+                DriverEvent::UploadFanInAnswered {
+                    batch: *batch,
+                    released: false,
+                },
+                0,
+            );
+        }
+    }
+    let (first, second) = (plan.batch(child).parents[0], plan.batch(child).parents[1]);
+    driver.handle(finished(first.0, "request-1", &[first.0], None), 1);
+    // The second parent's function released the child, then died before invoking it.
+    assert!(matches!(
+        driver.handle(crash("request-2", second.0), 2).as_slice(),
+        [DriverAction::Recover { .. }]
+    ));
+    // Its recovery finds the child's set complete already: it invokes nothing.
+    let actions = driver.handle(finished(second.0, "request-3", &[second.0], None), 3);
+    assert_eq!(
+        actions.last(),
+        Some(&DriverAction::Invoke { batch: child }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn reports_of_a_batch_another_attempt_finished_change_nothing() {
+    let plan = chain_plan(1);
+    let mut driver = Driver::new("run".into(), &plan, 1_000_000);
+    driver.handle(DriverEvent::Start, 0);
+    driver.handle(DriverEvent::Uploaded { batch: BatchId(0) }, 0);
+    driver.handle(progress(0, "request-1", &[]), 1);
+    let late_failure = DriverEvent::Report(Report::BatchFailed(FailureReport {
+        run_id: "run".into(),
+        batch: BatchId(0),
+        invocation: "request-2".into(),
+        cause: FailureCause::Infrastructure {
+            message: "store unavailable".into(),
+        },
+    }));
+    let abandoned = DriverEvent::Report(Report::BatchAbandoned(AbandonReport {
+        run_id: "run".into(),
+        batch: BatchId(0),
+        invocation: "request-2".into(),
+        reason: AbandonReason::FinishedElsewhere,
+    }));
+    assert!(driver.handle(abandoned.clone(), 2).is_empty());
+    assert_eq!(
+        driver
+            .handle(finished(0, "request-1", &[0], None), 3)
+            .last(),
+        Some(&DriverAction::Completed)
+    );
+    assert!(driver.handle(late_failure, 4).is_empty());
+    assert!(driver.handle(abandoned, 5).is_empty());
 }
 
 #[test]

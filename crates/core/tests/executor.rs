@@ -2,8 +2,8 @@
 //! ending with a check that nothing unexpected is left.
 
 use dask_serverless_core::{
-    BatchSpec, ChildSpec, Executor, ExecutorAction, ExecutorEvent, FailureCause, Report, TaskError,
-    TaskRecord,
+    AbandonReason, BatchSpec, ChildSpec, Executor, ExecutorAction, ExecutorEvent, FailureCause,
+    LEASE_TIMEOUT, Report, STOP_CHECK_INTERVAL, TaskError, TaskRecord,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::BatchId;
@@ -49,6 +49,32 @@ fn executor(batch: u32) -> Executor {
     Executor::new("run-1".into(), "request-1".into(), true, BatchId(batch))
 }
 
+/// Starts the invocation and wins its claim: the executor then loads its first batch.
+fn claim(executor: &mut Executor) -> Vec<ExecutorAction> {
+    let actions = executor.handle(ExecutorEvent::Start, 0);
+    let [ExecutorAction::Claim { key }] = actions.as_slice() else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert!(key.starts_with("run-1/claims/"), "{key}");
+    executor.handle(ExecutorEvent::Claimed { won: true }, 0)
+}
+
+/// Feeds the end of the running batch's tasks: the batch's done mark comes first (checked
+/// here), then what the tests look at.
+fn finish_tasks(executor: &mut Executor, tasks: &[u32], now: u64) -> Vec<ExecutorAction> {
+    let batch = executor.spec().map(|spec| spec.batch);
+    let mut actions = executor.handle(finished(tasks), now);
+    if let Some(batch) = batch
+        && actions.first()
+            == Some(&ExecutorAction::MarkDone {
+                key: format!("run-1/done/{}", batch.0),
+            })
+    {
+        actions.remove(0);
+    }
+    actions
+}
+
 fn reports(actions: &[ExecutorAction]) -> Vec<&Report> {
     actions
         .iter()
@@ -63,7 +89,7 @@ fn reports(actions: &[ExecutorAction]) -> Vec<&Report> {
 fn a_lone_batch_loads_runs_reports_and_finishes() {
     let mut executor = executor(0);
     assert_eq!(
-        executor.handle(ExecutorEvent::Start, 0),
+        claim(&mut executor),
         vec![ExecutorAction::LoadBatch { batch: BatchId(0) }]
     );
     let actions = executor.handle(
@@ -73,7 +99,7 @@ fn a_lone_batch_loads_runs_reports_and_finishes() {
         1,
     );
     assert_eq!(actions, vec![ExecutorAction::RunTasks]);
-    let actions = executor.handle(finished(&[0, 1]), 2);
+    let actions = finish_tasks(&mut executor, &[0, 1], 2);
     let [
         ExecutorAction::Report(Report::BatchFinished(report)),
         ExecutorAction::Retain { tasks },
@@ -95,7 +121,7 @@ fn a_lone_batch_loads_runs_reports_and_finishes() {
 #[test]
 fn inputs_not_in_memory_are_loaded() {
     let mut executor = executor(2);
-    executor.handle(ExecutorEvent::Start, 0);
+    claim(&mut executor);
     let actions = executor.handle(
         ExecutorEvent::BatchLoaded {
             spec: spec(2, &[5], &[3, 4], &[]),
@@ -117,14 +143,14 @@ fn inputs_not_in_memory_are_loaded() {
 #[test]
 fn becomes_the_released_child_and_reuses_values_in_memory() {
     let mut executor = executor(0);
-    executor.handle(ExecutorEvent::Start, 0);
+    claim(&mut executor);
     executor.handle(
         ExecutorEvent::BatchLoaded {
             spec: spec(0, &[0, 1], &[], &[(1, 1), (2, 2)]),
         },
         1,
     );
-    let actions = executor.handle(finished(&[0, 1]), 2);
+    let actions = finish_tasks(&mut executor, &[0, 1], 2);
     assert_eq!(
         actions,
         vec![
@@ -194,7 +220,7 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
         5,
     );
     assert_eq!(actions, vec![ExecutorAction::RunTasks]);
-    let actions = executor.handle(finished(&[7]), 6);
+    let actions = finish_tasks(&mut executor, &[7], 6);
     let [
         ExecutorAction::Report(Report::BatchFinished(report)),
         ExecutorAction::Retain { tasks },
@@ -214,7 +240,7 @@ fn becomes_the_released_child_and_reuses_values_in_memory() {
 #[test]
 fn invokes_every_released_child_but_the_preferred_one() {
     let mut executor = executor(0);
-    executor.handle(ExecutorEvent::Start, 0);
+    claim(&mut executor);
     let mut with_preference = spec(0, &[0], &[], &[(1, 1), (2, 1), (3, 1)]);
     with_preference.preferred_child = Some(BatchId(2));
     executor.handle(
@@ -223,7 +249,7 @@ fn invokes_every_released_child_but_the_preferred_one() {
         },
         1,
     );
-    executor.handle(finished(&[0]), 2);
+    finish_tasks(&mut executor, &[0], 2);
     let mut actions = Vec::new();
     for child in [3, 1, 2] {
         actions = executor.handle(
@@ -254,7 +280,7 @@ fn invokes_every_released_child_but_the_preferred_one() {
 #[test]
 fn a_task_error_is_reported_once_and_ends_the_invocation() {
     let mut executor = executor(4);
-    executor.handle(ExecutorEvent::Start, 0);
+    claim(&mut executor);
     executor.handle(
         ExecutorEvent::BatchLoaded {
             spec: spec(4, &[9], &[], &[(5, 1)]),
@@ -284,13 +310,13 @@ fn a_task_error_is_reported_once_and_ends_the_invocation() {
     };
     assert_eq!(failure.batch, BatchId(4));
     assert_eq!(failure.cause, FailureCause::Task(error));
-    assert!(executor.handle(finished(&[]), 3).is_empty());
+    assert!(finish_tasks(&mut executor, &[], 3).is_empty());
 }
 
 #[test]
 fn a_run_that_is_gone_ends_the_invocation_with_a_failure_report() {
     let mut executor = executor(1);
-    executor.handle(ExecutorEvent::Start, 0);
+    claim(&mut executor);
     let actions = executor.handle(ExecutorEvent::RunGone, 1);
     let Report::BatchFailed(failure) = reports(&actions)[0] else {
         panic!("unexpected actions {actions:?}");
@@ -303,8 +329,8 @@ fn a_run_that_is_gone_ends_the_invocation_with_a_failure_report() {
 #[test]
 fn events_out_of_order_fail_the_batch_with_a_message() {
     let mut executor = executor(1);
-    executor.handle(ExecutorEvent::Start, 0);
-    let actions = executor.handle(finished(&[]), 1);
+    claim(&mut executor);
+    let actions = finish_tasks(&mut executor, &[], 1);
     let Report::BatchFailed(failure) = reports(&actions)[0] else {
         panic!()
     };
@@ -318,7 +344,7 @@ fn events_out_of_order_fail_the_batch_with_a_message() {
 #[test]
 fn a_spec_of_another_batch_is_refused() {
     let mut executor = executor(1);
-    executor.handle(ExecutorEvent::Start, 0);
+    claim(&mut executor);
     let actions = executor.handle(
         ExecutorEvent::BatchLoaded {
             spec: spec(2, &[0], &[], &[]),
@@ -337,7 +363,7 @@ fn a_spec_of_another_batch_is_refused() {
 #[test]
 fn progress_while_running_is_reported_and_the_final_report_carries_the_rest() {
     let mut executor = executor(0);
-    executor.handle(ExecutorEvent::Start, 0);
+    claim(&mut executor);
     executor.handle(
         ExecutorEvent::BatchLoaded {
             spec: spec(0, &[0, 1, 2], &[], &[]),
@@ -369,7 +395,7 @@ fn progress_while_running_is_reported_and_the_final_report_carries_the_rest() {
             )
             .is_empty()
     );
-    let actions = executor.handle(finished(&[2]), 4);
+    let actions = finish_tasks(&mut executor, &[2], 4);
     let Report::BatchFinished(report) = reports(&actions)[0] else {
         panic!("unexpected actions {actions:?}");
     };
@@ -380,7 +406,7 @@ fn progress_while_running_is_reported_and_the_final_report_carries_the_rest() {
 #[test]
 fn an_unpicklable_result_ends_the_invocation_with_its_own_cause() {
     let mut executor = executor(0);
-    executor.handle(ExecutorEvent::Start, 0);
+    claim(&mut executor);
     executor.handle(
         ExecutorEvent::BatchLoaded {
             spec: spec(0, &[0], &[], &[]),
@@ -414,7 +440,7 @@ fn a_missing_input_of_a_run_that_is_gone_ends_quietly_and_of_a_live_run_fails() 
         (true, "could not read an input value: no object"),
     ] {
         let mut executor = executor(2);
-        executor.handle(ExecutorEvent::Start, 0);
+        claim(&mut executor);
         let actions = executor.handle(
             ExecutorEvent::BatchLoaded {
                 spec: spec(2, &[5], &[3], &[]),
@@ -456,14 +482,14 @@ fn a_missing_input_of_a_run_that_is_gone_ends_quietly_and_of_a_live_run_fails() 
 #[test]
 fn a_child_whose_invocation_failed_is_reported_in_its_name_even_after_the_end() {
     let mut executor = executor(0);
-    executor.handle(ExecutorEvent::Start, 0);
+    claim(&mut executor);
     executor.handle(
         ExecutorEvent::BatchLoaded {
             spec: spec(0, &[0], &[], &[(1, 1), (2, 1)]),
         },
         1,
     );
-    executor.handle(finished(&[0]), 2);
+    finish_tasks(&mut executor, &[0], 2);
     executor.handle(
         ExecutorEvent::FanInAnswered {
             child: BatchId(1),
@@ -498,4 +524,268 @@ fn a_child_whose_invocation_failed_is_reported_in_its_name_even_after_the_end() 
         message,
         "could not invoke a function for batch 2: 429 Too Many Requests"
     );
+}
+
+#[test]
+fn a_second_delivery_of_an_event_loses_the_claim_and_ends_without_a_report() {
+    let mut executor = executor(4);
+    assert_eq!(
+        executor.handle(ExecutorEvent::Start, 0),
+        vec![ExecutorAction::Claim {
+            key: "run-1/claims/4/1".into()
+        }]
+    );
+    assert_eq!(
+        executor.handle(ExecutorEvent::Claimed { won: false }, 1),
+        vec![ExecutorAction::Finish]
+    );
+    assert!(executor.is_finished());
+    // A recovery claims its own attempt.
+    let mut recovery = executor_at(4, 7, &[]);
+    assert_eq!(
+        recovery.handle(ExecutorEvent::Start, 0),
+        vec![ExecutorAction::Claim {
+            key: "run-1/claims/4/7".into()
+        }]
+    );
+}
+
+fn executor_at(batch: u32, attempt: u32, recovering: &[u32]) -> Executor {
+    executor(batch).with_attempt(attempt, recovering.iter().map(|&b| BatchId(b)).collect())
+}
+
+/// A batch of one task whose value its preferred child, handed over, reads in memory.
+fn handing_over(batch: u32, child: u32) -> BatchSpec {
+    BatchSpec {
+        stored_outputs: vec![],
+        memory_outputs: vec![TaskId(batch)],
+        preferred_child: Some(BatchId(child)),
+        ..spec(batch, &[batch], &[], &[(child, 1)])
+    }
+}
+
+#[test]
+fn the_done_mark_is_written_before_any_fan_in() {
+    let mut executor = executor(0);
+    claim(&mut executor);
+    executor.handle(
+        ExecutorEvent::BatchLoaded {
+            spec: spec(0, &[0], &[], &[(1, 2)]),
+        },
+        1,
+    );
+    let actions = executor.handle(finished(&[0]), 2);
+    assert_eq!(
+        actions,
+        vec![
+            ExecutorAction::MarkDone {
+                key: "run-1/done/0".into()
+            },
+            ExecutorAction::FanIn {
+                child: BatchId(1),
+                key: "run-1/fan-in/1".into(),
+                member: "0".into(),
+                expected: 2,
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_recovery_becomes_its_chain_whatever_the_fan_ins_answer() {
+    // Batch 0 hands over to 1, which hands over to 2: recover 2 from 0.
+    let mut recovery = executor_at(0, 3, &[1, 2]);
+    claim(&mut recovery);
+    recovery.handle(
+        ExecutorEvent::BatchLoaded {
+            spec: handing_over(0, 1),
+        },
+        1,
+    );
+    finish_tasks(&mut recovery, &[0], 2);
+    // The lost attempt added batch 0 to the set already.
+    let actions = recovery.handle(
+        ExecutorEvent::FanInAnswered {
+            child: BatchId(1),
+            released: false,
+        },
+        3,
+    );
+    let Report::BatchFinished(report) = reports(&actions)[0] else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(report.became, Some(BatchId(1)));
+    assert_eq!(
+        actions.last(),
+        Some(&ExecutorAction::LoadBatch { batch: BatchId(1) })
+    );
+    recovery.handle(
+        ExecutorEvent::BatchLoaded {
+            spec: handing_over(1, 2),
+        },
+        4,
+    );
+    finish_tasks(&mut recovery, &[1], 5);
+    let actions = recovery.handle(
+        ExecutorEvent::FanInAnswered {
+            child: BatchId(2),
+            released: false,
+        },
+        6,
+    );
+    assert_eq!(
+        actions.last(),
+        Some(&ExecutorAction::LoadBatch { batch: BatchId(2) })
+    );
+    // The recovered batch's own handed-over child is become too, the set being this batch's.
+    recovery.handle(
+        ExecutorEvent::BatchLoaded {
+            spec: handing_over(2, 3),
+        },
+        7,
+    );
+    finish_tasks(&mut recovery, &[2], 8);
+    let actions = recovery.handle(
+        ExecutorEvent::FanInAnswered {
+            child: BatchId(3),
+            released: false,
+        },
+        9,
+    );
+    assert_eq!(
+        actions.last(),
+        Some(&ExecutorAction::LoadBatch { batch: BatchId(3) })
+    );
+    // A first attempt does not: an answer "already added" means someone else has the child.
+    let mut first = executor(2);
+    claim(&mut first);
+    first.handle(
+        ExecutorEvent::BatchLoaded {
+            spec: handing_over(2, 3),
+        },
+        1,
+    );
+    finish_tasks(&mut first, &[2], 2);
+    let actions = first.handle(
+        ExecutorEvent::FanInAnswered {
+            child: BatchId(3),
+            released: false,
+        },
+        3,
+    );
+    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
+}
+
+/// An executor running batch 0 (one task) at the given attempt and chain.
+fn running(attempt: u32, recovering: &[u32]) -> Executor {
+    let mut executor = executor_at(0, attempt, recovering);
+    claim(&mut executor);
+    let spec = match recovering.first() {
+        Some(&next) => handing_over(0, next),
+        None => spec(0, &[0], &[], &[]),
+    };
+    assert_eq!(
+        executor.handle(ExecutorEvent::BatchLoaded { spec }, 0),
+        vec![ExecutorAction::RunTasks]
+    );
+    executor
+}
+
+fn check_stop(done: bool) -> ExecutorAction {
+    ExecutorAction::CheckStop {
+        done_key: done.then(|| "run-1/done/0".to_owned()),
+        lease_key: "run-1/lease".into(),
+    }
+}
+
+fn stop_checked(done_elsewhere: bool, lease: Option<&str>) -> ExecutorEvent {
+    ExecutorEvent::StopChecked {
+        done_elsewhere,
+        lease: lease.map(|lease| lease.as_bytes().to_vec()),
+    }
+}
+
+#[test]
+fn task_boundaries_look_at_the_store_at_most_once_per_interval() {
+    let mut executor = running(1, &[]);
+    let second = STOP_CHECK_INTERVAL;
+    assert_eq!(
+        executor.handle(ExecutorEvent::Boundary, 10),
+        vec![check_stop(true)]
+    );
+    assert_eq!(
+        executor.handle(stop_checked(false, Some("1")), 11),
+        vec![ExecutorAction::Continue]
+    );
+    assert_eq!(
+        executor.handle(ExecutorEvent::Boundary, 10 + second - 1),
+        vec![ExecutorAction::Continue]
+    );
+    assert_eq!(
+        executor.handle(ExecutorEvent::Boundary, 10 + second),
+        vec![check_stop(true)]
+    );
+}
+
+#[test]
+fn a_batch_someone_else_finished_is_abandoned_unless_it_is_rebuilt_for_its_chain() {
+    let mut executor = running(1, &[]);
+    executor.handle(ExecutorEvent::Boundary, 0);
+    let actions = executor.handle(stop_checked(true, Some("1")), 1);
+    assert_eq!(actions.first(), Some(&ExecutorAction::StopTasks));
+    let Report::BatchAbandoned(report) = reports(&actions)[0] else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(
+        (report.batch, report.reason),
+        (BatchId(0), AbandonReason::FinishedElsewhere)
+    );
+    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
+    assert!(executor.is_finished());
+    // The host asking again after the end is told to stop.
+    assert_eq!(
+        executor.handle(ExecutorEvent::Boundary, 2),
+        vec![ExecutorAction::StopTasks]
+    );
+    // A recovery re-running a finished batch for the values it hands over does not look.
+    let mut rebuilding = running(2, &[1]);
+    assert_eq!(
+        rebuilding.handle(ExecutorEvent::Boundary, 0),
+        vec![check_stop(false)]
+    );
+    assert_eq!(
+        rebuilding.handle(stop_checked(true, Some("1")), 1),
+        vec![ExecutorAction::Continue]
+    );
+}
+
+#[test]
+fn a_lease_that_stops_changing_or_vanishes_means_the_client_is_gone() {
+    let second = STOP_CHECK_INTERVAL;
+    let mut executor = running(1, &[]);
+    let mut check = |now: u64, lease: Option<&str>| {
+        let actions = executor.handle(ExecutorEvent::Boundary, now);
+        assert_eq!(actions, vec![check_stop(true)], "at {now}");
+        executor.handle(stop_checked(false, lease), now)
+    };
+    assert_eq!(check(0, Some("1")), vec![ExecutorAction::Continue]);
+    assert_eq!(check(second, Some("2")), vec![ExecutorAction::Continue]);
+    // Unchanged since `second`: gone only past the timeout.
+    assert_eq!(
+        check(second + LEASE_TIMEOUT, Some("2")),
+        vec![ExecutorAction::Continue]
+    );
+    let actions = check(2 * second + LEASE_TIMEOUT, Some("2"));
+    let Report::BatchAbandoned(report) = reports(&actions)[0] else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(report.reason, AbandonReason::ClientGone);
+
+    let mut ended = running(1, &[]);
+    ended.handle(ExecutorEvent::Boundary, 0);
+    let actions = ended.handle(stop_checked(false, None), 0);
+    let Report::BatchAbandoned(report) = reports(&actions)[0] else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(report.reason, AbandonReason::ClientGone);
 }

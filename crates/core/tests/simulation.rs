@@ -12,8 +12,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use dask_serverless_core::{
-    BatchSpec, Driver, DriverAction, DriverEvent, Executor, ExecutorAction, ExecutorEvent, Report,
-    TaskRecord,
+    BatchSpec, Driver, DriverAction, DriverEvent, Executor, ExecutorAction, ExecutorEvent,
+    FIRST_ATTEMPT, RecoveryPolicy, Report, TaskRecord,
 };
 use dask_serverless_graph::strategies::acyclic_graph;
 use dask_serverless_graph::{Graph, TaskId};
@@ -34,70 +34,212 @@ impl Seeded {
         self.0 ^= self.0 >> 27;
         (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % bound
     }
+
+    /// True with probability `rate`.
+    fn chance(&mut self, rate: f64) -> bool {
+        rate > 0.0 && (self.below(1_000_000) as f64) < rate * 1_000_000.0
+    }
+}
+
+/// Where a function can die: each point is a kill of the chaos platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillPoint {
+    /// Before it does anything.
+    BeforeStart,
+    /// In the middle of a batch's tasks (some ran, some values are stored).
+    MidTask,
+    /// After storing a batch's outputs, before its fan-ins.
+    AfterOutputs,
+    /// After a fan-in released a child, before invoking it.
+    AfterRelease,
+    /// While becoming a child (loading it).
+    WhileBecoming,
+}
+
+/// The faults of a chaotic simulation, each with its rate per opportunity.
+#[derive(Debug, Clone, Copy, Default)]
+struct Faults {
+    kill: f64,
+    /// Deliver an invocation twice: at once, or after other invocations ran.
+    duplicate: f64,
+}
+
+/// One delivery of an invocation event.
+#[derive(Debug, Clone)]
+struct Delivery {
+    batch: BatchId,
+    attempt: u32,
+    recovering: Vec<BatchId>,
 }
 
 #[derive(Default)]
 struct World {
     fan_in: HashMap<String, BTreeSet<String>>,
+    claims: HashSet<String>,
+    done_marks: HashSet<String>,
     uploaded: HashSet<BatchId>,
     stored: HashSet<TaskId>,
     done: HashSet<TaskId>,
     run_order: Vec<TaskId>,
-    invocations: VecDeque<BatchId>,
-    reports: VecDeque<Report>,
+    invocations: VecDeque<Delivery>,
+    /// Messages on the result channel, in order: reports and the platform's failure records.
+    messages: VecDeque<DriverEvent>,
     invocation_count: usize,
     /// Deliver every fan-in twice, as a retried parent would.
     repeat_fan_in: bool,
     /// Fan-ins delivered a second time (checked to happen when asked for).
     repeated_fan_ins: usize,
+    faults: Faults,
+    kills: usize,
+    duplicates: usize,
+    /// Deliveries that lost their claim to another delivery of the same event.
+    claims_lost: usize,
+    /// Task runs, counting re-executions.
+    task_runs: usize,
     /// Every protocol event, in order: what a replay must reproduce.
     trace: Vec<String>,
 }
 
 impl World {
-    /// The client's upload of batches: it tells the driver, and performs what the driver asks
-    /// (the upload's fan-in, invocations) as the client's shell does.
-    fn upload(&mut self, driver: &mut Driver, batches: &[BatchId]) {
-        for &id in batches {
-            assert!(self.uploaded.insert(id), "batch {} uploaded twice", id.0);
-            self.trace.push(format!("upload {}", id.0));
-            let mut pending: VecDeque<DriverAction> =
-                driver.handle(DriverEvent::Uploaded { batch: id }, 1).into();
-            while let Some(action) = pending.pop_front() {
-                match action {
-                    DriverAction::Invoke { batch } => {
-                        self.trace.push(format!("client invokes {}", batch.0));
-                        self.invocations.push_back(batch)
-                    }
-                    DriverAction::FanIn {
+    /// Performs the driver's actions as the client's shell does; returns (tasks passed on to
+    /// progress, whether the run completed).
+    fn perform(&mut self, driver: &mut Driver, actions: Vec<DriverAction>) -> (usize, bool) {
+        let mut pending: VecDeque<DriverAction> = actions.into();
+        let (mut finished_tasks, mut completed) = (0, false);
+        while let Some(action) = pending.pop_front() {
+            match action {
+                DriverAction::Invoke { batch } => {
+                    self.trace.push(format!("client invokes {}", batch.0));
+                    self.deliver(Delivery {
                         batch,
-                        key,
-                        member,
-                        expected,
-                    } => {
-                        let set = self.fan_in.entry(key).or_default();
-                        let released = set.insert(member) && set.len() == expected as usize;
-                        self.trace
-                            .push(format!("upload fan-in -> {} released={released}", batch.0));
-                        pending.extend(
-                            driver.handle(DriverEvent::UploadFanInAnswered { batch, released }, 1),
-                        );
-                    }
-                    other => panic!("unexpected {other:?}"),
+                        attempt: FIRST_ATTEMPT,
+                        recovering: vec![],
+                    });
                 }
+                DriverAction::Recover {
+                    batch,
+                    attempt,
+                    recovering,
+                } => {
+                    self.trace.push(format!(
+                        "client recovers {} at {attempt} through {recovering:?}",
+                        batch.0
+                    ));
+                    self.deliver(Delivery {
+                        batch,
+                        attempt,
+                        recovering,
+                    });
+                }
+                DriverAction::FanIn {
+                    batch,
+                    key,
+                    member,
+                    expected,
+                } => {
+                    let set = self.fan_in.entry(key).or_default();
+                    let released = set.insert(member) && set.len() == expected as usize;
+                    self.trace
+                        .push(format!("upload fan-in -> {} released={released}", batch.0));
+                    pending.extend(
+                        driver.handle(DriverEvent::UploadFanInAnswered { batch, released }, 1),
+                    );
+                }
+                DriverAction::TasksFinished { records, .. } => finished_tasks += records.len(),
+                DriverAction::Completed => completed = true,
+                DriverAction::Failed(failure) => panic!("the run failed: {failure:?}"),
             }
         }
+        (finished_tasks, completed)
     }
 
-    fn run_invocation(&mut self, graph: &Graph, plan: &Plan, first: BatchId) {
+    /// The client's upload of batches: it tells the driver, and performs what the driver asks.
+    fn upload(&mut self, driver: &mut Driver, batch: BatchId) -> (usize, bool) {
+        assert!(
+            self.uploaded.insert(batch),
+            "batch {} uploaded twice",
+            batch.0
+        );
+        self.trace.push(format!("upload {}", batch.0));
+        let actions = driver.handle(DriverEvent::Uploaded { batch }, 1);
+        self.perform(driver, actions)
+    }
+
+    /// Hands an invocation to the platform, which may deliver it twice.
+    /// Duplicates are decided when a delivery is picked to run, from the seeded generator.
+    fn deliver(&mut self, delivery: Delivery) {
+        self.invocations.push_back(delivery);
+    }
+
+    /// Whether the invocation dies here: it was chosen to die at this kind of point (see
+    /// `run_invocation`), and for mid-task kills, at this task.
+    fn kill(
+        &mut self,
+        doomed: Option<KillPoint>,
+        point: KillPoint,
+        id: &str,
+        first: BatchId,
+    ) -> bool {
+        if doomed != Some(point) {
+            return false;
+        }
+        self.kills += 1;
+        self.trace.push(format!("{id} killed {point:?}"));
+        // The platform records the failure on the result channel.
+        self.messages.push_back(DriverEvent::PlatformFailure {
+            invocation: Some(id.to_owned()),
+            batch: Some(first),
+            error_type: "Runtime.ExitError".into(),
+            message: format!("killed {point:?}"),
+        });
+        true
+    }
+
+    fn run_invocation(
+        &mut self,
+        graph: &Graph,
+        plan: &Plan,
+        delivery: Delivery,
+        choice: &mut Seeded,
+    ) {
         self.invocation_count += 1;
-        self.trace.push(format!("invocation starts {}", first.0));
-        let mut executor = Executor::new("run".into(), "inv".into(), false, first);
+        let id = format!("invocation-{}", self.invocation_count);
+        let first = delivery.batch;
+        // A failure record names the batch the event was for: a recovery's target.
+        let named = delivery.recovering.last().copied().unwrap_or(first);
+        self.trace.push(format!("{id} starts {}", first.0));
+        // A function dies with probability `kill`, at one kind of point chosen at random (the
+        // first time it gets there; it survives if it never does).
+        let doomed = choice.chance(self.faults.kill).then(|| {
+            [
+                KillPoint::BeforeStart,
+                KillPoint::MidTask,
+                KillPoint::AfterOutputs,
+                KillPoint::AfterRelease,
+                KillPoint::WhileBecoming,
+            ][choice.below(5)]
+        });
+        if self.kill(doomed, KillPoint::BeforeStart, &id, named) {
+            return;
+        }
+        let mut executor = Executor::new("run".into(), id.clone(), false, first)
+            .with_attempt(delivery.attempt, delivery.recovering);
         let mut held: HashSet<TaskId> = HashSet::new();
         let mut queue: VecDeque<ExecutorAction> = executor.handle(ExecutorEvent::Start, 0).into();
+        let mut ran_a_batch = false;
         while let Some(action) = queue.pop_front() {
             let events = match action {
+                ExecutorAction::Claim { key } => {
+                    let won = self.claims.insert(key);
+                    if !won {
+                        self.claims_lost += 1;
+                    }
+                    vec![ExecutorEvent::Claimed { won }]
+                }
                 ExecutorAction::LoadBatch { batch } => {
+                    if ran_a_batch && self.kill(doomed, KillPoint::WhileBecoming, &id, named) {
+                        return;
+                    }
                     assert!(
                         self.uploaded.contains(&batch),
                         "batch {} loaded before uploaded",
@@ -123,12 +265,28 @@ impl World {
                         assert!(held.contains(input), "input {input} not in memory");
                     }
                     let mut records = Vec::new();
-                    self.trace.push(format!("runs batch {}", spec.batch.0));
-                    for &task in &spec.tasks {
+                    self.trace.push(format!("{id} runs batch {}", spec.batch.0));
+                    let dies_after = (doomed == Some(KillPoint::MidTask))
+                        .then(|| choice.below(spec.tasks.len()));
+                    for (position, &task) in spec.tasks.iter().enumerate() {
+                        if dies_after == Some(position)
+                            && self.kill(doomed, KillPoint::MidTask, &id, named)
+                        {
+                            return;
+                        }
                         for dependency in graph.dependencies(task) {
                             assert!(self.done.contains(dependency), "{task} before {dependency}");
+                            assert!(
+                                held.contains(dependency),
+                                "{task} runs without its input {dependency} in memory"
+                            );
                         }
-                        assert!(self.done.insert(task), "task {task} ran twice");
+                        let first_run = self.done.insert(task);
+                        assert!(
+                            first_run || self.faults.kill > 0.0 || self.faults.duplicate > 0.0,
+                            "task {task} ran twice without a fault"
+                        );
+                        self.task_runs += 1;
                         self.run_order.push(task);
                         held.insert(task);
                         if spec.stored_outputs.contains(&task) {
@@ -141,10 +299,18 @@ impl World {
                             stored_bytes: 0,
                         });
                     }
+                    ran_a_batch = true;
                     vec![ExecutorEvent::TasksFinished {
                         records,
                         warnings: vec![],
                     }]
+                }
+                ExecutorAction::MarkDone { key } => {
+                    if self.kill(doomed, KillPoint::AfterOutputs, &id, named) {
+                        return;
+                    }
+                    self.done_marks.insert(key);
+                    vec![]
                 }
                 ExecutorAction::FanIn {
                     child,
@@ -169,20 +335,32 @@ impl World {
                             released: false,
                         });
                     }
+                    if released && self.kill(doomed, KillPoint::AfterRelease, &id, named) {
+                        return;
+                    }
                     events
                 }
                 ExecutorAction::CheckBatchExists { batch } => {
                     // Inputs are only loaded once stored: asking means a broken protocol.
                     panic!("batch {} asked whether the run is gone", batch.0)
                 }
+                ExecutorAction::CheckStop { .. }
+                | ExecutorAction::Continue
+                | ExecutorAction::StopTasks => {
+                    panic!("the simulation never asks at task boundaries")
+                }
                 ExecutorAction::Invoke { batch } => {
-                    self.trace.push(format!("invokes {}", batch.0));
-                    self.invocations.push_back(batch);
+                    self.trace.push(format!("{id} invokes {}", batch.0));
+                    self.deliver(Delivery {
+                        batch,
+                        attempt: FIRST_ATTEMPT,
+                        recovering: vec![],
+                    });
                     vec![]
                 }
                 ExecutorAction::Report(report) => {
-                    self.trace.push(format!("reports {report:?}"));
-                    self.reports.push_back(report);
+                    self.trace.push(format!("{id} reports {report:?}"));
+                    self.messages.push_back(DriverEvent::Report(report));
                     vec![]
                 }
                 ExecutorAction::Retain { tasks } => {
@@ -195,8 +373,13 @@ impl World {
                     return;
                 }
             };
+            // The host performs the reaction to its events before the actions queued earlier.
+            let mut reaction = Vec::new();
             for event in events {
-                queue.extend(executor.handle(event, 0));
+                reaction.extend(executor.handle(event, 0));
+            }
+            for action in reaction.into_iter().rev() {
+                queue.push_front(action);
             }
         }
         panic!("the invocation ended without Finish");
@@ -205,7 +388,7 @@ impl World {
 
 /// Simulates a run; after each batch it uploads, the client lets up to `upload_stride`
 /// invocations run (0: it uploads everything first). Which pending invocation starts next is
-/// drawn from `seed`.
+/// drawn from `seed`, and so are the faults.
 fn simulate(
     graph: &Graph,
     options: &PlanOptions,
@@ -213,13 +396,38 @@ fn simulate(
     upload_stride: usize,
     seed: u64,
 ) -> World {
+    simulate_with_faults(
+        graph,
+        options,
+        repeat_fan_in,
+        upload_stride,
+        seed,
+        Faults::default(),
+    )
+}
+
+fn simulate_with_faults(
+    graph: &Graph,
+    options: &PlanOptions,
+    repeat_fan_in: bool,
+    upload_stride: usize,
+    seed: u64,
+    faults: Faults,
+) -> World {
     let mut choice = Seeded::new(seed);
     let plan = Plan::build(graph, options);
     let mut world = World {
         repeat_fan_in,
+        faults,
         ..World::default()
     };
-    let mut driver = Driver::new("run".into(), &plan, 1_000_000);
+    // Enough budget for the fault rates the tests use: what they check is correctness.
+    let policy = RecoveryPolicy {
+        crash_retries: 50,
+        run_retries: 10_000,
+        ..RecoveryPolicy::default()
+    };
+    let mut driver = Driver::new("run".into(), &plan, 1_000_000).with_recovery(policy);
     let order = plan.upload_order();
     assert_eq!(order.len(), plan.batches().len());
     let mut completed = false;
@@ -234,62 +442,85 @@ fn simulate(
     }
     let mut finished_tasks = 0;
     let mut pending_uploads = order.as_slice();
+    let mut delayed_duplicates: Vec<Delivery> = Vec::new();
     loop {
         if let Some((&next, rest)) = pending_uploads.split_first() {
-            world.upload(&mut driver, &[next]);
+            let (tasks, done) = world.upload(&mut driver, next);
+            finished_tasks += tasks;
+            completed |= done;
             pending_uploads = rest;
         }
         let uploads_left = !pending_uploads.is_empty();
         let mut ran = 0;
         while !uploads_left || ran < upload_stride {
             if world.invocations.is_empty() {
-                break;
-            }
-            let position = choice.below(world.invocations.len());
-            let Some(batch) = world.invocations.remove(position) else {
-                break;
-            };
-            ran += 1;
-            world.run_invocation(graph, &plan, batch);
-            while let Some(report) = world.reports.pop_front() {
-                for action in driver.handle(DriverEvent::Report(report), 1) {
-                    match action {
-                        DriverAction::TasksFinished { records, .. } => {
-                            finished_tasks += records.len()
-                        }
-                        DriverAction::Completed => completed = true,
-                        other => panic!("unexpected {other:?}"),
-                    }
+                // Late duplicates arrive once everything else ran.
+                match delayed_duplicates.pop() {
+                    Some(late) => world.invocations.push_back(late),
+                    None => break,
                 }
             }
+            let position = choice.below(world.invocations.len());
+            let Some(delivery) = world.invocations.remove(position) else {
+                break;
+            };
+            if choice.chance(world.faults.duplicate) {
+                world.duplicates += 1;
+                if choice.chance(0.5) {
+                    world.invocations.push_back(delivery.clone());
+                } else {
+                    delayed_duplicates.push(delivery.clone());
+                }
+            }
+            ran += 1;
+            world.run_invocation(graph, &plan, delivery, &mut choice);
+            while let Some(message) = world.messages.pop_front() {
+                let actions = driver.handle(message, 1);
+                let (tasks, done) = world.perform(&mut driver, actions);
+                finished_tasks += tasks;
+                completed |= done;
+            }
         }
-        if !uploads_left && world.invocations.is_empty() {
+        if !uploads_left && world.invocations.is_empty() && delayed_duplicates.is_empty() {
             break;
         }
     }
-    assert!(completed, "the driver did not complete");
     assert!(
-        driver.is_drained(),
-        "{} batches still running",
-        driver.running_batches()
+        completed,
+        "the driver did not complete: a hang. The trace:\n{}",
+        world.trace.join("\n")
     );
-    assert_eq!(finished_tasks, graph.len());
+    assert_eq!(
+        finished_tasks,
+        graph.len(),
+        "every task passed on to progress exactly once"
+    );
     assert_eq!(world.done.len(), graph.len());
     for output in graph.outputs() {
         assert!(world.stored.contains(output), "output {output} not stored");
     }
-    assert!(world.invocation_count <= plan.batches().len());
+    let faultless = faults.kill == 0.0 && faults.duplicate == 0.0;
+    if faultless {
+        assert!(
+            driver.is_drained(),
+            "{} batches still running",
+            driver.running_batches()
+        );
+        assert!(world.invocation_count <= plan.batches().len());
+        assert_eq!(world.task_runs, graph.len());
+        assert_eq!(driver.recoveries(), 0);
+    }
     let fan_ins = plan
         .batches()
         .iter()
         .map(|batch| batch.children.len())
         .sum::<usize>();
-    if repeat_fan_in {
+    if repeat_fan_in && faultless {
         assert_eq!(
             world.repeated_fan_ins, fan_ins,
             "every fan-in delivered twice"
         );
-    } else {
+    } else if !repeat_fan_in {
         assert_eq!(world.repeated_fan_ins, 0);
     }
     world
@@ -323,6 +554,109 @@ proptest! {
         let second = simulate(&graph, &options, false, upload_stride, seed);
         prop_assert_eq!(&first.trace, &second.trace);
         prop_assert!(!first.trace.is_empty());
+    }
+
+    #[test]
+    fn killed_functions_are_redone_to_the_same_complete_run(
+        graph in acyclic_graph(1..=100, 4),
+        parallelism in 1usize..6,
+        batches_per_function in 1usize..5,
+        upload_stride in 0usize..4,
+        kill in prop_oneof![Just(0.05), Just(0.2)],
+        seed in any::<u64>(),
+    ) {
+        let options = PlanOptions { parallelism, batches_per_function, ..PlanOptions::default() };
+        let faults = Faults { kill, duplicate: 0.0 };
+        simulate_with_faults(&graph, &options, false, upload_stride, seed, faults);
+    }
+
+    #[test]
+    fn duplicate_deliveries_run_each_event_once(
+        graph in acyclic_graph(1..=100, 4),
+        parallelism in 1usize..6,
+        batches_per_function in 1usize..5,
+        upload_stride in 0usize..4,
+        seed in any::<u64>(),
+    ) {
+        let options = PlanOptions { parallelism, batches_per_function, ..PlanOptions::default() };
+        let faults = Faults { kill: 0.0, duplicate: 0.3 };
+        let world = simulate_with_faults(&graph, &options, false, upload_stride, seed, faults);
+        // Every duplicate lost its claim: no task ran twice.
+        prop_assert_eq!(world.claims_lost, world.duplicates);
+        prop_assert_eq!(world.task_runs, graph.len());
+    }
+
+    #[test]
+    fn kills_and_duplicates_together_still_complete(
+        graph in acyclic_graph(1..=100, 4),
+        parallelism in 1usize..6,
+        upload_stride in 0usize..4,
+        seed in any::<u64>(),
+    ) {
+        let options = PlanOptions { parallelism, batches_per_function: 2, ..PlanOptions::default() };
+        let faults = Faults { kill: 0.1, duplicate: 0.1 };
+        let first = simulate_with_faults(&graph, &options, false, upload_stride, seed, faults);
+        // Faults replay from the seed too.
+        let second = simulate_with_faults(&graph, &options, false, upload_stride, seed, faults);
+        prop_assert_eq!(&first.trace, &second.trace);
+    }
+}
+
+#[test]
+fn every_kill_point_happens_and_is_recovered_from() {
+    // A tree of 64 leaves: chains of hand-overs, fan-ins and invocations of children.
+    let mut keys = Vec::new();
+    let mut dependencies = Vec::new();
+    for leaf in 0..64 {
+        keys.push(format!("leaf-{leaf}"));
+        dependencies.push(vec![]);
+    }
+    let mut level: Vec<u32> = (0..64).collect();
+    while level.len() > 1 {
+        let mut next = Vec::new();
+        for pair in level.chunks(2) {
+            next.push(keys.len() as u32);
+            keys.push(format!("add-{}", keys.len()));
+            dependencies.push(pair.to_vec());
+        }
+        level = next;
+    }
+    let graph = Graph::new(keys, dependencies, vec![], level).unwrap();
+    let options = PlanOptions {
+        parallelism: 8,
+        batches_per_function: 2,
+        max_batch_tasks: 4,
+    };
+    let mut points = HashSet::new();
+    let mut kills = 0;
+    for seed in 0..40 {
+        let world = simulate_with_faults(
+            &graph,
+            &options,
+            false,
+            1,
+            seed,
+            Faults {
+                kill: 0.15,
+                duplicate: 0.1,
+            },
+        );
+        kills += world.kills;
+        for line in &world.trace {
+            if let Some((_, point)) = line.split_once(" killed ") {
+                points.insert(point.to_owned());
+            }
+        }
+    }
+    assert!(kills > 40, "{kills} kills");
+    for point in [
+        "BeforeStart",
+        "MidTask",
+        "AfterOutputs",
+        "AfterRelease",
+        "WhileBecoming",
+    ] {
+        assert!(points.contains(point), "no kill {point}: {points:?}");
     }
 }
 
@@ -445,7 +779,7 @@ fn the_driver_ignores_other_runs_and_repeats_and_notices_silence() {
 fn a_platform_failure_fails_the_run_once() {
     let graph = Graph::new(vec!["a".into()], vec![vec![]], vec![], vec![0]).unwrap();
     let plan = Plan::build(&graph, &PlanOptions::default());
-    let mut driver = Driver::new("run".into(), &plan, 100);
+    let mut driver = Driver::new("run".into(), &plan, 100).with_recovery(RecoveryPolicy::never());
     driver.handle(DriverEvent::Start, 0);
     let failure = DriverEvent::PlatformFailure {
         invocation: None,
@@ -495,7 +829,8 @@ fn after_a_failure_the_driver_follows_running_batches_until_drained() {
     let plan = Plan::build(&graph, &options);
     let leaves: Vec<u32> = plan.leaves().iter().map(|c| c.0).collect();
     assert!(leaves.len() >= 2, "{}", plan.explain(&graph));
-    let mut driver = Driver::new("run".into(), &plan, 1_000_000);
+    let mut driver =
+        Driver::new("run".into(), &plan, 1_000_000).with_recovery(RecoveryPolicy::never());
     driver.handle(DriverEvent::Start, 0);
     for &leaf in plan.leaves() {
         driver.handle(upload(leaf), 0);

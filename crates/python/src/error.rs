@@ -135,6 +135,7 @@ pub(crate) fn run_failure(
         RunFailure::Function {
             kind,
             batch,
+            attempts,
             tasks_finished,
             error_type,
             message,
@@ -158,6 +159,11 @@ pub(crate) fn run_failure(
                 FunctionFailureKind::Crashed => {
                     format!("{place} stopped ({error_type}: {message})")
                 }
+            };
+            let text = if attempts > 1 {
+                format!("{text} It failed so on each of {attempts} attempts.")
+            } else {
+                text
             };
             let arguments = (text, error_type, batch.map(|batch| batch.0));
             match kind {

@@ -151,6 +151,16 @@ impl Invocation {
         })
     }
 
+    /// Between two tasks: `True` to go on, `False` to stop (the batch is abandoned; `step`
+    /// then ends the invocation). Looks at the store at most once a second.
+    fn boundary(&mut self, py: Python<'_>) -> bool {
+        if let Some(answer) = self.session.boundary_without_io() {
+            return answer;
+        }
+        let session = &mut self.session;
+        py.detach(|| runtime().block_on(session.finish_boundary()))
+    }
+
     /// Stores a value's pickle parts without copying them; returns the bytes written.
     fn put_value(&self, py: Python<'_>, task: u32, parts: Vec<Bound<'_, PyAny>>) -> PyResult<u64> {
         let chunks = chunks(&parts)?;

@@ -17,9 +17,10 @@ use futures::future::join_all;
 use serde::Deserialize;
 
 use crate::invocation::batch_payload;
-use dask_serverless_core::keys::{batch_key, batches_prefix, run_prefix, value_key};
+use dask_serverless_core::LEASE_RENEWAL;
+use dask_serverless_core::keys::{batch_key, batches_prefix, lease_key, run_prefix, value_key};
 
-use crate::{Connections, RuntimeError, invocation_payload, now_micros};
+use crate::{Connections, RuntimeError, event_payload, now_micros};
 
 /// What the client's host (Python) hears about a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +67,9 @@ pub struct ClientRun {
     crossed: HashMap<TaskId, u64>,
     /// The tasks whose values the client may fetch (the plan's sinks).
     outputs: HashSet<TaskId>,
+    /// Times the lease was written, and when last.
+    lease_renewals: u64,
+    lease_renewed: Option<Instant>,
 }
 
 /// The part of a platform's failure record (a Lambda on-failure destination record) we read.
@@ -125,6 +129,8 @@ impl ClientRun {
             statistics: RunStatistics::default(),
             crossed: HashMap::new(),
             outputs,
+            lease_renewals: 0,
+            lease_renewed: None,
         }
     }
 
@@ -171,8 +177,34 @@ impl ClientRun {
 
     /// Starts the run: from now on, uploaded batches can run.
     pub async fn start(&mut self) -> Result<Vec<RunEvent>, RuntimeError> {
+        // Functions stop once the lease stops changing: it exists before the first invocation.
+        self.renew_lease().await?;
         let actions = self.driver.handle(DriverEvent::Start, now_micros());
         self.perform(actions).await
+    }
+
+    /// Writes the next value of the run's lease (see the executor's "Stopping early").
+    async fn renew_lease(&mut self) -> Result<(), RuntimeError> {
+        self.lease_renewals += 1;
+        let content = Bytes::from(self.lease_renewals.to_string());
+        self.connections
+            .store
+            .put(&lease_key(&self.context.run_id), content.into())
+            .await?;
+        self.statistics.store_operations += 1;
+        self.lease_renewed = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Renews the lease if [`LEASE_RENEWAL`] has passed since the last time.
+    async fn renew_lease_if_due(&mut self) -> Result<(), RuntimeError> {
+        let due = self
+            .lease_renewed
+            .is_none_or(|renewed| renewed.elapsed() >= Duration::from_micros(LEASE_RENEWAL));
+        if due {
+            self.renew_lease().await?;
+        }
+        Ok(())
     }
 
     /// Waits up to `max_wait` for news of the run.
@@ -180,6 +212,9 @@ impl ClientRun {
         if self.driver.is_over() {
             return Ok(Vec::new());
         }
+        self.renew_lease_if_due().await?;
+        // Wait no longer than the next renewal.
+        let max_wait = max_wait.min(Duration::from_micros(LEASE_RENEWAL));
         let messages = self.connections.channel.receive(max_wait).await?;
         let mut actions = Vec::new();
         for message in messages {
@@ -198,6 +233,11 @@ impl ClientRun {
         self.connections
             .store
             .delete_prefix(&batches_prefix(&self.context.run_id))
+            .await?;
+        // Running functions stop at their next task boundary.
+        self.connections
+            .store
+            .delete(&lease_key(&self.context.run_id))
             .await?;
         let deadline = Instant::now() + max_wait;
         while !self.driver.is_drained() {
@@ -285,7 +325,14 @@ impl ClientRun {
         };
         Some(DriverEvent::PlatformFailure {
             invocation: record.request_context.request_id,
-            batch: Some(invocation.batch),
+            // A recovery's event is for the last batch of its chain.
+            batch: Some(
+                invocation
+                    .recovering
+                    .last()
+                    .copied()
+                    .unwrap_or(invocation.batch),
+            ),
             error_type: text("errorType"),
             message: text("errorMessage"),
         })
@@ -299,7 +346,21 @@ impl ClientRun {
             let mut invocations = Vec::new();
             while let Some(action) = pending.pop_front() {
                 match action {
-                    DriverAction::Invoke { batch } => invocations.push(batch),
+                    DriverAction::Invoke { batch } => {
+                        invocations.push(InvocationEvent::new(self.context.clone(), batch))
+                    }
+                    DriverAction::Recover {
+                        batch,
+                        attempt,
+                        recovering,
+                    } => {
+                        invocations.push(InvocationEvent {
+                            run: self.context.clone(),
+                            batch,
+                            attempt,
+                            recovering,
+                        });
+                    }
                     DriverAction::FanIn {
                         batch,
                         key,
@@ -325,8 +386,8 @@ impl ClientRun {
             self.statistics.invocations += invocations.len() as u64;
             let invoker = &self.connections.invoker;
             let context = &self.context;
-            let calls = invocations.into_iter().map(|batch| async move {
-                let payload = invocation_payload(context, batch);
+            let calls = invocations.into_iter().map(|event| async move {
+                let payload = event_payload(&event);
                 invoker.invoke_event(&context.function, payload).await
             });
             for result in join_all(calls).await {

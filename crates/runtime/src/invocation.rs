@@ -1,5 +1,7 @@
 //! The function's side: drives an [`Executor`] and hands control to the host (Python) only
-//! to run tasks, drop values, or finish.
+//! to run tasks, drop values, or finish. Between tasks the host asks [`InvocationSession::boundary`]
+//! whether to go on; most answers need no IO, and at most one per `STOP_CHECK_INTERVAL` reads
+//! the batch's done mark and the run's lease.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
@@ -15,6 +17,7 @@ use dask_serverless_store::{Payload, StoreError, frame};
 use futures::future::join_all;
 
 use dask_serverless_core::keys::{batch_key, value_key};
+use dask_serverless_store::StoreExt;
 
 use crate::{Connections, RuntimeError, invocation_payload, now_micros};
 
@@ -38,6 +41,8 @@ pub enum HostStep {
 #[derive(Debug)]
 pub struct InvocationSession {
     context: RunContext,
+    /// The platform's request id of this invocation: what claims and done marks hold.
+    invocation_id: String,
     connections: Connections,
     executor: Executor,
     actions: VecDeque<ExecutorAction>,
@@ -73,13 +78,15 @@ impl InvocationSession {
     ) -> Self {
         let mut executor = Executor::new(
             invocation.run.run_id.clone(),
-            invocation_id,
+            invocation_id.clone(),
             cold,
             invocation.batch,
-        );
+        )
+        .with_attempt(invocation.attempt, invocation.recovering);
         let actions = executor.handle(ExecutorEvent::Start, now_micros()).into();
         InvocationSession {
             context: invocation.run,
+            invocation_id,
             connections,
             executor,
             actions,
@@ -98,6 +105,17 @@ impl InvocationSession {
     pub async fn next_step(&mut self) -> HostStep {
         while let Some(action) = self.actions.pop_front() {
             match action {
+                ExecutorAction::Claim { key } => {
+                    let event = self.claim(&key).await;
+                    self.feed(event);
+                }
+                ExecutorAction::MarkDone { key } => self.mark_done(&key).await,
+                ExecutorAction::CheckStop { .. }
+                | ExecutorAction::Continue
+                | ExecutorAction::StopTasks => {
+                    // Answers to the host's boundary questions, consumed by `boundary`; one
+                    // left over means the host stopped asking: nothing to do.
+                }
                 ExecutorAction::LoadBatch { batch } => {
                     let event = self.load_batch(batch).await;
                     self.feed(event);
@@ -144,6 +162,54 @@ impl InvocationSession {
             }
         }
         HostStep::Finish
+    }
+
+    /// The host is between two tasks: `true` to go on, `false` to stop running tasks (the batch
+    /// is abandoned; [`InvocationSession::next_step`] then ends the invocation).
+    pub fn boundary_without_io(&mut self) -> Option<bool> {
+        self.feed(ExecutorEvent::Boundary);
+        match self.actions.front() {
+            Some(ExecutorAction::Continue) => {
+                self.actions.pop_front();
+                Some(true)
+            }
+            Some(ExecutorAction::StopTasks) => {
+                self.actions.pop_front();
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`InvocationSession::boundary_without_io`], then the store reads it asked for, if any.
+    pub async fn boundary(&mut self) -> bool {
+        if let Some(answer) = self.boundary_without_io() {
+            return answer;
+        }
+        self.finish_boundary().await
+    }
+
+    /// Performs the store reads a boundary asked for and returns the executor's answer.
+    pub async fn finish_boundary(&mut self) -> bool {
+        while let Some(action) = self.actions.pop_front() {
+            match action {
+                ExecutorAction::CheckStop {
+                    done_key,
+                    lease_key,
+                } => match self.check_stop(done_key, &lease_key).await {
+                    Some(event) => self.feed(event),
+                    None => return true,
+                },
+                ExecutorAction::Continue => return true,
+                ExecutorAction::StopTasks => return false,
+                other => {
+                    // Not an answer: leave it for `next_step`.
+                    self.actions.push_front(other);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Writes one value (its framed pickle parts); returns the bytes written.
@@ -204,6 +270,62 @@ impl InvocationSession {
         let actions = self.executor.handle(event, now_micros());
         for action in actions.into_iter().rev() {
             self.actions.push_front(action);
+        }
+    }
+
+    async fn claim(&mut self, key: &str) -> ExecutorEvent {
+        self.count(|traffic| traffic.operations += 1);
+        let owner = Payload::from(self.invocation_id.clone());
+        match self.connections.store.put_new(key, owner).await {
+            Ok(won) => {
+                if !won {
+                    eprintln!(
+                        "dask-serverless: another delivery of this invocation event runs it \
+                         ({key}); this one ends"
+                    );
+                }
+                ExecutorEvent::Claimed { won }
+            }
+            Err(error) => ExecutorEvent::Failed {
+                message: format!("could not claim the invocation event ({key}): {error}"),
+            },
+        }
+    }
+
+    async fn mark_done(&mut self, key: &str) {
+        self.count(|traffic| traffic.operations += 1);
+        let owner = Payload::from(self.invocation_id.clone());
+        if let Err(error) = self.connections.store.put(key, owner).await {
+            // Only a backup of this batch would miss it: it runs on to its own end.
+            eprintln!("dask-serverless: could not mark {key} done: {error}");
+        }
+    }
+
+    /// Reads what a stop check needs; `None` if the store could not answer.
+    async fn check_stop(
+        &mut self,
+        done_key: Option<String>,
+        lease_key: &str,
+    ) -> Option<ExecutorEvent> {
+        let store = &self.connections.store;
+        let done = async {
+            match &done_key {
+                Some(key) => store.get_optional(key).await.map(|found| found.is_some()),
+                None => Ok(false),
+            }
+        };
+        let (done, lease) = futures::join!(done, store.get_optional(lease_key));
+        self.count(|traffic| traffic.operations += 1 + u64::from(done_key.is_some()));
+        match (done, lease) {
+            (Ok(done_elsewhere), Ok(lease)) => Some(ExecutorEvent::StopChecked {
+                done_elsewhere,
+                lease: lease.map(|bytes| bytes.to_vec()),
+            }),
+            (Err(error), _) | (_, Err(error)) => {
+                // A store that cannot answer now says nothing about the client: go on.
+                eprintln!("dask-serverless: could not look at the run's lease: {error}");
+                None
+            }
         }
     }
 

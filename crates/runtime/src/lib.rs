@@ -41,16 +41,20 @@ pub enum RuntimeError {
     Configuration(String),
 }
 
-/// The event that invokes a function for `batch` of the run.
+/// The event that invokes a function for `batch` of the run, at its first attempt.
 pub(crate) fn invocation_payload(
     context: &dask_serverless_core::RunContext,
     batch: BatchId,
 ) -> bytes::Bytes {
-    let event = dask_serverless_core::InvocationEvent {
-        run: context.clone(),
+    event_payload(&dask_serverless_core::InvocationEvent::new(
+        context.clone(),
         batch,
-    };
-    bytes::Bytes::from(serde_json::to_vec(&event).expect("an invocation serializes"))
+    ))
+}
+
+/// An invocation event as the bytes a function is invoked with.
+pub(crate) fn event_payload(event: &dask_serverless_core::InvocationEvent) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(event).expect("an invocation serializes"))
 }
 
 /// Microseconds since the Unix epoch.
