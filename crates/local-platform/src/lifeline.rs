@@ -17,7 +17,7 @@
 //!   file, which comes only when no process holds the write end any more: when the platform's
 //!   process is gone, however it died, the kernel closes its descriptors, the keeper reads end of
 //!   file and kills its whole group — the worker, what its tasks started, and itself;
-//! - the keeper is an executed program of about one megabyte, not a fork of the platform's
+//! - the keeper is an executed program using under two megabytes, not a fork of the platform's
 //!   process (which would pin the client's memory); the memory limit enforcer leaves it out of
 //!   the group's resident memory (it is the group's leader, see `limits`).
 //!

@@ -43,11 +43,11 @@
 //!
 //! What survives which death:
 //!
-//! | the platform's process...        | worker            | what tasks started | keeper       |
-//! |----------------------------------|-------------------|--------------------|--------------|
-//! | shuts down, deletes the function | killed (group)    | killed (group)     | killed, reaped |
-//! | exits without shutting down      | death signal      | killed by keeper   | kills itself |
-//! | is killed (SIGKILL, OOM killer)  | death signal      | killed by keeper   | kills itself |
+//! | the platform's process...        | worker         | what tasks started | keeper         |
+//! |----------------------------------|----------------|--------------------|----------------|
+//! | shuts down, deletes the function | killed (group) | killed (group)     | killed, reaped |
+//! | exits without shutting down      | death signal   | killed by keeper   | kills itself   |
+//! | is killed (SIGKILL, OOM killer)  | death signal   | killed by keeper   | kills itself   |
 //!
 //! A process a task started that leaves the group on purpose (`setsid`, `start_new_session`)
 //! is out of reach, as it is of a kill of the group.
@@ -310,7 +310,7 @@ async fn launch(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(process_group as i32)
+        .process_group(process_group as libc::pid_t)
         .kill_on_drop(true);
     for name in INHERITED_VARIABLES {
         if let Some(value) = std::env::var_os(name) {
