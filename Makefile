@@ -19,7 +19,7 @@ export PYO3_PYTHON := $(abspath $(PYTHON))
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -90,6 +90,13 @@ dask-suite: install ## Dask's own tests on our scheduler and on Dask's default; 
 test: install servers ## Run every Rust and Python test
 	cargo test --workspace --no-fail-fast
 	$(PYTHON) -m pytest -q
+
+# How many times `make dead-client` kills a computing client (`make test` does it 3 times).
+DEAD_CLIENT_RUNS ?= 20
+
+.PHONY: dead-client
+dead-client: install ## Kill a computing client with SIGKILL 20 times: nothing left (docs/reliability.md)
+	DASK_SERVERLESS_DEAD_CLIENT_RUNS=$(DEAD_CLIENT_RUNS) $(PYTHON) -m pytest -q -s tests/test_dead_client.py
 
 .PHONY: lint
 lint: $(STAMP_FULL) ## cargo fmt --check, clippy -D warnings, ruff, mypy, stubtest of _core.pyi

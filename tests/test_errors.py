@@ -189,6 +189,7 @@ def test_scheduler_restored_and_nothing_left_behind():
         assert os.path.isdir(root)
     assert dask.config.get("scheduler", None) == previous
     assert not os.path.exists(root)
-    assert shared_memory_roots() == roots_before
+    # Nothing new; the start may have removed what dead clients had left.
+    assert shared_memory_roots() <= roots_before
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)

@@ -10,6 +10,7 @@ __all__ = [
     "Buffer",
     "ClientRun",
     "FinishStep",
+    "LocalLeftover",
     "LocalPlatform",
     "Plan",
     "RetainStep",
@@ -22,6 +23,7 @@ __all__ = [
     "TasksFinished",
     "Invocation",
     "run_command",
+    "remove_local_leftovers",
     "run_prefix",
     "zero_work",
 ]
@@ -78,6 +80,19 @@ class LocalPlatform:
     def worker_pids(self) -> list[int]: ...
     def stop_invocations(self, function: str) -> int: ...
     def close(self) -> None: ...
+
+@final
+class LocalLeftover:
+    @property
+    def path(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+
+def remove_local_leftovers(dry_run: bool = False) -> list[LocalLeftover]: ...
 
 @final
 class SharedMemoryStore:

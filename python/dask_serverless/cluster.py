@@ -6,6 +6,15 @@ running this package's handler through the AWS runtime interface client), a shar
 and a result channel. Inside the block every Dask compute runs on it; on exit the previous
 scheduler is restored and every worker process, shared-memory object and queue is gone.
 
+If the client dies instead (killed with SIGKILL, by the out-of-memory killer...), its worker
+processes and whatever their tasks started die with it: each worker's process group has a
+keeper that kills the group when the client's process is gone. What it kept on disk, its
+shared-memory store (``/dev/shm/dask-serverless-<id>``) and the platform's directory
+(``$TMPDIR/dask-serverless-local-platform-*``), carries an owner mark that only a live client
+holds; the next ``LocalCluster`` start removes what dead clients left, never what a live client
+(of this or another process or user) uses. ``dask-serverless cleanup --local`` does the same
+from the command line, and ``dask_serverless.cluster.cleanup()`` from Python.
+
 Every function of a cluster hashes strings the same way (``PYTHONHASHSEED`` is pinned: the
 client's own value when it sets one, otherwise a value fixed per cluster), as Dask partitions
 by ``hash()``; Dask's ``processes`` scheduler pins its workers' seed the same way.
@@ -54,8 +63,28 @@ def _default_memory_mb(functions: int) -> int:
 
 
 def _shared_memory_root() -> str:
+    # The name is one that a cleanup of dead clients' leftovers recognizes: 12 hex digits.
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
     return os.path.join(base, f"dask-serverless-{uuid.uuid4().hex[:12]}")
+
+
+def cleanup(dry_run: bool = False) -> list[str]:
+    """Remove what dead local clients left on this machine: shared-memory stores and local
+    platform directories whose owner is gone, never those of a live client.
+
+    Returns one line per directory: ``removed <path> (<what>; <why>)``, ``would remove ...``
+    with ``dry_run``, or ``could not remove ...: <error>``. ``LocalCluster`` does this as it
+    starts; ``dask-serverless cleanup --local`` is the same from the command line.
+    """
+    lines = []
+    for leftover in _core.remove_local_leftovers(dry_run=dry_run):
+        if leftover.error is not None:
+            lines.append(f"could not remove {leftover}: {leftover.error}")
+        elif dry_run:
+            lines.append(f"would remove {leftover}")
+        else:
+            lines.append(f"removed {leftover}")
+    return lines
 
 
 class LocalCluster(ServerlessCluster):
@@ -148,6 +177,8 @@ class LocalCluster(ServerlessCluster):
     def start(self) -> LocalCluster:
         if self._platform is not None:
             return self
+        # What dead clients left (their owners are gone); a failure here is no reason not to start.
+        _core.remove_local_leftovers()
         store: Any
         if self.store_address is None:
             own_root = _shared_memory_root()

@@ -5,13 +5,20 @@
 //! [`run`] parses the arguments, runs a subcommand and returns the exit status.
 //!
 //! Subcommands:
-//! - `local-platform` (alias `emulator`): runs the local Lambda-compatible platform standalone (Invoke API, Runtime API for
-//!   its workers, queue service) until Ctrl-C or SIGTERM, then shuts it down, killing every worker.
+//! - `local-platform` (alias `emulator`): runs the local Lambda-compatible platform standalone
+//!   (Invoke API, Runtime API for its workers, queue service) until Ctrl-C or SIGTERM, then
+//!   shuts it down, killing every worker. Killed otherwise (SIGKILL included), its workers and
+//!   whatever they started die with it (see the local platform's `lifeline`).
 //!   The first line on standard output is `listening on http://<address>`, so that a script that
 //!   asked for port 0 learns the port.
-//! - `cleanup` (feature `aws`, on by default): deletes the AWS resources that clusters left
-//!   behind in a region, found by their `dask-serverless:*` tags (all clusters, or one with
-//!   `--cluster`); `--dry-run` lists them and deletes nothing. Prints one line per resource.
+//! - `cleanup`: deletes what clients that died left behind; `--dry-run` lists it and deletes
+//!   nothing. Prints one line per item.
+//!   - `cleanup --local`: on this machine, the shared-memory stores and local platform
+//!     directories whose owner is gone (see `dask_serverless_local_platform::leftovers`), never
+//!     those of a live client. In every build.
+//!   - `cleanup --region R` (feature `aws`, on by default): the AWS resources that clusters left
+//!     behind in a region, found by their `dask-serverless:*` tags (all clusters, or one with
+//!     `--cluster`). A build without the feature says so and points to `--local`.
 //! - `bench`: runs the benchmark harness, `<python> -m dask_serverless.bench <arguments>`, with
 //!   the interpreter named by `DASK_SERVERLESS_PYTHON` (else `python3`). Every argument goes to
 //!   the harness (`dask-serverless bench --help` prints its options). The process *becomes* the
@@ -56,8 +63,8 @@ enum Command {
     /// Run the local Lambda-compatible platform until interrupted.
     #[command(alias = "emulator")]
     LocalPlatform(LocalPlatformArguments),
-    /// Delete the AWS resources that clusters left behind, found by their tags.
-    #[cfg(feature = "aws")]
+    /// Delete what dead clients left: AWS resources (found by their tags), or with --local
+    /// this machine's shared memory and temporary directories.
     Cleanup(CleanupArguments),
     /// Run the benchmark harness (python -m dask_serverless.bench); arguments go to it.
     Bench(BenchArguments),
@@ -71,24 +78,35 @@ struct BenchArguments {
     arguments: Vec<OsString>,
 }
 
-#[cfg(feature = "aws")]
 #[derive(Debug, clap::Args)]
 struct CleanupArguments {
-    /// AWS region (default: AWS_REGION, else the profile's region).
+    /// Clean up this machine instead of AWS: the shared-memory stores and local platform
+    /// directories of dead local clients (never those of a live one).
     #[arg(long)]
-    region: Option<String>,
-    /// An AWS-compatible endpoint to use instead of AWS, e.g. http://127.0.0.1:4566.
-    #[arg(long)]
-    endpoint_url: Option<String>,
-    /// Profile of the AWS config files (default: AWS_PROFILE, else `default`).
-    #[arg(long)]
-    profile: Option<String>,
-    /// Only this cluster's resources (default: those of every cluster in the region).
-    #[arg(long)]
-    cluster: Option<String>,
+    local: bool,
+    #[cfg(feature = "aws")]
+    #[command(flatten)]
+    aws: AwsCleanupArguments,
     /// List what would be deleted; delete nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug, clap::Args)]
+struct AwsCleanupArguments {
+    /// AWS region (default: AWS_REGION, else the profile's region).
+    #[arg(long, conflicts_with = "local")]
+    region: Option<String>,
+    /// An AWS-compatible endpoint to use instead of AWS, e.g. http://127.0.0.1:4566.
+    #[arg(long, conflicts_with = "local")]
+    endpoint_url: Option<String>,
+    /// Profile of the AWS config files (default: AWS_PROFILE, else `default`).
+    #[arg(long, conflicts_with = "local")]
+    profile: Option<String>,
+    /// Only this cluster's resources (default: those of every cluster in the region).
+    #[arg(long, conflicts_with = "local")]
+    cluster: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -170,8 +188,16 @@ fn describe(error: &anyhow::Error, verbose: bool) -> String {
 fn run_command(command: Command) -> anyhow::Result<()> {
     match command {
         Command::LocalPlatform(platform) => async_runtime()?.block_on(run_local_platform(platform)),
+        Command::Cleanup(cleanup) if cleanup.local => run_local_cleanup(cleanup.dry_run),
         #[cfg(feature = "aws")]
-        Command::Cleanup(cleanup) => async_runtime()?.block_on(run_cleanup(cleanup)),
+        Command::Cleanup(cleanup) => {
+            async_runtime()?.block_on(run_cleanup(cleanup.aws, cleanup.dry_run))
+        }
+        #[cfg(not(feature = "aws"))]
+        Command::Cleanup(_) => Err(anyhow::anyhow!(
+            "this build has no AWS support (cargo feature `aws`): `dask-serverless cleanup \
+             --local` cleans up this machine"
+        )),
         Command::Bench(bench) => Err(run_bench(bench)),
     }
 }
@@ -198,8 +224,42 @@ fn run_bench(arguments: BenchArguments) -> anyhow::Error {
     ))
 }
 
+/// Removes (or with `dry_run` lists) what dead local clients left, one line per item.
+fn run_local_cleanup(dry_run: bool) -> anyhow::Result<()> {
+    use dask_serverless_local_platform::leftovers;
+
+    let directories = leftovers::default_directories();
+    if dry_run {
+        let found = leftovers::find(&directories);
+        if found.is_empty() {
+            println!("nothing to remove");
+        }
+        for leftover in found {
+            println!("would remove {leftover}");
+        }
+        return Ok(());
+    }
+    let removal = leftovers::remove(&directories);
+    if removal.removed.is_empty() && removal.failed.is_empty() {
+        println!("nothing to remove");
+    }
+    for leftover in &removal.removed {
+        println!("removed {leftover}");
+    }
+    for (leftover, error) in &removal.failed {
+        eprintln!("could not remove {leftover}: {error}");
+    }
+    match removal.failed.len() {
+        0 => Ok(()),
+        failed => Err(anyhow::anyhow!(
+            "could not remove {failed} of {} leftovers",
+            failed + removal.removed.len()
+        )),
+    }
+}
+
 #[cfg(feature = "aws")]
-async fn run_cleanup(arguments: CleanupArguments) -> anyhow::Result<()> {
+async fn run_cleanup(arguments: AwsCleanupArguments, dry_run: bool) -> anyhow::Result<()> {
     use dask_serverless_aws::{AwsSettings, Deployer};
 
     let settings = AwsSettings {
@@ -214,7 +274,7 @@ async fn run_cleanup(arguments: CleanupArguments) -> anyhow::Result<()> {
         None => "every cluster".to_string(),
     };
     let place = format!("{scope} in region {}", deployer.region());
-    if arguments.dry_run {
+    if dry_run {
         let found = deployer.leftovers(cluster).await?;
         if found.is_empty() {
             println!("nothing to delete ({place})");

@@ -69,6 +69,17 @@ fn without_credentials_it_says_what_to_do() {
 }
 
 #[test]
+fn local_and_aws_options_do_not_mix() {
+    let (output, _) = cleanup(&["--local", "--region", "eu-west-1"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the argument '--local' cannot be used with '--region <REGION>'"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_mistyped_region_is_named() {
     let (output, _) = cleanup(&["--region", "eu-wst-1"], &[]);
     assert!(!output.status.success());

@@ -1,4 +1,5 @@
-//! `dask-serverless platform` as a user runs it: a real process, stopped by Ctrl-C (SIGINT).
+//! `dask-serverless local-platform` as a user runs it: a real process, stopped by Ctrl-C
+//! (SIGINT), or killed.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -30,8 +31,12 @@ fn python() -> String {
 
 /// Starts the standalone platform on a free port; returns it and its endpoint.
 fn start_platform() -> (Child, String) {
-    let mut child = Command::new(BINARY)
-        .args(["local-platform", "--port", "0"])
+    start_platform_with(Command::new(BINARY).args(["local-platform", "--port", "0"]))
+}
+
+/// Starts the standalone platform with `command`; returns it and its endpoint.
+fn start_platform_with(command: &mut Command) -> (Child, String) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -227,4 +232,147 @@ fn interrupt_quietly(child: &mut Child) {
     }
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
+}
+
+/// The process group of a live process, from `/proc/<pid>/stat`.
+fn process_group_of(process_id: u64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{process_id}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+    after_name
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_killed_local_platform_takes_every_process_along_and_cleanup_removes_its_directory() {
+    let python = python();
+    // Its own temporary directory, to find the platform's directory among others.
+    let temporary = tempfile::tempdir().unwrap();
+    let (mut child, endpoint) = start_platform_with(
+        Command::new(BINARY)
+            // The former name of the command, which older scripts use.
+            .args(["emulator", "--port", "0"])
+            .env("TMPDIR", temporary.path()),
+    );
+    let handlers =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-platform/tests/handlers");
+    let handlers = handlers.canonicalize().unwrap().display().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer: Value = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let created = client
+            .post(format!("{endpoint}/2015-03-31/functions"))
+            .json(&json!({
+                "FunctionName": "doomed",
+                "Handler": "platform_test_handlers.handle",
+                "MemorySize": 256,
+                "Environment": {"Variables": {"PYTHONPATH": handlers}},
+                "Command": [python, "-m", "awslambdaric", "platform_test_handlers.handle"],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status().as_u16(), 201);
+        client
+            .post(format!(
+                "{endpoint}/2015-03-31/functions/doomed/invocations"
+            ))
+            .body(r#"{"action":"spawn_child"}"#)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let worker = answer["pid"].as_u64().unwrap();
+    let started_by_the_task = answer["child_pid"].as_u64().unwrap();
+    let keeper = process_group_of(worker);
+    assert_ne!(keeper, worker);
+    let processes = [worker, started_by_the_task, keeper];
+    for process_id in processes {
+        assert!(!process_is_gone(process_id));
+    }
+    let platform_directories: Vec<PathBuf> = std::fs::read_dir(temporary.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("dask-serverless-local-platform-")
+        })
+        .collect();
+    let [platform_directory] = &platform_directories[..] else {
+        panic!("one platform directory expected: {platform_directories:?}");
+    };
+    assert!(platform_directory.join("owner.lock").exists());
+
+    // Nothing to remove while the platform lives.
+    let cleanup = |arguments: &[&str]| {
+        let output = Command::new(BINARY)
+            .arg("cleanup")
+            .args(arguments)
+            .env("TMPDIR", temporary.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = cleanup(&["--local", "--dry-run"]);
+    assert!(
+        !listed.contains(&platform_directory.display().to_string()),
+        "{listed}"
+    );
+
+    let platform_process = child.id();
+    child.kill().unwrap(); // SIGKILL: the platform gets no chance to clean up.
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes
+        .iter()
+        .all(|&process_id| process_is_gone(process_id))
+    {
+        let alive: Vec<u64> = processes
+            .into_iter()
+            .filter(|&process_id| !process_is_gone(process_id))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "alive 5 s after the platform was killed: {alive:?} of worker {worker}, \
+             its task's process {started_by_the_task}, keeper {keeper}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        platform_directory.exists(),
+        "a killed platform removes nothing"
+    );
+
+    let expected = format!(
+        "{} (local platform directory; its owner, process {platform_process}, is gone)",
+        platform_directory.display()
+    );
+    let listed = cleanup(&["--local", "--dry-run"]);
+    assert!(
+        listed
+            .lines()
+            .any(|line| line == format!("would remove {expected}")),
+        "{listed}"
+    );
+    assert!(platform_directory.exists(), "a dry run removes nothing");
+    let removed = cleanup(&["--local"]);
+    assert!(
+        removed
+            .lines()
+            .any(|line| line == format!("removed {expected}")),
+        "{removed}"
+    );
+    assert!(!platform_directory.exists());
 }

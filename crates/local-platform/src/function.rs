@@ -177,8 +177,10 @@ pub(crate) struct Worker {
     pub(crate) id: WorkerId,
     pub(crate) phase: WorkerPhase,
     pub(crate) started_at: Instant,
-    /// Process id, which is also the id of the worker's process group; `None` until launched.
+    /// Process id of the worker; `None` until launched.
     pub(crate) process_id: Option<u32>,
+    /// Its process group, led by its keeper (the keeper's process id); `None` until launched.
+    pub(crate) process_group: Option<u32>,
     pub(crate) assignment: Option<Assignment>,
     /// Woken whenever the worker's state changes for its `/next` long poll.
     pub(crate) wake: Arc<Notify>,
@@ -195,8 +197,8 @@ impl Worker {
     /// invocation it held, if any, for the caller to complete.
     pub(crate) fn stop(&mut self) -> Option<Invocation> {
         self.phase = WorkerPhase::Stopping;
-        if let Some(process_id) = self.process_id {
-            kill_process_group(process_id);
+        if let Some(process_group) = self.process_group {
+            kill_process_group(process_group);
         }
         self.wake.notify_waiters();
         self.assignment
@@ -330,6 +332,7 @@ impl Function {
                 phase: WorkerPhase::Starting,
                 started_at: Instant::now(),
                 process_id: None,
+                process_group: None,
                 assignment: Some(Assignment {
                     invocation,
                     deadline: None,

@@ -29,15 +29,18 @@
 //! ```
 //!
 //! Module map: [`config`] (functions and limits), `platform` (registry, start, shutdown),
-//! `function` (worker phases and invocation lifecycle), `worker` (processes), `runtime_api`,
-//! `invoke_api`, `limits` (timeout and memory enforcement), `queue` (queue service),
-//! `destination` (failure records), `statistics`.
+//! `function` (worker phases and invocation lifecycle), `worker` (processes), `lifeline` (worker
+//! process groups die with the platform's process), [`leftovers`] (what dead clients left on
+//! disk, and its removal), `runtime_api`, `invoke_api`, `limits` (timeout and memory
+//! enforcement), `queue` (queue service), `destination` (failure records), `statistics`.
 
 mod body;
 pub mod config;
 mod destination;
 mod function;
 mod invoke_api;
+pub mod leftovers;
+mod lifeline;
 mod limits;
 mod platform;
 mod queue;

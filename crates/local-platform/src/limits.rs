@@ -10,7 +10,8 @@
 //!
 //! Resident memory is the sum of the resident set (`VmRSS`, read from `/proc/<pid>/statm`) of every
 //! process in the worker's process group, so memory used by processes the handler starts counts
-//! too. The group's members are found by scanning `/proc` (each process's `pgrp`) every
+//! too — except the group's leader, the worker's keeper (see `lifeline`), which belongs to the
+//! platform. The group's members are found by scanning `/proc` (each process's `pgrp`) every
 //! [`MEMBERSHIP_REFRESH_TICKS`] ticks, and whenever a new worker appears; between scans only the
 //! known members are read, which keeps the sampling cheap.
 
@@ -52,6 +53,7 @@ struct Measured {
     function: Arc<Function>,
     worker_id: WorkerId,
     process_id: u32,
+    process_group: u32,
 }
 
 fn enforce_once(shared: &Arc<Shared>, groups: &mut ProcessGroups, refresh: bool) {
@@ -77,11 +79,13 @@ fn enforce_once(shared: &Arc<Shared>, groups: &mut ProcessGroups, refresh: bool)
                 expired.push(worker.id);
             } else if worker.phase != WorkerPhase::Stopping
                 && let Some(process_id) = worker.process_id
+                && let Some(process_group) = worker.process_group
             {
                 measured.push(Measured {
                     function: Arc::clone(&function),
                     worker_id: worker.id,
                     process_id,
+                    process_group,
                 });
             }
         }
@@ -120,7 +124,7 @@ fn enforce_once(shared: &Arc<Shared>, groups: &mut ProcessGroups, refresh: bool)
     }
 
     if !measured.is_empty() {
-        let wanted: HashSet<u32> = measured.iter().map(|worker| worker.process_id).collect();
+        let wanted: HashSet<u32> = measured.iter().map(|worker| worker.process_group).collect();
         groups.refresh_if(
             refresh
                 || wanted
@@ -129,7 +133,7 @@ fn enforce_once(shared: &Arc<Shared>, groups: &mut ProcessGroups, refresh: bool)
             &wanted,
         );
         for worker in measured {
-            let used = groups.resident_bytes(worker.process_id);
+            let used = groups.resident_bytes(worker.process_group, worker.process_id);
             let limit = worker.function.config.memory_mb * 1024 * 1024;
             if used <= limit {
                 continue;
@@ -200,14 +204,16 @@ impl ProcessGroups {
         self.members = members;
     }
 
-    /// Resident bytes of the group led by `group`: its known members, or the leader alone.
-    fn resident_bytes(&self, group: u32) -> u64 {
+    /// Resident bytes of a worker's group: its known members but the leader (the keeper), or
+    /// the worker alone before its group was scanned.
+    fn resident_bytes(&self, group: u32, worker: u32) -> u64 {
         match self.members.get(&group) {
-            Some(members) if !members.is_empty() => members
+            Some(members) if members.iter().any(|&member| member != group) => members
                 .iter()
+                .filter(|&&member| member != group)
                 .map(|&process_id| resident_bytes(process_id))
                 .sum(),
-            _ => resident_bytes(group),
+            _ => resident_bytes(worker),
         }
     }
 }
@@ -251,5 +257,30 @@ mod tests {
         assert_eq!(process_group_of(own), Some(group));
         assert!(resident_bytes(own) > 0);
         assert_eq!(resident_bytes(u32::MAX), 0);
+    }
+
+    #[test]
+    fn a_group_is_measured_without_its_leader_the_keeper() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let worker = sleeper.id();
+        // This process stands for the keeper: much larger than the sleeper, and left out.
+        let keeper = std::process::id();
+        let mut groups = ProcessGroups::default();
+        groups.members.insert(keeper, vec![keeper, worker]);
+        let measured = groups.resident_bytes(keeper, worker);
+        assert!(measured > 0);
+        assert_eq!(measured, resident_bytes(worker));
+        assert!(measured < resident_bytes(keeper));
+        // Before its group is scanned, or with the keeper alone found, the worker alone counts.
+        groups.members.insert(keeper, vec![keeper]);
+        assert_eq!(
+            groups.resident_bytes(keeper, worker),
+            resident_bytes(worker)
+        );
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
     }
 }

@@ -6,6 +6,12 @@
 //! (abandoning their invocations and killing every worker's process group), wakes every queue
 //! long poll, stops serving and waits until every worker process has been reaped: nothing is left
 //! running. Dropping the handle without shutting down still kills every worker's process group.
+//!
+//! The platform keeps its workers' progress files in a temporary directory of its own,
+//! `dask-serverless-local-platform-<suffix>`, removed when the platform is dropped and marked
+//! as owned while it lives, so that a cleanup after a dead client removes it only once its
+//! owner is gone (see [`crate::leftovers`]). If the platform's process dies, its workers' process
+//! groups die with it (see `lifeline`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::LocalPlatformError;
 use crate::config::{FunctionConfig, LocalPlatformConfig};
 use crate::function::Function;
+use crate::leftovers::OwnerMark;
 use crate::queue::QueueService;
 use crate::statistics::{Counters, PlatformStatistics, add_gauges};
 use crate::worker::{WorkerOutput, abandon, kill_process_group};
@@ -40,6 +47,8 @@ pub(crate) struct Shared {
     /// Interpreter for functions created over HTTP without a command.
     pub(crate) python: PathBuf,
     progress_directory: tempfile::TempDir,
+    /// Tells later cleanups that the progress directory is in use (see `leftovers`).
+    _progress_directory_mark: OwnerMark,
     shutting_down: AtomicBool,
 }
 
@@ -120,8 +129,8 @@ impl Shared {
         for function in self.function_list() {
             let state = function.lock();
             for worker in state.workers.values() {
-                if let Some(process_id) = worker.process_id {
-                    kill_process_group(process_id);
+                if let Some(process_group) = worker.process_group {
+                    kill_process_group(process_group);
                 }
             }
         }
@@ -140,7 +149,7 @@ async fn wait_for_workers(function: &Function) {
             state
                 .workers
                 .values()
-                .filter_map(|worker| worker.process_id)
+                .filter_map(|worker| worker.process_group)
                 .collect()
         };
         if tokio::time::Instant::now() >= deadline {
@@ -151,8 +160,8 @@ async fn wait_for_workers(function: &Function) {
             return;
         }
         // Workers launched after the deletion are killed by their launcher; kill again in case.
-        for process_id in remaining {
-            kill_process_group(process_id);
+        for process_group in remaining {
+            kill_process_group(process_group);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -189,6 +198,16 @@ impl LocalPlatform {
                 what: "could not create the progress directory".to_string(),
                 source,
             })?;
+        let progress_directory_mark =
+            OwnerMark::claim(progress_directory.path()).map_err(|source| {
+                LocalPlatformError::Io {
+                    what: format!(
+                        "could not mark the progress directory {}",
+                        progress_directory.path().display()
+                    ),
+                    source,
+                }
+            })?;
         let worker_output = WorkerOutput::open(config.worker_log.as_deref()).map_err(|source| {
             LocalPlatformError::Io {
                 what: format!("could not open the worker log {:?}", config.worker_log),
@@ -202,6 +221,7 @@ impl LocalPlatform {
             worker_output,
             python: config.python,
             progress_directory,
+            _progress_directory_mark: progress_directory_mark,
             shutting_down: AtomicBool::new(false),
         });
         let (stop_serving, stopped) = oneshot::channel::<()>();
@@ -310,20 +330,27 @@ impl LocalPlatformHandle {
         self.shared.function_statistics(name)
     }
 
-    /// Process ids of every live worker (each also the id of its process group).
+    /// Process ids of every live worker.
     pub fn worker_process_ids(&self) -> Vec<u32> {
-        let mut process_ids = Vec::new();
+        self.collect_from_workers(|worker| worker.process_id)
+    }
+
+    /// Process groups of every live worker: each is the process id of the worker's keeper,
+    /// which leads the group (see the `worker` module).
+    pub fn worker_process_groups(&self) -> Vec<u32> {
+        self.collect_from_workers(|worker| worker.process_group)
+    }
+
+    fn collect_from_workers(
+        &self,
+        field: impl Fn(&crate::function::Worker) -> Option<u32>,
+    ) -> Vec<u32> {
+        let mut values = Vec::new();
         for function in self.shared.function_list() {
-            process_ids.extend(
-                function
-                    .lock()
-                    .workers
-                    .values()
-                    .filter_map(|worker| worker.process_id),
-            );
+            values.extend(function.lock().workers.values().filter_map(&field));
         }
-        process_ids.sort_unstable();
-        process_ids
+        values.sort_unstable();
+        values
     }
 
     /// Stops serving, kills every worker's process group and waits for the workers: when this

@@ -8,22 +8,49 @@
 //!    (`AWS_LAMBDA_RUNTIME_API`, `LAMBDA_TASK_ROOT`, `_HANDLER`, `AWS_LAMBDA_FUNCTION_NAME`,
 //!    `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION`, `AWS_REGION`,
 //!    `AWS_DEFAULT_REGION`), `DASK_SERVERLESS_PROGRESS_PATH`, then the function's own variables;
-//! 3. in its own process group (so that a kill reaches whatever it started) and with
-//!    `PR_SET_PDEATHSIG = SIGKILL`, so that it dies with the local platform's process even if the
-//!    platform never gets to kill it. Every worker is forked by one dedicated *spawner thread*
-//!    that lives as long as the process: the death signal is tied to the thread that forked
-//!    (so it must outlive the worker), and forks never run concurrently. Concurrent forks in a
-//!    process that loaded a multithreaded library with fork handlers (the OpenBLAS that SciPy
-//!    bundles joins its threads in its `pthread_atfork` handler) race in those handlers: one
-//!    fork then blocks for seconds and the runtime's own thread joins fail;
+//! 3. in a process group of its own, so that a kill reaches whatever it started, and tied to
+//!    the local platform's process twice over, so that the whole group dies with it even if the
+//!    platform never gets to kill anything (a client killed with SIGKILL):
+//!    - the group is created and led by the worker's *keeper*, started just before the worker:
+//!      `/bin/sh -c 'read _; kill -KILL 0'` reading the platform's lifeline pipe, which ends
+//!      only when the platform's process is gone; the keeper then kills the group — the worker
+//!      and every process its tasks started (see `lifeline`). The worker joins the keeper's
+//!      group as it starts, so no process of the worker ever runs without a keeper, and the
+//!      group's id is the keeper's process id (`Worker::process_group`);
+//!    - the worker itself has `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the platform even
+//!      if its keeper was killed.
+//!
+//!    Every worker and keeper is started by one dedicated *spawner thread* that lives as long
+//!    as the process: the death signal is tied to the thread that forked (so it must outlive
+//!    the worker), and forks never run concurrently. Concurrent forks in a process that loaded
+//!    a multithreaded library with fork handlers (the OpenBLAS that SciPy bundles joins its
+//!    threads in its `pthread_atfork` handler) race in those handlers: one fork then blocks for
+//!    seconds and the runtime's own thread joins fail. The keeper is an executed program, never
+//!    a fork of the platform's process kept alive (that would pin the client's memory and count
+//!    in the group's resident memory); it needs no code between fork and exec, so the standard
+//!    library starts it with `posix_spawn`, without running fork handlers. It is the platform's
+//!    child, not the worker's: the worker's own `wait()` never sees it;
 //! 4. forward its standard output and error, line by line and prefixed by function name and
 //!    worker id, to the local platform's standard error or worker log, keeping the last lines for
 //!    initialization failures.
 //!
-//! A supervisor task then waits for the process to exit, kills what is left of its group,
-//! removes the worker from its function, fails the invocation it held (an initialization failure
-//! if it never asked for work, a crash otherwise, unless the limit enforcer already failed it)
-//! and lets queued events take the freed place.
+//! A supervisor task then waits for the process to exit, kills what is left of its group (the
+//! keeper with it, which it reaps), removes the worker from its function, fails the invocation
+//! it held (an initialization failure if it never asked for work, a crash otherwise, unless the
+//! limit enforcer already failed it) and lets queued events take the freed place. Every other
+//! kill (timeout, memory, initialization timeout, stopped invocations, deletion, shutdown)
+//! signals the group as well, keeper included.
+//!
+//! What survives which death:
+//!
+//! | the platform's process...        | worker         | what tasks started | keeper         |
+//! |----------------------------------|----------------|--------------------|----------------|
+//! | shuts down, deletes the function | killed (group) | killed (group)     | killed, reaped |
+//! | exits without shutting down      | death signal   | killed by keeper   | kills itself   |
+//! | is killed (SIGKILL, OOM killer)  | death signal   | killed by keeper   | kills itself   |
+//!
+//! A process a task started that leaves the group on purpose (`setsid`, `start_new_session`)
+//! is out of reach, as it is of a kill of the group.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -43,6 +70,7 @@ use crate::function::{
     Failure, FailureKind, Function, Invocation, Outcome, WorkerId, WorkerPhase, complete,
     while_running,
 };
+use crate::lifeline::Lifeline;
 use crate::platform::Shared;
 
 /// Host variables a worker inherits; everything else comes from Lambda's set and the function.
@@ -63,9 +91,9 @@ const TAIL_LINES: usize = 30;
 /// Longest line kept in the tail.
 const TAIL_LINE_LENGTH: usize = 1_000;
 
-/// Sends SIGKILL to a worker's whole process group.
-pub(crate) fn kill_process_group(process_id: u32) {
-    let Ok(group) = libc::pid_t::try_from(process_id) else {
+/// Sends SIGKILL to a worker's whole process group (its keeper's process id).
+pub(crate) fn kill_process_group(process_group: u32) {
+    let Ok(group) = libc::pid_t::try_from(process_group) else {
         return;
     };
     if group > 1 {
@@ -141,7 +169,7 @@ pub(crate) async fn start_worker(
     worker_id: WorkerId,
 ) {
     let launched = launch(&shared, &function, worker_id).await;
-    let (child, process_id, forwarders, server) = match launched {
+    let launched = match launched {
         Ok(launched) => launched,
         Err(message) => {
             let failed = {
@@ -177,20 +205,27 @@ pub(crate) async fn start_worker(
                 .get(&worker_id)
                 .is_some_and(|worker| worker.phase != WorkerPhase::Stopping);
         if let Some(worker) = state.workers.get_mut(&worker_id) {
-            worker.process_id = Some(process_id);
+            worker.process_id = Some(launched.process_id);
+            worker.process_group = Some(launched.process_group);
         }
         if !keep {
             // Deleted or stopped while launching: it never gets to run anything.
-            kill_process_group(process_id);
+            kill_process_group(launched.process_group);
         }
     }
-    supervise(
-        shared, function, worker_id, child, process_id, forwarders, server,
-    )
-    .await;
+    supervise(shared, function, worker_id, launched).await;
 }
 
-type Launched = (Child, u32, Vec<JoinHandle<()>>, JoinHandle<()>);
+/// A started worker: its process and its keeper, the ids of both, and its forwarders and
+/// Runtime API server.
+struct Launched {
+    child: Child,
+    process_id: u32,
+    keeper: Child,
+    process_group: u32,
+    forwarders: Vec<JoinHandle<()>>,
+    server: JoinHandle<()>,
+}
 
 async fn launch(
     shared: &Arc<Shared>,
@@ -233,6 +268,40 @@ async fn launch(
     };
     crate::function::clear_progress(&progress_path);
 
+    // The keeper first: it leads the process group the worker joins, so that no process of the
+    // worker ever runs without one.
+    let keeper_command = Lifeline::of_this_process()
+        .and_then(|lifeline| {
+            lifeline
+                .keeper_command()
+                .map_err(|error| format!("could not prepare a keeper: {error}"))
+        })
+        .map_err(|message| {
+            server.abort();
+            format!(
+                "could not start a worker of function '{}': {message}",
+                config.name
+            )
+        })?;
+    let keeper = match spawn(keeper_command).await {
+        Ok(keeper) => keeper,
+        Err(error) => {
+            server.abort();
+            return Err(format!(
+                "could not start a worker of function '{}': could not start its keeper \
+                 (/bin/sh): {error}",
+                config.name
+            ));
+        }
+    };
+    let Some(process_group) = keeper.id() else {
+        server.abort();
+        return Err(format!(
+            "could not start a worker of function '{}': its keeper exited at once",
+            config.name
+        ));
+    };
+
     let mut command = Command::new(&config.command[0]);
     command
         .args(&config.command[1..])
@@ -241,7 +310,7 @@ async fn launch(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
+        .process_group(process_group as libc::pid_t)
         .kill_on_drop(true);
     for name in INHERITED_VARIABLES {
         if let Some(value) = std::env::var_os(name) {
@@ -293,6 +362,7 @@ async fn launch(
         Ok(child) => child,
         Err(error) => {
             server.abort();
+            kill_process_group(process_group);
             return Err(format!(
                 "could not start a worker of function '{}' with command {:?}: {error}",
                 config.name, config.command
@@ -301,6 +371,7 @@ async fn launch(
     };
     let Some(process_id) = child.id() else {
         server.abort();
+        kill_process_group(process_group);
         return Err("the worker exited before it could be supervised".to_string());
     };
     let prefix = format!("[{} {worker_id}]", config.name);
@@ -316,7 +387,14 @@ async fn launch(
     if let Some(stderr) = child.stderr.take() {
         forwarders.push(forward(stderr, prefix, Arc::clone(shared), output_tail));
     }
-    Ok((child, process_id, forwarders, server))
+    Ok(Launched {
+        child,
+        process_id,
+        keeper,
+        process_group,
+        forwarders,
+        server,
+    })
 }
 
 /// A command to fork, and where to send the child.
@@ -389,14 +467,20 @@ async fn supervise(
     shared: Arc<Shared>,
     function: Arc<Function>,
     worker_id: WorkerId,
-    mut child: Child,
-    process_id: u32,
-    forwarders: Vec<JoinHandle<()>>,
-    server: JoinHandle<()>,
+    launched: Launched,
 ) {
+    let Launched {
+        mut child,
+        mut keeper,
+        process_group,
+        forwarders,
+        server,
+        ..
+    } = launched;
     let status = child.wait().await;
-    // Whatever the worker started dies with it.
-    kill_process_group(process_id);
+    // Whatever the worker started dies with it, and so does its keeper, which is reaped here.
+    kill_process_group(process_group);
+    let _ = tokio::time::timeout(Duration::from_secs(2), keeper.wait()).await;
     // Let the forwarders write what the process printed last (bounded: a grandchild that escaped
     // the group could hold the pipes open).
     let _ = tokio::time::timeout(Duration::from_secs(2), async {

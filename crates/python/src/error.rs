@@ -56,6 +56,11 @@ pub(crate) fn graph_error(error: GraphError) -> PyErr {
     GraphValidationError::new_err(error.to_string())
 }
 
+/// A store failure the store crate does not describe (a `StoreError`).
+pub(crate) fn store_failure(message: String) -> PyErr {
+    StoreError::new_err(message)
+}
+
 pub(crate) fn store_error(error: NativeStoreError) -> PyErr {
     match error {
         NativeStoreError::Unavailable { .. } => StoreUnavailableError::new_err(error.to_string()),

@@ -1,7 +1,8 @@
 //! The private native module `dask_serverless._core`.
 //!
 //! The only crate that touches Python. It wraps the planner ([`plan::Plan`]), the local
-//! platform ([`platform::LocalPlatform`]), the shared-memory store, the client's run
+//! platform ([`platform::LocalPlatform`]) and the removal of what dead local clients left
+//! ([`leftovers`]), the shared-memory store, the client's run
 //! ([`run::ClientRun`]) and the function's executor ([`invocation::Invocation`]). Blocking calls release
 //! the GIL and run on one process-wide tokio runtime. Rust errors become the package's own
 //! Python exceptions (`dask_serverless.errors`) in exactly one place, [`error`]; results cross
@@ -16,6 +17,7 @@ mod aws;
 mod buffer;
 mod error;
 mod invocation;
+mod leftovers;
 mod plan;
 mod platform;
 mod run;
@@ -58,10 +60,12 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<invocation::RunBatchStep>()?;
     module.add_class::<invocation::RetainStep>()?;
     module.add_class::<invocation::FinishStep>()?;
+    module.add_class::<leftovers::LocalLeftover>()?;
     #[cfg(feature = "aws")]
     module.add_class::<aws::AwsDeployer>()?;
     module.add_function(wrap_pyfunction!(plan::zero_work, module)?)?;
     module.add_function(wrap_pyfunction!(run::run_prefix, module)?)?;
     module.add_function(wrap_pyfunction!(run_command, module)?)?;
+    module.add_function(wrap_pyfunction!(leftovers::remove_local_leftovers, module)?)?;
     Ok(())
 }

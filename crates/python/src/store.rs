@@ -1,28 +1,46 @@
 //! The shared-memory store, seen from the client (create, list, destroy).
+//!
+//! The client that creates a store owns it: it holds the store's owner mark until it destroys
+//! the store or dies, so that a cleanup of what dead clients left never takes a live store
+//! (see `dask_serverless_local_platform::leftovers`).
 
 use std::path::PathBuf;
 
+use dask_serverless_local_platform::leftovers::OwnerMark;
 use dask_serverless_store::{SharedMemoryStore as Inner, Store};
 use pyo3::prelude::*;
 
-use crate::error::store_error;
+use crate::error::{store_error, store_failure};
 use crate::runtime;
 
 #[pyclass(module = "dask_serverless._core")]
 pub(crate) struct SharedMemoryStore {
     root: PathBuf,
     inner: Option<Inner>,
+    /// Held from creation to destruction.
+    owner_mark: Option<OwnerMark>,
 }
 
 #[pymethods]
 impl SharedMemoryStore {
-    /// Creates the store's directory.
+    /// Creates the store's directory and marks it as owned by this process.
     #[staticmethod]
     fn create(root: PathBuf) -> PyResult<SharedMemoryStore> {
         let inner = Inner::create(root.clone()).map_err(store_error)?;
+        let owner_mark = match OwnerMark::claim(&root) {
+            Ok(mark) => mark,
+            Err(error) => {
+                let _ = inner.destroy();
+                return Err(store_failure(format!(
+                    "could not mark the shared-memory store {} as in use: {error}",
+                    root.display()
+                )));
+            }
+        };
         Ok(SharedMemoryStore {
             root,
             inner: Some(inner),
+            owner_mark: Some(owner_mark),
         })
     }
 
@@ -50,10 +68,13 @@ impl SharedMemoryStore {
 
     /// Deletes the store and everything in it; safe to call twice.
     fn destroy(&mut self) -> PyResult<()> {
-        match self.inner.take() {
+        let destroyed = match self.inner.take() {
             Some(inner) => inner.destroy().map_err(store_error),
             None => Ok(()),
-        }
+        };
+        // Released only now: until the store is gone, a cleanup must leave it alone.
+        self.owner_mark = None;
+        destroyed
     }
 }
 

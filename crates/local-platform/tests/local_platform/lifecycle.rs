@@ -8,8 +8,8 @@ use dask_serverless_platform::{Invoker, LocalInvoker, PlatformError};
 use serde_json::{Value, json};
 
 use crate::support::{
-    eventually, handlers_directory, handlers_function, invoke_raw, process_is_gone, require_python,
-    start_platform,
+    command_line, eventually, handlers_directory, handlers_function, invoke_raw,
+    live_members_of_group, parent_and_group, process_is_gone, require_python, start_platform,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,6 +102,7 @@ async fn functions_are_managed_over_http() {
     assert_eq!(statistics["successes"], 1);
     assert_eq!(statistics["workers"], 1);
     let worker = platform.worker_process_ids()[0];
+    let keeper = platform.worker_process_groups()[0];
 
     let deleted = client
         .delete(format!("{functions}/managed"))
@@ -113,6 +114,7 @@ async fn functions_are_managed_over_http() {
         process_is_gone(worker),
         "deletion waits for the worker to be reaped"
     );
+    assert!(process_is_gone(keeper), "the keeper dies with its worker");
     let missing = invoke_raw(&platform, "managed", "RequestResponse", "{}").await;
     assert_eq!(missing.status, 404);
     let deleted = client
@@ -163,6 +165,8 @@ async fn shutdown_leaves_no_worker_process() {
     })
     .await;
     let workers = platform.worker_process_ids();
+    let keepers = platform.worker_process_groups();
+    assert_eq!(keepers.len(), 3);
 
     let started = Instant::now();
     platform.shutdown().await;
@@ -171,7 +175,7 @@ async fn shutdown_leaves_no_worker_process() {
         "liveness: {:?}",
         started.elapsed()
     );
-    for process_id in workers.iter().copied().chain([grandchild]) {
+    for process_id in workers.iter().chain(&keepers).copied().chain([grandchild]) {
         assert!(
             process_is_gone(process_id),
             "process {process_id} survived the shutdown"
@@ -217,11 +221,61 @@ async fn dropping_the_handle_kills_the_workers() {
     .await;
     let workers = platform.worker_process_ids();
     assert_eq!(workers.len(), 1);
+    let keepers = platform.worker_process_groups();
     drop(platform);
     eventually("the worker killed on drop", Duration::from_secs(10), || {
         workers
             .iter()
+            .chain(&keepers)
             .all(|&process_id| process_is_gone(process_id))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_in_a_group_led_by_its_keeper() {
+    let python = require_python!();
+    let platform = start_platform().await;
+    platform
+        .create_function(handlers_function(&python, "kept"))
+        .await
+        .unwrap();
+    let answer = invoke_raw(
+        &platform,
+        "kept",
+        "RequestResponse",
+        r#"{"action":"spawn_child"}"#,
+    )
+    .await;
+    let answer = answer.json();
+    let worker = answer["pid"].as_u64().unwrap() as u32;
+    let grandchild = answer["child_pid"].as_u64().unwrap() as u32;
+    assert_eq!(platform.worker_process_ids(), [worker]);
+    let [keeper] = platform.worker_process_groups()[..] else {
+        panic!("one worker, one group");
+    };
+    let platform_process = std::process::id();
+    // The keeper leads the group, as the platform's child; the worker and what it started
+    // are in the group.
+    assert_eq!(parent_and_group(keeper), Some((platform_process, keeper)));
+    assert_eq!(parent_and_group(worker), Some((platform_process, keeper)));
+    assert_eq!(parent_and_group(grandchild), Some((worker, keeper)));
+    assert_eq!(command_line(keeper), "/bin/sh -c read _; kill -KILL 0");
+    assert_eq!(live_members_of_group(keeper), {
+        let mut members = vec![keeper, worker, grandchild];
+        members.sort_unstable();
+        members
+    });
+
+    // A worker that exits on its own takes its group, keeper included, along.
+    let failed = invoke_raw(&platform, "kept", "RequestResponse", r#"{"action":"exit"}"#).await;
+    assert_eq!(failed.header("X-Amz-Function-Error"), Some("Unhandled"));
+    eventually(
+        "the group gone with its worker",
+        Duration::from_secs(5),
+        || live_members_of_group(keeper).is_empty(),
+    )
+    .await;
+    assert!(platform.worker_process_groups().is_empty());
+    platform.shutdown().await;
 }

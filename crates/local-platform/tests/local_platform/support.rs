@@ -157,3 +157,52 @@ pub(crate) fn process_is_gone(process_id: u32) -> bool {
             .is_some_and(|state| state == "Z" || state == "X"),
     }
 }
+
+/// The fields of `/proc/<pid>/stat` after the command name: state, parent, process group...
+fn stat_fields(process_id: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{process_id}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    Some(after_name.split_whitespace().map(str::to_string).collect())
+}
+
+/// The parent and the process group of a live process.
+pub(crate) fn parent_and_group(process_id: u32) -> Option<(u32, u32)> {
+    let fields = stat_fields(process_id)?;
+    Some((fields.get(1)?.parse().ok()?, fields.get(2)?.parse().ok()?))
+}
+
+/// The live (not zombie) processes of a process group.
+pub(crate) fn live_members_of_group(group: u32) -> Vec<u32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(process_id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+        else {
+            continue;
+        };
+        if let Some(fields) = stat_fields(process_id)
+            && fields.get(2).map(String::as_str) == Some(group.to_string().as_str())
+            && !matches!(fields.first().map(String::as_str), Some("Z" | "X"))
+        {
+            members.push(process_id);
+        }
+    }
+    members.sort_unstable();
+    members
+}
+
+/// The command line of a process, its arguments joined by spaces.
+pub(crate) fn command_line(process_id: u32) -> String {
+    std::fs::read(format!("/proc/{process_id}/cmdline"))
+        .map(|bytes| {
+            bytes
+                .split(|&byte| byte == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
