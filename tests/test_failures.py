@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 
+import dask
 import numpy as np
 import pytest
 from dask import delayed
@@ -354,3 +355,31 @@ def test_signal_module_is_untouched_after_a_compute(cluster):
     handler = signal.getsignal(signal.SIGINT)
     delayed(abs)(-1).compute(scheduler=cluster.get)
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def _flaky(marker_path: str, failures: int) -> int:
+    """Raises ``failures`` times (counted in a file: each attempt may run in another function),
+    then returns the number of attempts."""
+    from pathlib import Path
+
+    marker = Path(marker_path)
+    attempts = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(attempts))
+    if attempts <= failures:
+        raise ValueError(f"flaky, attempt {attempts}")
+    return attempts
+
+
+def test_retries_reruns_a_task_that_raised_as_dask_does(cluster, tmp_path):
+    marker = str(tmp_path / "attempts")
+    value = delayed(_flaky)(marker, 2, dask_key_name="flaky")
+    # Without `retries` the first exception reaches the caller, with its type and message.
+    with pytest.raises(ValueError, match="flaky, attempt 1"):
+        value.compute(scheduler=cluster.get)
+    (tmp_path / "attempts").unlink()
+    assert dask.compute(value, scheduler=cluster.get, retries=2) == (3,)
+    (tmp_path / "attempts").unlink()
+    with pytest.raises(ValueError, match="flaky, attempt 2"):
+        dask.compute(value, scheduler=cluster.get, retries=1)
+    with pytest.raises(ConfigurationError, match="retries"):
+        dask.compute(value, scheduler=cluster.get, retries=-1)

@@ -152,10 +152,16 @@ class ServerlessCluster:
             finally:
                 _computing.active = False
 
-    def _start_run(self, run_id: str, plan: Any) -> Any:
+    def _start_run(self, run_id: str, plan: Any, task_retries: int = 0) -> Any:
         assert self._context is not None, "a run starts on a running cluster"
         context = dict(self._context, run_id=run_id)
-        return _core.ClientRun(json.dumps(context), plan, self.timeout_s, self.timeout_s + 15.0)
+        return _core.ClientRun(
+            json.dumps(context),
+            plan,
+            self.timeout_s,
+            self.timeout_s + 15.0,
+            task_retries=task_retries,
+        )
 
     def _end_run(self, run: Any, outcome: str) -> str | None:
         """Stops what still runs of ``run`` and deletes its objects (see the module doc).

@@ -163,7 +163,12 @@ class RunStatistics:
 @final
 class ClientRun:
     def __new__(
-        cls, context: str, plan: Plan, function_timeout_s: float, silence_limit_s: float
+        cls,
+        context: str,
+        plan: Plan,
+        function_timeout_s: float,
+        silence_limit_s: float,
+        task_retries: int = 0,
     ) -> Self: ...
     @property
     def run_id(self) -> str: ...

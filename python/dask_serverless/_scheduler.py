@@ -37,6 +37,7 @@ from dask_serverless import _core
 from dask_serverless._config import configuration_changes
 from dask_serverless._ingest import IngestedGraph, flat_keys, ingest, pack_results
 from dask_serverless._serialize import dumps_tasks, loads
+from dask_serverless._validate import check_integer
 from dask_serverless.errors import SerializationError
 
 if TYPE_CHECKING:
@@ -45,9 +46,21 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.05
 
 
-def compute(cluster: ServerlessCluster, dsk: Any, keys: Any, callbacks=None, **_ignored) -> Any:
+def compute(
+    cluster: ServerlessCluster,
+    dsk: Any,
+    keys: Any,
+    callbacks=None,
+    retries: int | None = None,
+    **_ignored,
+) -> Any:
     """Run one Dask graph on ``cluster``; keyword arguments Dask passes but we do not use are
-    accepted and ignored."""
+    accepted and ignored.
+
+    ``retries`` (Dask's keyword): how many times a batch whose task raised is run again before
+    the exception reaches the caller; default none. Functions that die are redone anyway (see
+    the recovery budgets in docs/reliability.md)."""
+    task_retries = check_integer("retries", 0 if retries is None else retries, 0, 100)
     clock = _Clock()
     with local_callbacks(callbacks) as active_callbacks:
         _, _, pretask, posttask, _ = unpack_callbacks(active_callbacks)
@@ -69,7 +82,7 @@ def compute(cluster: ServerlessCluster, dsk: Any, keys: Any, callbacks=None, **_
                 for callback in active_callbacks:
                     if callback[1]:
                         callback[1](callback_graph, state)
-            values = _run(cluster, graph, state, pretask, posttask, clock)
+            values = _run(cluster, graph, state, pretask, posttask, clock, task_retries)
             succeeded = True
         finally:
             for callback in started:
@@ -140,7 +153,15 @@ def _callback_state(graph: IngestedGraph) -> dict:
     }
 
 
-def _run(cluster: ServerlessCluster, graph: IngestedGraph, state, pretask, posttask, clock) -> dict:
+def _run(
+    cluster: ServerlessCluster,
+    graph: IngestedGraph,
+    state,
+    pretask,
+    posttask,
+    clock,
+    task_retries: int = 0,
+) -> dict:
     values = dict(graph.literals)
     if graph.empty:
         clock.counts = {"tasks": 0, "batches": 0}
@@ -149,7 +170,7 @@ def _run(cluster: ServerlessCluster, graph: IngestedGraph, state, pretask, postt
     clock.lap("plan")
     clock.counts = {"tasks": len(graph.keys), "batches": plan.batch_count()}
     run_id = f"run-{uuid.uuid4().hex[:16]}"
-    run = cluster._start_run(run_id, plan)
+    run = cluster._start_run(run_id, plan, task_retries)
     try:
         events = run.start()
         with _garbage_collection_paused():

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use dask_serverless_core::{RunContext, TaskWarning};
+use dask_serverless_core::{RecoveryPolicy, RunContext, TaskWarning};
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::BatchId;
 use dask_serverless_runtime::{RunEvent, RunStatistics as NativeStatistics};
@@ -173,14 +173,18 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 impl ClientRun {
     /// A run of `plan` in the batch described by `context` (a `RunContext` as JSON).
     /// `function_timeout_s` is the function's timeout; the run is lost after
-    /// `silence_limit_s` without news.
+    /// `silence_limit_s` without news. A batch whose task raised runs again up to
+    /// `task_retries` times (Dask's `retries`); lost functions are redone within the default
+    /// budgets.
     #[new]
+    #[pyo3(signature = (context, plan, function_timeout_s, silence_limit_s, task_retries=0))]
     fn new(
         py: Python<'_>,
         context: &str,
         plan: Py<Plan>,
         function_timeout_s: f64,
         silence_limit_s: f64,
+        task_retries: u32,
     ) -> PyResult<ClientRun> {
         let context: RunContext = serde_json::from_str(context)
             .map_err(|error| configuration_error(format!("invalid run context: {error}")))?;
@@ -195,7 +199,11 @@ impl ClientRun {
                     silence_limit,
                 ))
             })
-            .map_err(runtime_error)?;
+            .map_err(runtime_error)?
+            .with_recovery(RecoveryPolicy {
+                task_retries,
+                ..RecoveryPolicy::default()
+            });
         Ok(ClientRun {
             inner,
             plan,

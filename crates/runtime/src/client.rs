@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    BatchSpec, Driver, DriverAction, DriverEvent, InvocationEvent, Report, RunContext, RunFailure,
-    TaskRecord, TaskWarning,
+    BatchSpec, Driver, DriverAction, DriverEvent, InvocationEvent, RecoveryPolicy, Report,
+    RunContext, RunFailure, TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::{BatchId, Plan};
@@ -135,6 +135,17 @@ impl ClientRun {
     }
 
     /// What the run cost so far.
+    /// This run with its own recovery policy (see the driver's "Recovery").
+    pub fn with_recovery(mut self, policy: RecoveryPolicy) -> Self {
+        self.driver = self.driver.with_recovery(policy);
+        self
+    }
+
+    /// Lost work redone so far.
+    pub fn recoveries(&self) -> u32 {
+        self.driver.recoveries()
+    }
+
     pub fn statistics(&self) -> RunStatistics {
         RunStatistics {
             boundary_bytes: self.crossed.values().sum(),
