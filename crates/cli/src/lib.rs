@@ -11,7 +11,10 @@
 //!   asked for port 0 learns the port.
 //! - `cleanup` (feature `aws`, on by default): deletes the AWS resources that clusters left
 //!   behind in a region, found by their `dask-serverless:*` tags (all clusters, or one with
-//!   `--cluster`); `--dry-run` lists them and deletes nothing. Prints one line per resource.
+//!   `--cluster`), except clusters whose client was seen less than `--older-than` ago (default
+//!   15m; `0` deletes every cluster): a live client renews a last-seen mark every minute.
+//!   `--dry-run` lists them and deletes nothing. Prints one line per skipped cluster, then one
+//!   per resource.
 //! - `bench`: runs the benchmark harness, `<python> -m dask_serverless.bench <arguments>`, with
 //!   the interpreter named by `DASK_SERVERLESS_PYTHON` (else `python3`). Every argument goes to
 //!   the harness (`dask-serverless bench --help` prints its options). The process *becomes* the
@@ -31,6 +34,8 @@ use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+#[cfg(feature = "aws")]
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -86,9 +91,18 @@ struct CleanupArguments {
     /// Only this cluster's resources (default: those of every cluster in the region).
     #[arg(long)]
     cluster: Option<String>,
-    /// List what would be deleted; delete nothing.
+    /// Leave alone every cluster whose client was seen less than this long ago (live clients
+    /// renew a mark every minute), e.g. 30m, 2h, 1d; 0 deletes every cluster, in use or not.
+    #[arg(long, default_value = "15m", value_parser = parse_older_than)]
+    older_than: Duration,
+    /// List what would be deleted and what would be skipped; delete nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[cfg(feature = "aws")]
+fn parse_older_than(text: &str) -> Result<Duration, String> {
+    dask_serverless_aws::parse_duration(text).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -200,7 +214,7 @@ fn run_bench(arguments: BenchArguments) -> anyhow::Error {
 
 #[cfg(feature = "aws")]
 async fn run_cleanup(arguments: CleanupArguments) -> anyhow::Result<()> {
-    use dask_serverless_aws::{AwsSettings, Deployer};
+    use dask_serverless_aws::{AwsSettings, Deployer, format_duration};
 
     let settings = AwsSettings {
         region: arguments.region,
@@ -214,20 +228,27 @@ async fn run_cleanup(arguments: CleanupArguments) -> anyhow::Result<()> {
         None => "every cluster".to_string(),
     };
     let place = format!("{scope} in region {}", deployer.region());
+    let older_than = arguments.older_than;
+    let leftovers = deployer.leftovers(cluster, older_than).await?;
+    for skipped in &leftovers.skipped {
+        println!(
+            "skipped {skipped}, less than --older-than {}; use --older-than 0 to delete it anyway",
+            format_duration(older_than)
+        );
+    }
     if arguments.dry_run {
-        let found = deployer.leftovers(cluster).await?;
-        if found.is_empty() {
+        if leftovers.to_delete.is_empty() {
             println!("nothing to delete ({place})");
         } else {
             println!("would delete ({place}):");
-            for resource in found {
+            for resource in &leftovers.to_delete {
                 println!("  {resource}");
             }
         }
         return Ok(());
     }
     println!("cleaning up {place}");
-    let report = deployer.cleanup(cluster).await?;
+    let report = deployer.delete_leftovers(leftovers).await?;
     print!("{report}");
     Ok(())
 }
@@ -267,5 +288,36 @@ impl StopSignals {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
+    }
+}
+
+#[cfg(all(test, feature = "aws"))]
+mod tests {
+    use super::*;
+
+    fn cleanup_arguments(arguments: &[&str]) -> Result<CleanupArguments, clap::Error> {
+        let command_line = ["dask-serverless", "cleanup"].iter().chain(arguments);
+        match Arguments::try_parse_from(command_line)?.command {
+            Command::Cleanup(cleanup) => Ok(cleanup),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cleanup_spares_clusters_seen_in_the_last_quarter_hour_unless_told() {
+        let default = cleanup_arguments(&[]).unwrap();
+        assert_eq!(default.older_than, dask_serverless_aws::DEFAULT_OLDER_THAN);
+        let every = cleanup_arguments(&["--older-than", "0"]).unwrap();
+        assert_eq!(every.older_than, Duration::ZERO);
+        let two_hours = cleanup_arguments(&["--older-than", "2h"]).unwrap();
+        assert_eq!(two_hours.older_than, Duration::from_secs(7_200));
+        let error = cleanup_arguments(&["--older-than", "15"]).unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "invalid duration '15': write a number and a unit (s, m, h or d), such as 30m, \
+                 2h or 1d, or 0 for no minimum"
+            ),
+            "{error}"
+        );
     }
 }
