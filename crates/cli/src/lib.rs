@@ -61,7 +61,8 @@ enum Command {
     /// Run the local Lambda-compatible platform until interrupted.
     #[command(alias = "emulator")]
     LocalPlatform(LocalPlatformArguments),
-    /// Delete the AWS resources that clusters left behind, found by their tags.
+    /// Delete the AWS resources that clusters left behind, found by their tags; clusters whose
+    /// client was seen recently are left alone.
     #[cfg(feature = "aws")]
     Cleanup(CleanupArguments),
     /// Run the benchmark harness (python -m dask_serverless.bench); arguments go to it.
@@ -88,7 +89,8 @@ struct CleanupArguments {
     /// Profile of the AWS config files (default: AWS_PROFILE, else `default`).
     #[arg(long)]
     profile: Option<String>,
-    /// Only this cluster's resources (default: those of every cluster in the region).
+    /// Only this cluster's resources (default: those of every cluster in the region), if its
+    /// client was not seen within --older-than either.
     #[arg(long)]
     cluster: Option<String>,
     /// Leave alone every cluster whose client was seen less than this long ago (live clients

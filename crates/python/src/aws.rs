@@ -53,6 +53,30 @@ pub(crate) struct CleanupReport {
 
 #[pymethods]
 impl CleanupReport {
+    /// The report as the command prints it: one line per skipped cluster, then per resource.
+    fn __str__(&self) -> String {
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        let lines: Vec<String> = self
+            .skipped_reasons
+            .iter()
+            .cloned()
+            .chain(
+                self.deleted
+                    .iter()
+                    .map(|resource| format!("{verb} {resource}")),
+            )
+            .collect();
+        if lines.is_empty() {
+            "nothing to delete".to_string()
+        } else {
+            lines.join("\n")
+        }
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "CleanupReport(deleted={:?}, skipped={:?}, dry_run={})",
@@ -163,7 +187,7 @@ impl AwsDeployer {
             .iter()
             .map(|skipped| {
                 format!(
-                    "skipped {skipped}, less than older_than={:?}; pass older_than=0 to delete \
+                    "skipped {skipped}, less than older_than='{}'; pass older_than=0 to delete \
                      it anyway",
                     format_duration(older_than)
                 )
