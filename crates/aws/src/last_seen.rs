@@ -26,7 +26,8 @@
 //!   from dead ones, and counting them as live would keep their leftovers forever.
 //! * **`older_than` zero deletes every cluster**, even one whose mark lies in the future.
 //! * **Clocks**: a mark is written with the client's clock and read with the cleaner's; a mark
-//!   in the future counts as seen just now.
+//!   in the future counts as seen just now. The tagging search is eventually consistent, so a
+//!   renewed mark may show there a little late: the margin of fifteen periods absorbs that too.
 //! * **A named cluster follows the same rule.** `cleanup --cluster ID` says which cluster, not
 //!   that its client is dead: an id copied from another notebook, or a colleague's, must not
 //!   delete a cluster in use. The skip message says how to insist (`--older-than 0`).
