@@ -6,8 +6,12 @@ the ``with`` block, the AWS API itself must show that nothing of the cluster rem
 
 from __future__ import annotations
 
+import datetime
+import logging
 import operator
 import os
+import threading
+import time
 
 import boto3
 import dask
@@ -17,11 +21,13 @@ import pytest
 from dask import delayed
 
 from aws_endpoint import CREDENTIALS, aws_endpoint
-from dask_serverless import LambdaCluster
-from dask_serverless.lambda_cluster import cleanup
+from dask_serverless import LambdaCluster, lambda_cluster
+from dask_serverless.errors import AwsConfigurationError
+from dask_serverless.lambda_cluster import _duration_text, _LastSeenRenewal, cleanup
 
 # The endpoint runs handlers with its own interpreter, this machine's Python.
 ENDPOINT_PYTHON = "3.11"
+LAST_SEEN_TAG = "dask-serverless:last-seen"
 
 
 @pytest.fixture(scope="module")
@@ -104,18 +110,150 @@ def test_demo_and_tree_reduction_then_nothing_remains(endpoint):
     assert remaining_resources(endpoint, cluster_id) == []
 
 
-def test_cleanup_removes_leftovers_by_tag(endpoint):
+def last_seen(url: str, cluster: LambdaCluster) -> int | None:
+    """The last-seen mark of the cluster's function, in Unix seconds."""
+    assert cluster.deployment is not None
+    tags = client("lambda", url).list_tags(Resource=cluster.deployment["function_arn"])["Tags"]
+    return int(tags[LAST_SEEN_TAG]) if LAST_SEEN_TAG in tags else None
+
+
+def renewal_threads() -> list[str]:
+    return [
+        thread.name
+        for thread in threading.enumerate()
+        if thread.name.startswith("dask-serverless-last-seen-")
+    ]
+
+
+def test_cleanup_spares_a_cluster_seen_recently_and_deletes_it_when_told(endpoint):
     cluster = LambdaCluster(
         region="us-east-1", endpoint_url=endpoint, parallelism=2, python_version=ENDPOINT_PYTHON
     )
     cluster.start()
     cluster_id = cluster.cluster_id
-    # Simulate a client that died without closing: forget the finalizer.
+    # Simulate a client that died a moment ago without closing: no more renewals, no
+    # finalizer.
+    assert cluster._renewal is not None
+    cluster._renewal.stop()
     cluster._finalizer.detach()
     assert remaining_resources(endpoint, cluster_id)
-    deleted = cleanup(region="us-east-1", endpoint_url=endpoint, cluster_id=cluster_id)
-    assert deleted
+
+    report = cleanup(region="us-east-1", endpoint_url=endpoint, cluster_id=cluster_id)
+    assert report.deleted == []
+    assert list(report.skipped) == [cluster_id]
+    assert 0 <= report.skipped[cluster_id] < 60
+    assert len(report.skipped_reasons) == 1
+    assert report.skipped_reasons[0].startswith(
+        f"skipped cluster {cluster_id}: its client was seen "
+    )
+    assert report.skipped_reasons[0].endswith(
+        "ago, less than older_than='15m'; pass older_than=0 to delete it anyway"
+    )
+    assert str(report) == report.skipped_reasons[0]
+    assert remaining_resources(endpoint, cluster_id)
+
+    dry_run = cleanup(
+        region="us-east-1", endpoint_url=endpoint, cluster_id=cluster_id, dry_run=True, older_than=0
+    )
+    assert dry_run.dry_run and dry_run.skipped == {}
+    assert f"function dask-serverless-{cluster_id}" in dry_run.deleted
+    assert f"would delete function dask-serverless-{cluster_id}" in str(dry_run).splitlines()
+    assert remaining_resources(endpoint, cluster_id)
+
+    report = cleanup(
+        region="us-east-1",
+        endpoint_url=endpoint,
+        cluster_id=cluster_id,
+        older_than=datetime.timedelta(0),
+    )
+    assert f"function dask-serverless-{cluster_id}" in report.deleted
+    assert report.skipped == {}
     assert remaining_resources(endpoint, cluster_id) == []
+    assert str(cleanup(region="us-east-1", endpoint_url=endpoint)) == "nothing to delete"
+
+
+def test_an_open_cluster_renews_its_last_seen_mark_until_it_closes(endpoint, monkeypatch):
+    monkeypatch.setattr(lambda_cluster, "RENEWAL_PERIOD_S", 0.2)
+    cluster = LambdaCluster(
+        region="us-east-1", endpoint_url=endpoint, parallelism=2, python_version=ENDPOINT_PYTHON
+    )
+    with cluster:
+        assert renewal_threads() == [f"dask-serverless-last-seen-{cluster.cluster_id}"]
+        mark = last_seen(endpoint, cluster)
+        assert mark is not None and abs(mark - time.time()) < 60
+        # Made to look dead an hour ago, the cluster is seen again at the next renewal.
+        an_hour_ago = int(time.time()) - 3600
+        client("lambda", endpoint).tag_resource(
+            Resource=cluster.deployment["function_arn"], Tags={LAST_SEEN_TAG: str(an_hour_ago)}
+        )
+        deadline = time.monotonic() + 10
+        while last_seen(endpoint, cluster) == an_hour_ago and time.monotonic() < deadline:
+            time.sleep(0.05)
+        mark = last_seen(endpoint, cluster)
+        assert mark is not None and mark > an_hour_ago + 3000, "the mark was not renewed"
+        report = cleanup(region="us-east-1", endpoint_url=endpoint, older_than="30m")
+        assert list(report.skipped) == [cluster.cluster_id]
+        assert report.deleted == []
+        renewal = cluster._renewal
+        assert renewal is not None and renewal.running
+    assert not renewal.running
+    assert renewal_threads() == []
+    assert remaining_resources(endpoint, cluster.cluster_id) == []
+
+
+def test_cleanup_refuses_a_duration_it_cannot_read(endpoint):
+    with pytest.raises(AwsConfigurationError, match="invalid duration '15'"):
+        cleanup(region="us-east-1", endpoint_url=endpoint, older_than="15")
+
+
+class FailingDeployer:
+    """Stands for the native deployer: counts renewals, failing them all."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.called = threading.Event()
+
+    def mark_seen(self, record: str) -> None:
+        self.calls += 1
+        if self.calls >= 3:
+            self.called.set()
+        raise ConnectionError("the endpoint is unreachable")
+
+
+def test_a_failed_renewal_is_logged_and_tried_again(caplog):
+    deployer = FailingDeployer()
+    with caplog.at_level(logging.WARNING, logger="dask_serverless.lambda_cluster"):
+        renewal = _LastSeenRenewal(deployer, "{}", "ds-test", 0.01)
+        try:
+            assert deployer.called.wait(10), "no third renewal"
+            assert renewal.running
+        finally:
+            renewal.stop()
+    assert not renewal.running
+    calls = deployer.calls
+    time.sleep(0.05)
+    assert deployer.calls == calls, "renewals went on after stop()"
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) >= 3
+    assert messages[0].startswith(
+        "could not renew the last-seen mark of cluster ds-test (ConnectionError: the endpoint "
+        "is unreachable); trying again in 0.01 s."
+    )
+
+
+def test_durations_cross_to_the_native_cleanup_as_text():
+    assert _duration_text(None) is None
+    assert _duration_text("2h") == "2h"
+    assert _duration_text(0) == "0s"
+    assert _duration_text(90) == "90s"
+    assert _duration_text(0.2) == "1s"
+    assert _duration_text(datetime.timedelta(minutes=30)) == "1800s"
+    with pytest.raises(ValueError, match="non-negative"):
+        _duration_text(-1)
+    with pytest.raises(ValueError, match="non-negative"):
+        _duration_text(float("inf"))
+    with pytest.raises(TypeError, match="not bool"):
+        _duration_text(True)
 
 
 def test_endpoint_that_does_not_answer_is_clear():
@@ -134,4 +272,5 @@ def test_real_aws():
     with LambdaCluster(memory_mb=2048, timeout_s=120, python_version="3.12") as cluster:
         assert x.mean().compute() == x.mean().compute(scheduler="sync")
         cluster_id = cluster.cluster_id
-    assert cleanup(cluster_id=cluster_id, dry_run=True) == []
+    report = cleanup(cluster_id=cluster_id, dry_run=True, older_than=0)
+    assert report.deleted == [] and report.skipped == {}

@@ -7,16 +7,28 @@ Every compute inside the block reuses them (warm functions stay warm); on exit, 
 exception or Ctrl-C, everything is deleted. ``dask-serverless cleanup --region R`` finds and
 deletes leftovers by tag.
 
+While the cluster is open, a background thread renews its *last-seen mark* (the tag
+``dask-serverless:last-seen`` on its function, Unix seconds) every ``RENEWAL_PERIOD_S``
+seconds, so that a cleanup run elsewhere leaves a cluster in use alone: ``cleanup`` deletes
+only clusters whose client was last seen ``older_than`` ago or more (15 minutes by default,
+fifteen renewal periods; ``0`` for every cluster). A renewal that fails is logged and tried
+again at the next period; closing the cluster (or its garbage collection, or the interpreter's
+exit) stops the thread before the resources are deleted.
+
 Credentials and region come the standard AWS way (environment, profile, SSO). With
 ``endpoint_url`` every call goes to an AWS-compatible endpoint instead.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import logging
+import math
+import threading
 import uuid
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlparse
 
 from dask_serverless import _core
@@ -25,8 +37,17 @@ from dask_serverless._validate import check_integer, check_number, renamed_keywo
 from dask_serverless.errors import ConfigurationError
 from dask_serverless.packaging import build_package
 
+if TYPE_CHECKING:
+    from dask_serverless._core import CleanupReport
+
 HANDLER = "dask_serverless.handler.handler"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+#: How often an open cluster renews its last-seen mark. A cleanup spares clusters seen within
+#: its ``older_than`` (15 minutes by default): a live client would have to miss fifteen
+#: renewals in a row to look dead.
+RENEWAL_PERIOD_S = 60.0
+
+logger = logging.getLogger(__name__)
 
 
 class LambdaCluster(ServerlessCluster):
@@ -108,6 +129,7 @@ class LambdaCluster(ServerlessCluster):
         self.package: Any = None
         self.deployment: dict | None = None
         self._finalizer: Any = None
+        self._renewal: _LastSeenRenewal | None = None
 
     @property
     def parallelism(self) -> int:
@@ -146,10 +168,12 @@ class LambdaCluster(ServerlessCluster):
         try:
             record = deployer.deploy(json.dumps(spec), str(self.package.path))
         except BaseException:
-            # Ctrl-C or an error mid-way: whatever carries this cluster's tag goes.
-            deployer.cleanup(self.cluster_id, False)
+            # Ctrl-C or an error mid-way: whatever carries this cluster's tag goes, however
+            # fresh its last-seen marks.
+            deployer.cleanup(self.cluster_id, False, "0")
             raise
-        self._finalizer = weakref.finalize(self, _destroy, deployer, record)
+        self._renewal = _LastSeenRenewal(deployer, record, self.cluster_id, RENEWAL_PERIOD_S)
+        self._finalizer = weakref.finalize(self, _destroy, deployer, record, self._renewal)
         self._register_started()
         self.deployment = json.loads(record)
         region = self.deployment["region"]
@@ -170,7 +194,8 @@ class LambdaCluster(ServerlessCluster):
         return self
 
     def close(self) -> None:
-        """Delete every resource the cluster created; safe to call twice."""
+        """Stop renewing the last-seen mark, then delete every resource the cluster created;
+        safe to call twice."""
         self._restore_scheduler()
         self._unregister_started()
         self._context = None
@@ -178,6 +203,9 @@ class LambdaCluster(ServerlessCluster):
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
+        if self._renewal is not None:
+            self._renewal.stop()
+            self._renewal = None
 
     def _stop_functions(self) -> None:
         # Lambda functions cannot be killed: with the run's clusters deleted, each one finds the
@@ -189,6 +217,8 @@ class LambdaCluster(ServerlessCluster):
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
+        # The renewal thread is the parent's too (a fork copies no thread).
+        self._renewal = None
         self._store = None
 
     def __repr__(self) -> str:
@@ -217,8 +247,58 @@ def _s3_address(bucket: str, region: str, endpoint_url: str | None) -> str:
     return f"s3://{bucket}?{urlencode(query)}"
 
 
-def _destroy(deployer: Any, record: str) -> None:
+def _destroy(deployer: Any, record: str, renewal: _LastSeenRenewal) -> None:
+    renewal.stop()
     deployer.destroy(record)
+
+
+class _LastSeenRenewal:
+    """Renews a cluster's last-seen mark now, then every ``period_s`` seconds, on a daemon
+    thread until ``stop()``. It holds the deployer and the record, never the cluster, so that the
+    cluster's garbage collection still runs its finalizer (which stops it)."""
+
+    def __init__(self, deployer: Any, record: str, cluster_id: str, period_s: float) -> None:
+        self._deployer = deployer
+        self._record = record
+        self._cluster_id = cluster_id
+        self._period_s = period_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"dask-serverless-last-seen-{cluster_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        # At once (the deployment may have waited minutes since it marked the function), then
+        # every period.
+        while True:
+            self._renew()
+            if self._stopped.wait(self._period_s):
+                return
+
+    def _renew(self) -> None:
+        try:
+            self._deployer.mark_seen(self._record)
+        except Exception as error:  # noqa: BLE001 - logged; the next period tries again
+            logger.warning(
+                "could not renew the last-seen mark of cluster %s (%s: %s); trying again in "
+                "%g s. A cleanup deletes a cluster whose mark is older than its --older-than "
+                "(15 minutes by default).",
+                self._cluster_id,
+                type(error).__name__,
+                error,
+                self._period_s,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop renewing; returns once the thread has ended (at most one renewal call late)."""
+        self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 def cleanup(
@@ -227,7 +307,38 @@ def cleanup(
     cluster_id: str | None = None,
     dry_run: bool = False,
     profile: str | None = None,
-) -> list[str]:
-    """Delete leftovers of clusters (all, or one) by their tag; returns what was deleted."""
+    older_than: str | float | datetime.timedelta | None = None,
+) -> CleanupReport:
+    """Delete leftovers of clusters (all, or the one ``cluster_id`` names) found by their tags,
+    except clusters whose client was seen less than ``older_than`` ago.
+
+    ``older_than`` is a duration as the command line writes it (``"30m"``, ``"2h"``, ``"1d"``,
+    ``"0"``), a number of seconds or a ``timedelta``; ``None`` means 15 minutes. ``0`` deletes
+    every cluster, including those in use. A cluster named by ``cluster_id`` follows the same
+    rule. With ``dry_run``, nothing is deleted.
+
+    The report's ``deleted`` lists the resources deleted (with ``dry_run``: to delete),
+    ``skipped`` maps each cluster left alone to the seconds since its client was seen, and
+    ``str(report)`` reads as the command's output, one line per skipped cluster and resource.
+    """
     settings = json.dumps({"region": region, "endpoint_url": endpoint_url, "profile": profile})
-    return _aws_deployer(settings).cleanup(cluster_id, dry_run)
+    return _aws_deployer(settings).cleanup(cluster_id, dry_run, _duration_text(older_than))
+
+
+def _duration_text(duration: str | float | datetime.timedelta | None) -> str | None:
+    """``duration`` as the native cleanup reads it: whole seconds (rounded up) for numbers and
+    timedeltas, strings as they are (checked natively), ``None`` for the default."""
+    if duration is None or isinstance(duration, str):
+        return duration
+    if isinstance(duration, datetime.timedelta):
+        seconds = duration.total_seconds()
+    elif isinstance(duration, int | float) and not isinstance(duration, bool):
+        seconds = float(duration)
+    else:
+        raise TypeError(
+            f"older_than must be a duration such as '30m', a number of seconds or a "
+            f"timedelta, not {type(duration).__name__}"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"older_than must be a finite, non-negative duration, not {duration!r}")
+    return f"{math.ceil(seconds)}s"

@@ -23,6 +23,8 @@
 //! Buckets are found through the Resource Groups Tagging API with the other regional resources
 //! (see the `tagging` module); [`from_tagged`] takes the buckets among its answers.
 
+use std::time::SystemTime;
+
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
@@ -76,7 +78,7 @@ pub(crate) async fn create(
     created.push(Resource::bucket(&names.bucket));
     let call = Call::new("S3", "s3:PutBucketTagging", &resource, &endpoint);
     let tag_set = names
-        .tags()
+        .tags(SystemTime::now())
         .into_iter()
         .map(|(key, value)| {
             aws_sdk_s3::types::Tag::builder()

@@ -22,26 +22,33 @@
 //! Each resource module records a resource as soon as it exists. If a step fails, `deploy`
 //! deletes the recorded resources (the same code as [`Deployer::destroy`]), then returns the
 //! step's error; if some deletion fails too, the error is [`AwsError::RollbackIncomplete`],
-//! naming what is left and how to remove it (`dask-serverless cleanup --cluster ID`).
+//! naming what is left and how to remove it (`dask-serverless cleanup --cluster ID
+//! --older-than 0`: the rolled-back resources carry fresh last-seen marks).
 //!
 //! # Destroy and clean up
 //!
 //! [`Deployer::destroy`] deletes the resources a [`Deployment`] names; [`Deployer::cleanup`]
 //! deletes those [`Deployer::leftovers`] finds by tag, without a record: the functions, queues
 //! and buckets of the region through the Resource Groups Tagging API (`tagging`), and the roles
-//! of the region (`role`). With a cluster id the tag is `dask-serverless:cluster`, without one
-//! `dask-serverless:created-by`: every cluster of the region.
+//! of the region (`role`), each with its tags. With a cluster id the tag is
+//! `dask-serverless:cluster`, without one `dask-serverless:created-by`: every cluster of the
+//! region. The found resources are then judged cluster by cluster (the `last_seen` module): a
+//! cluster whose client was seen less than `older_than` ago is skipped as a whole, the others
+//! are deleted. [`Deployer::mark_seen`] renews a live cluster's mark.
 //!
 //! Every deletion sorts the resources by kind (the deletion order of
 //! [`ResourceKind`](crate::ResourceKind)) and tries each one even if another fails. A resource
 //! already gone is reported as such, not as an error; if any deletion failed, the result is
 //! [`AwsError::CleanupIncomplete`], naming what was deleted and what was not.
 
+use std::time::{Duration, SystemTime};
+
 use aws_config::SdkConfig;
 
 use crate::clients::Clients;
 use crate::config::{AwsSettings, caller_identity, load_config};
 use crate::error::AwsError;
+use crate::last_seen::{CleanupReport, FoundResource, Leftovers, judge};
 use crate::names::{CLUSTER_TAG, CREATED_BY_TAG, CREATED_BY_VALUE, ClusterId, ResourceNames};
 use crate::resource::{DestroyReport, Outcome, Resource, ResourceKind};
 use crate::spec::{Deployment, DeploymentSpec};
@@ -54,12 +61,17 @@ pub struct Deployer {
     waits: function::Waits,
 }
 
-/// Deletes the leftovers of `cluster` (every cluster if `None`) in the region of `settings`.
+/// Deletes the leftovers of `cluster` (every cluster if `None`) in the region of `settings`,
+/// except clusters whose client was seen less than `older_than` ago.
 pub async fn cleanup(
     settings: &AwsSettings,
     cluster: Option<&str>,
-) -> Result<DestroyReport, AwsError> {
-    Deployer::connect(settings).await?.cleanup(cluster).await
+    older_than: Duration,
+) -> Result<CleanupReport, AwsError> {
+    Deployer::connect(settings)
+        .await?
+        .cleanup(cluster, older_than)
+        .await
 }
 
 impl Deployer {
@@ -172,17 +184,46 @@ impl Deployer {
 
     /// Deletes every resource of `deployment` (see the module documentation).
     pub async fn destroy(&self, deployment: &Deployment) -> Result<DestroyReport, AwsError> {
+        self.check_region(deployment)?;
+        self.delete_resources(deployment.resources()).await
+    }
+
+    /// Refuses a deployment of another region than this deployer's.
+    fn check_region(&self, deployment: &Deployment) -> Result<(), AwsError> {
         if deployment.region != self.clients.region {
             return Err(AwsError::InvalidInput(format!(
                 "cluster {} is in region {}, but this deployer works in {}",
                 deployment.cluster_id, deployment.region, self.clients.region
             )));
         }
-        self.delete_resources(deployment.resources()).await
+        Ok(())
     }
 
-    /// The resources of `cluster` (every cluster if `None`) found in this region by their tags.
-    pub async fn leftovers(&self, cluster: Option<&str>) -> Result<Vec<Resource>, AwsError> {
+    /// Renews the last-seen mark of `deployment`'s cluster to `now`: its client is alive (see
+    /// the `last_seen` module). A client calls it periodically while the cluster is open.
+    pub async fn mark_seen(
+        &self,
+        deployment: &Deployment,
+        now: SystemTime,
+    ) -> Result<(), AwsError> {
+        self.check_region(deployment)?;
+        function::mark_seen(&self.clients, &deployment.function_arn, now).await
+    }
+
+    /// The resources of `cluster` (every cluster if `None`) found in this region by their tags,
+    /// judged now: those of clusters whose client was seen less than `older_than` ago are
+    /// skipped, the others are to delete.
+    pub async fn leftovers(
+        &self,
+        cluster: Option<&str>,
+        older_than: Duration,
+    ) -> Result<Leftovers, AwsError> {
+        let found = self.find_tagged(cluster).await?;
+        Ok(judge(found, older_than, SystemTime::now()))
+    }
+
+    /// Every resource tagged as `cluster`'s (every cluster's if `None`) in this region.
+    async fn find_tagged(&self, cluster: Option<&str>) -> Result<Vec<FoundResource>, AwsError> {
         let cluster = cluster.map(ClusterId::new).transpose()?;
         let (key, value) = match &cluster {
             Some(cluster) => (CLUSTER_TAG, cluster.to_string()),
@@ -196,20 +237,36 @@ impl Deployer {
         ];
         let mut found = Vec::new();
         for arn in tagging::find(clients, key, &value, &resource_types).await? {
-            found.extend(function::from_tagged(&arn));
-            found.extend(bucket::from_tagged(&arn));
-            found.extend(queue::from_tagged(clients, &arn).await?);
+            let mut resources = function::from_tagged(&arn);
+            resources.extend(bucket::from_tagged(&arn));
+            resources.extend(queue::from_tagged(clients, &arn).await?);
+            found.extend(
+                resources
+                    .into_iter()
+                    .map(|resource| FoundResource::new(resource, &arn.tags)),
+            );
         }
         found.extend(role::find_by_tag(clients, key, &value).await?);
-        found.sort();
-        found.dedup();
         Ok(found)
     }
 
-    /// Deletes the resources [`Deployer::leftovers`] finds.
-    pub async fn cleanup(&self, cluster: Option<&str>) -> Result<DestroyReport, AwsError> {
-        let found = self.leftovers(cluster).await?;
-        self.delete_resources(found).await
+    /// Deletes the resources of the stale clusters of `leftovers` (what
+    /// [`Deployer::leftovers`] found).
+    pub async fn delete_leftovers(&self, leftovers: Leftovers) -> Result<DestroyReport, AwsError> {
+        self.delete_resources(leftovers.to_delete).await
+    }
+
+    /// Deletes the resources [`Deployer::leftovers`] finds to delete; reports the clusters it
+    /// skipped too.
+    pub async fn cleanup(
+        &self,
+        cluster: Option<&str>,
+        older_than: Duration,
+    ) -> Result<CleanupReport, AwsError> {
+        let mut leftovers = self.leftovers(cluster, older_than).await?;
+        let skipped = std::mem::take(&mut leftovers.skipped);
+        let deleted = self.delete_leftovers(leftovers).await?;
+        Ok(CleanupReport { skipped, deleted })
     }
 
     /// Deletes `resources` in deletion order, trying every one.

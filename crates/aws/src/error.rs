@@ -111,7 +111,7 @@ pub enum AwsError {
     /// A deployment failed, and deleting what it had created failed too.
     #[error(
         "{error}; the rollback could not delete {}: run `dask-serverless cleanup --cluster \
-         {cluster}`",
+         {cluster} --older-than 0`",
         list(remaining)
     )]
     RollbackIncomplete {

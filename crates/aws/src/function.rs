@@ -22,6 +22,12 @@
 //! Both waits are paced and bounded by a [`RetryPolicy`] through the crate's one retry loop
 //! (the `retry` module); [`Waits::with_jitter_seed`] makes their delays replay.
 //!
+//! # Last seen
+//!
+//! [`mark_seen`] renews the function's last-seen mark (`lambda:TagResource` of its
+//! [`LAST_SEEN_TAG`]): the sign that a client still has the cluster open (see the `last_seen`
+//! module).
+//!
 //! # Delete
 //!
 //! [`delete_event_invoke_config`], then [`delete`]; either already gone is an
@@ -34,14 +40,14 @@
 //! each with its event invoke config.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_lambda::types::{DestinationConfig, Environment, FunctionCode, OnFailure, State};
 use dask_serverless_platform::RetryPolicy;
 
 use crate::clients::Clients;
 use crate::error::{AwsError, Call, Failure, classify};
-use crate::names::ResourceNames;
+use crate::names::{LAST_SEEN_TAG, ResourceNames, last_seen_mark};
 use crate::resource::{Outcome, Resource};
 use crate::retry::{Attempt, Budget, retry};
 use crate::spec::DeploymentSpec;
@@ -137,7 +143,7 @@ pub(crate) async fn create(
                 ))
                 .build(),
         );
-    for (key, value) in names.tags() {
+    for (key, value) in names.tags(SystemTime::now()) {
         request = request.tags(key, value);
     }
     let what = format!("creating {resource} with role '{}'", names.role);
@@ -272,6 +278,26 @@ async fn wait_until_active(
         .map_err(|exhausted| exhausted.error)
 }
 
+/// Sets the last-seen mark of the function `function_arn` to `now`.
+pub(crate) async fn mark_seen(
+    clients: &Clients,
+    function_arn: &str,
+    now: SystemTime,
+) -> Result<(), AwsError> {
+    let endpoint = clients.endpoint("lambda");
+    let resource = format!("function '{function_arn}'");
+    let call = Call::new("Lambda", "lambda:TagResource", &resource, &endpoint);
+    clients
+        .lambda
+        .tag_resource()
+        .resource(function_arn)
+        .tags(LAST_SEEN_TAG, last_seen_mark(now))
+        .send()
+        .await
+        .map_err(|error| call.sdk(error))?;
+    Ok(())
+}
+
 /// Deletes the asynchronous invocation config of the function `resource` names.
 pub(crate) async fn delete_event_invoke_config(
     clients: &Clients,
@@ -357,6 +383,7 @@ mod tests {
             service: "lambda".to_string(),
             account: "123456789012".to_string(),
             resource: "function:dask-serverless-a:1".to_string(),
+            tags: HashMap::new(),
         };
         let kinds: Vec<(ResourceKind, String)> = from_tagged(&arn)
             .into_iter()
@@ -376,6 +403,7 @@ mod tests {
             service: "s3".to_string(),
             account: String::new(),
             resource: "dask-serverless-a-123456789012".to_string(),
+            tags: HashMap::new(),
         };
         assert!(from_tagged(&bucket).is_empty());
     }

@@ -15,7 +15,9 @@
 //!
 //! Every resource carries the tags `dask-serverless:cluster = <cluster>`,
 //! `dask-serverless:created-by = dask-serverless` and `dask-serverless:region = <region>`, so [`Deployer::cleanup`] finds what a crashed
-//! client left behind. A deployment that fails half-way deletes what it had created before it
+//! client left behind, and `dask-serverless:last-seen = <Unix seconds>`, which a live client
+//! renews on its function ([`Deployer::mark_seen`]) so that a cleanup leaves its cluster alone
+//! (see the `last_seen` module). A deployment that fails half-way deletes what it had created before it
 //! returns the error: a failed `deploy` leaves nothing.
 //!
 //! The engine then talks to the cluster through two backends of `dask-serverless-platform`'s
@@ -36,6 +38,7 @@
 //! | `config` | [`AwsSettings`], [`load_config`]: credentials, region, endpoint, checked at once |
 //! | `names` | [`ClusterId`], the names and tags of a cluster's resources, its role's policies |
 //! | `spec` | [`DeploymentSpec`] (what to deploy) and [`Deployment`] (what was deployed) |
+//! | `last_seen` | [`Leftovers`]: which found clusters are live (their client renews a mark), which stale; durations |
 //! | `retry` | the one loop that retries and waits, paced by the platform's [`RetryPolicy`] |
 //! | `clients` | the SDK clients the resource modules share |
 //! | `tagging` | the search of tagged functions, queues and buckets (`tag:GetResources`) |
@@ -82,6 +85,7 @@ mod names;
 mod retry;
 
 mod clients;
+mod last_seen;
 mod spec;
 
 // Resource management, one module per resource, then the orchestration:
@@ -102,7 +106,12 @@ pub use config::{AwsSettings, CallerIdentity, caller_identity, load_config, load
 pub use deployer::{Deployer, cleanup};
 pub use error::AwsError;
 pub use invoker::LambdaInvoker;
-pub use names::{CLUSTER_TAG, CREATED_BY_TAG, CREATED_BY_VALUE, ClusterId, REGION_TAG, ROLE_PATH};
+pub use last_seen::{
+    CleanupReport, DEFAULT_OLDER_THAN, Leftovers, SkippedCluster, format_duration, parse_duration,
+};
+pub use names::{
+    CLUSTER_TAG, CREATED_BY_TAG, CREATED_BY_VALUE, ClusterId, LAST_SEEN_TAG, REGION_TAG, ROLE_PATH,
+};
 pub use resource::{DestroyReport, Resource, ResourceKind};
 pub use result_channel::SqsQueue;
 pub use spec::{Architecture, Deployment, DeploymentSpec, Runtime};

@@ -8,15 +8,18 @@
 //! * bucket: `dask-serverless-<cluster>-<account>` (at most 63 characters);
 //! * the role lives under the path [`ROLE_PATH`].
 //!
-//! Tags: [`CLUSTER_TAG`] (the cluster id), [`CREATED_BY_TAG`] (`dask-serverless`) and
-//! [`REGION_TAG`] (the cluster's region) on every resource ([`ResourceNames::tags`]); the
-//! resource modules find leftovers by the first two, and roles (global) by the third as well.
+//! Tags: [`CLUSTER_TAG`] (the cluster id), [`CREATED_BY_TAG`] (`dask-serverless`),
+//! [`REGION_TAG`] (the cluster's region) and [`LAST_SEEN_TAG`] (when the resource was created,
+//! in Unix seconds) on every resource ([`ResourceNames::tags`]); the resource modules find
+//! leftovers by the first two, and roles (global) by the third as well. A live client renews
+//! the last-seen mark of its function (see the `last_seen` module).
 //!
 //! A cluster id is 1 to 32 characters of `[a-z0-9-]`, starting with a letter or digit and not
 //! ending with `-`: short enough for every limit (S3's 63 characters with a 12-digit account
 //! id), valid in every service's names.
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -33,6 +36,10 @@ pub const CREATED_BY_VALUE: &str = "dask-serverless";
 /// [`Deployer::cleanup`](crate::Deployer::cleanup) in one region must not delete the roles of
 /// clusters in others.
 pub const REGION_TAG: &str = "dask-serverless:region";
+/// Tag holding when a client of the cluster was last seen alive, in Unix seconds: set on every
+/// resource at its creation, renewed on the function while a client has the cluster open, read
+/// by [`Deployer::cleanup`](crate::Deployer::cleanup) to leave live clusters alone.
+pub const LAST_SEEN_TAG: &str = "dask-serverless:last-seen";
 /// IAM path of every role this project creates.
 pub const ROLE_PATH: &str = "/dask-serverless/";
 
@@ -105,6 +112,20 @@ impl From<ClusterId> for String {
     }
 }
 
+/// The value of a [`LAST_SEEN_TAG`] for `now`: whole Unix seconds (0 before 1970).
+pub(crate) fn last_seen_mark(now: SystemTime) -> String {
+    now.duration_since(UNIX_EPOCH)
+        .map(|since| since.as_secs())
+        .unwrap_or(0)
+        .to_string()
+}
+
+/// The time a [`LAST_SEEN_TAG`] value names; `None` if it is not a number of seconds.
+pub(crate) fn read_last_seen_mark(value: &str) -> Option<SystemTime> {
+    let seconds: u64 = value.trim().parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+}
+
 /// The names and ARNs of one cluster's resources, all known before any is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ResourceNames {
@@ -142,12 +163,14 @@ impl ResourceNames {
         }
     }
 
-    /// The tags of every resource of the cluster, as `(key, value)` pairs.
-    pub(crate) fn tags(&self) -> [(&'static str, String); 3] {
+    /// The tags of every resource of the cluster, as `(key, value)` pairs, with a last-seen
+    /// mark of `now`.
+    pub(crate) fn tags(&self, now: SystemTime) -> [(&'static str, String); 4] {
         [
             (CLUSTER_TAG, self.cluster.to_string()),
             (CREATED_BY_TAG, CREATED_BY_VALUE.to_string()),
             (REGION_TAG, self.region.clone()),
+            (LAST_SEEN_TAG, last_seen_mark(now)),
         ]
     }
 
@@ -252,17 +275,31 @@ mod tests {
     }
 
     #[test]
-    fn every_resource_is_tagged_with_cluster_creator_and_region() {
+    fn every_resource_is_tagged_with_cluster_creator_region_and_last_seen() {
         let cluster = ClusterId::new("abc").unwrap();
         let names = ResourceNames::new(&cluster, "aws", "eu-west-1", "123456789012");
+        let now = UNIX_EPOCH + Duration::from_millis(1_767_225_600_900);
         assert_eq!(
-            names.tags(),
+            names.tags(now),
             [
                 (CLUSTER_TAG, "abc".to_string()),
                 (CREATED_BY_TAG, "dask-serverless".to_string()),
                 (REGION_TAG, "eu-west-1".to_string()),
+                (LAST_SEEN_TAG, "1767225600".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn last_seen_marks_are_whole_unix_seconds() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        assert_eq!(last_seen_mark(now), "1767225600");
+        assert_eq!(read_last_seen_mark("1767225600"), Some(now));
+        assert_eq!(read_last_seen_mark(" 1767225600 "), Some(now));
+        assert_eq!(last_seen_mark(UNIX_EPOCH - Duration::from_secs(1)), "0");
+        for bad in ["", "soon", "-5", "1.5", "99999999999999999999999"] {
+            assert_eq!(read_last_seen_mark(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! (see the `tagging` module), which answers ARNs; [`from_tagged`] asks SQS for the URL of each
 //! queue among them, skipping queues deleted in the meantime.
 
+use std::time::SystemTime;
+
 use crate::clients::Clients;
 use crate::error::{AwsError, Call, classify};
 use crate::names::ResourceNames;
@@ -54,7 +56,7 @@ pub(crate) async fn create(
             aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod,
             MESSAGE_RETENTION_SECONDS,
         );
-    for (key, value) in names.tags() {
+    for (key, value) in names.tags(SystemTime::now()) {
         request = request.tags(key, value);
     }
     let answer = match request.send().await {

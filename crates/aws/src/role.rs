@@ -21,10 +21,15 @@
 //! IAM is global and outside the Resource Groups Tagging API, so [`find_by_tag`] lists the roles
 //! under [`ROLE_PATH`] and reads each one's tags: a role is taken only if it carries the wanted
 //! tag and its [`REGION_TAG`] names this region, so that cleaning up one region never deletes
-//! the roles of clusters in others.
+//! the roles of clusters in others. It comes with its tags' cluster id and last-seen mark (a
+//! [`FoundResource`]), which a cleanup judges with the cluster's other resources.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
 
 use crate::clients::Clients;
 use crate::error::{AwsError, Call, Failure, classify};
+use crate::last_seen::FoundResource;
 use crate::names::{REGION_TAG, ROLE_PATH, ResourceNames};
 use crate::resource::{DestroyReport, Outcome, Resource};
 
@@ -47,7 +52,7 @@ pub(crate) async fn create(
             "Role of the functions of dask-serverless cluster {}",
             names.cluster
         ));
-    for (key, value) in names.tags() {
+    for (key, value) in names.tags(SystemTime::now()) {
         let tag = aws_sdk_iam::types::Tag::builder()
             .key(key)
             .value(value)
@@ -164,12 +169,13 @@ pub(crate) async fn delete_inline_policy(
     call.deletion(result)
 }
 
-/// The roles under [`ROLE_PATH`] tagged `key = value` and with this region's [`REGION_TAG`].
+/// The roles under [`ROLE_PATH`] tagged `key = value` and with this region's [`REGION_TAG`],
+/// each with what its tags say about its cluster.
 pub(crate) async fn find_by_tag(
     clients: &Clients,
     key: &str,
     value: &str,
-) -> Result<Vec<Resource>, AwsError> {
+) -> Result<Vec<FoundResource>, AwsError> {
     let endpoint = clients.endpoint("iam");
     let resource = format!("roles under {ROLE_PATH}");
     let call = Call::new("IAM", "iam:ListRoles", &resource, &endpoint);
@@ -185,14 +191,18 @@ pub(crate) async fn find_by_tag(
         for role in page.roles() {
             let role_resource = format!("role '{}'", role.role_name());
             let call = Call::new("IAM", "iam:ListRoleTags", &role_resource, &endpoint);
-            let tags = match clients
+            let tags: HashMap<String, String> = match clients
                 .iam
                 .list_role_tags()
                 .role_name(role.role_name())
                 .send()
                 .await
             {
-                Ok(answer) => answer.tags().to_vec(),
+                Ok(answer) => answer
+                    .tags()
+                    .iter()
+                    .map(|tag| (tag.key().to_string(), tag.value().to_string()))
+                    .collect(),
                 Err(error) => {
                     let failure = classify(&error);
                     if failure.is_not_found() {
@@ -201,15 +211,10 @@ pub(crate) async fn find_by_tag(
                     return Err(call.error(failure));
                 }
             };
-            let tag = |wanted: &str| {
-                tags.iter()
-                    .find(|tag| tag.key() == wanted)
-                    .map(|tag| tag.value().to_string())
-            };
-            if tag(key).as_deref() == Some(value)
-                && tag(REGION_TAG).as_deref() == Some(clients.region.as_str())
+            if tags.get(key).map(String::as_str) == Some(value)
+                && tags.get(REGION_TAG) == Some(&clients.region)
             {
-                found.push(Resource::role(role.role_name()));
+                found.push(FoundResource::new(Resource::role(role.role_name()), &tags));
             }
         }
     }

@@ -13,7 +13,9 @@
 //! The API is eventually consistent: it may list a resource for a while after its deletion (its
 //! deletion then reports it as already gone) and miss one created a moment ago.
 
-use aws_sdk_resourcegroupstagging::types::TagFilter;
+use std::collections::HashMap;
+
+use aws_sdk_resourcegroupstagging::types::{ResourceTagMapping, TagFilter};
 
 use crate::clients::Clients;
 use crate::error::{AwsError, Call};
@@ -27,6 +29,8 @@ pub(crate) struct TaggedArn {
     pub(crate) account: String,
     /// What follows the account: `function:NAME`, a queue's or a bucket's name.
     pub(crate) resource: String,
+    /// Every tag of the resource, key to value.
+    pub(crate) tags: HashMap<String, String>,
 }
 
 impl TaggedArn {
@@ -40,7 +44,19 @@ impl TaggedArn {
             service: service.to_string(),
             account: account.to_string(),
             resource: resource.to_string(),
+            tags: HashMap::new(),
         })
+    }
+
+    /// The resource of `mapping`, with its tags, if its ARN has every part.
+    fn from_mapping(mapping: &ResourceTagMapping) -> Option<Self> {
+        let mut tagged = Self::parse(mapping.resource_arn()?)?;
+        tagged.tags = mapping
+            .tags()
+            .iter()
+            .map(|tag| (tag.key().to_string(), tag.value().to_string()))
+            .collect();
+        Some(tagged)
     }
 }
 
@@ -74,8 +90,7 @@ pub(crate) async fn find(
         found.extend(
             page.resource_tag_mapping_list()
                 .iter()
-                .filter_map(|mapping| mapping.resource_arn())
-                .filter_map(TaggedArn::parse),
+                .filter_map(TaggedArn::from_mapping),
         );
     }
     Ok(found)
@@ -93,6 +108,7 @@ mod tests {
                 service: "lambda".to_string(),
                 account: "123456789012".to_string(),
                 resource: "function:dask-serverless-a".to_string(),
+                tags: HashMap::new(),
             })
         );
         assert_eq!(
@@ -101,8 +117,48 @@ mod tests {
                 service: "s3".to_string(),
                 account: String::new(),
                 resource: "dask-serverless-a-123456789012".to_string(),
+                tags: HashMap::new(),
             })
         );
         assert_eq!(TaggedArn::parse("not an arn"), None);
+    }
+
+    #[test]
+    fn mappings_keep_their_tags() {
+        use aws_sdk_resourcegroupstagging::types::Tag;
+
+        let mapping = ResourceTagMapping::builder()
+            .resource_arn("arn:aws:sqs:eu-west-1:123456789012:dask-serverless-a")
+            .tags(
+                Tag::builder()
+                    .key("dask-serverless:cluster")
+                    .value("a")
+                    .build()
+                    .unwrap(),
+            )
+            .tags(
+                Tag::builder()
+                    .key("dask-serverless:last-seen")
+                    .value("1767225600")
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        let tagged = TaggedArn::from_mapping(&mapping).unwrap();
+        assert_eq!(tagged.resource, "dask-serverless-a");
+        assert_eq!(
+            tagged.tags,
+            HashMap::from([
+                ("dask-serverless:cluster".to_string(), "a".to_string()),
+                (
+                    "dask-serverless:last-seen".to_string(),
+                    "1767225600".to_string()
+                ),
+            ])
+        );
+        assert_eq!(
+            TaggedArn::from_mapping(&ResourceTagMapping::builder().build()),
+            None
+        );
     }
 }

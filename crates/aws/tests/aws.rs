@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use common::spec;
@@ -47,6 +47,10 @@ async fn deploy_invoke_and_destroy_on_aws() {
     let spec = spec(cluster.as_str(), 0);
     let deployment = deployer.deploy(&spec).await.expect("deployment");
     let outcome = async {
+        deployer
+            .mark_seen(&deployment, SystemTime::now())
+            .await
+            .expect("the last-seen mark is renewed");
         let invoker = LambdaInvoker::new(&config);
         let answer = invoker
             .invoke_request_response(&deployment.function_name, Bytes::from(r#"{"x": 1}"#))
@@ -79,9 +83,13 @@ async fn deploy_invoke_and_destroy_on_aws() {
     let report = deployer.destroy(&deployment).await.expect("destroy");
     println!("{report}");
     outcome.expect("invocations");
-    let found = deployer.leftovers(Some(cluster.as_str())).await.unwrap();
+    let found = deployer
+        .leftovers(Some(cluster.as_str()), Duration::ZERO)
+        .await
+        .unwrap();
     assert!(
         found
+            .to_delete
             .iter()
             .all(|resource| resource.kind != dask_serverless_aws::ResourceKind::Role),
         "roles remain: {found:?}"

@@ -7,19 +7,21 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use bytes::Bytes;
 use common::{MiniStack, free_port, loader_with, spec};
 use dask_serverless_aws::{
-    AwsError, AwsSettings, ClusterId, Deployer, Deployment, LambdaInvoker, ResourceKind, SqsQueue,
-    load_config_from,
+    AwsError, AwsSettings, ClusterId, DEFAULT_OLDER_THAN, Deployer, Deployment, LAST_SEEN_TAG,
+    LambdaInvoker, ResourceKind, SqsQueue, load_config_from,
 };
 use dask_serverless_platform::{Invoker, PlatformError, ResultChannel, RetryPolicy};
 use serde_json::{Value, json};
 
 const REGION: &str = "eu-west-1";
+/// `older_than` for "every cluster, live or not".
+const EVERY_CLUSTER: Duration = Duration::ZERO;
 
 /// Receives until `count` messages came or `within` passed.
 async fn receive_at_least(queue: &SqsQueue, count: usize, within: Duration) -> Vec<Value> {
@@ -341,8 +343,12 @@ async fn cleanup_finds_leftovers_by_tag_cluster_by_cluster() {
         "on"
     );
 
-    let found = deployer.leftovers(Some("alpha")).await.unwrap();
-    let names: BTreeSet<String> = found.iter().map(ToString::to_string).collect();
+    let found = deployer
+        .leftovers(Some("alpha"), EVERY_CLUSTER)
+        .await
+        .unwrap();
+    assert!(found.skipped.is_empty(), "{found:?}");
+    let names: BTreeSet<String> = found.to_delete.iter().map(ToString::to_string).collect();
     assert_eq!(
         names,
         BTreeSet::from([
@@ -353,40 +359,217 @@ async fn cleanup_finds_leftovers_by_tag_cluster_by_cluster() {
             "role dask-serverless-alpha".to_string(),
         ])
     );
-    assert_eq!(deployer.leftovers(None).await.unwrap().len(), 10);
+    let found = deployer.leftovers(None, EVERY_CLUSTER).await.unwrap();
+    assert_eq!(found.to_delete.len(), 10);
 
-    let report = deployer.cleanup(Some("alpha")).await.unwrap();
-    assert!(report.deleted.len() >= 5, "{report}");
+    let report = deployer
+        .cleanup(Some("alpha"), EVERY_CLUSTER)
+        .await
+        .unwrap();
+    assert!(report.skipped.is_empty(), "{report}");
+    assert!(report.deleted.deleted.len() >= 5, "{report}");
     assert!(
         report
+            .deleted
             .deleted
             .iter()
             .all(|resource| resource.name.contains("alpha")),
         "{report}"
     );
     assert_gone(&config, &first).await;
-    assert_eq!(deployer.leftovers(Some("beta")).await.unwrap().len(), 5);
+    let found = deployer
+        .leftovers(Some("beta"), EVERY_CLUSTER)
+        .await
+        .unwrap();
+    assert_eq!(found.to_delete.len(), 5);
     // The other cluster still works.
     LambdaInvoker::new(&config)
         .invoke_request_response(&second.function_name, Bytes::from("{}"))
         .await
         .unwrap();
 
-    let report = deployer.cleanup(None).await.unwrap();
+    let report = deployer.cleanup(None, EVERY_CLUSTER).await.unwrap();
     assert!(
         report
+            .deleted
             .deleted
             .iter()
             .all(|resource| resource.name.contains("beta")),
         "{report}"
     );
     assert_gone(&config, &second).await;
-    assert!(deployer.leftovers(None).await.unwrap().is_empty());
-    let report = deployer.cleanup(None).await.unwrap();
+    let found = deployer.leftovers(None, EVERY_CLUSTER).await.unwrap();
+    assert!(found.to_delete.is_empty(), "{found:?}");
+    let report = deployer.cleanup(None, EVERY_CLUSTER).await.unwrap();
     assert_eq!(report.to_string(), "nothing to delete\n");
 
     // Cluster ids are checked.
-    let error = deployer.cleanup(Some("Not Valid")).await.unwrap_err();
+    let error = deployer
+        .cleanup(Some("Not Valid"), EVERY_CLUSTER)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, AwsError::InvalidInput(_)), "{error}");
+}
+
+/// Sets the last-seen mark of every resource of `deployment` to `seen`, through each service's
+/// own tagging call: what a client that died at `seen` left behind.
+async fn set_last_seen(config: &SdkConfig, deployment: &Deployment, seen: SystemTime) {
+    let mark = seen
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    aws_sdk_lambda::Client::new(config)
+        .tag_resource()
+        .resource(&deployment.function_arn)
+        .tags(LAST_SEEN_TAG, &mark)
+        .send()
+        .await
+        .unwrap();
+    aws_sdk_sqs::Client::new(config)
+        .tag_queue()
+        .queue_url(&deployment.queue_url)
+        .tags(LAST_SEEN_TAG, &mark)
+        .send()
+        .await
+        .unwrap();
+    aws_sdk_iam::Client::new(config)
+        .tag_role()
+        .role_name(&deployment.role_name)
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key(LAST_SEEN_TAG)
+                .value(&mark)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // A bucket's tags are replaced as a whole.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .build(),
+    );
+    let tags = s3
+        .get_bucket_tagging()
+        .bucket(&deployment.bucket)
+        .send()
+        .await
+        .unwrap();
+    let mut tag_set: Vec<aws_sdk_s3::types::Tag> = tags
+        .tag_set()
+        .iter()
+        .filter(|tag| tag.key() != LAST_SEEN_TAG)
+        .cloned()
+        .collect();
+    assert_eq!(tag_set.len(), 3, "{tag_set:?}");
+    tag_set.push(
+        aws_sdk_s3::types::Tag::builder()
+            .key(LAST_SEEN_TAG)
+            .value(&mark)
+            .build()
+            .unwrap(),
+    );
+    s3.put_bucket_tagging()
+        .bucket(&deployment.bucket)
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .set_tag_set(Some(tag_set))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_leaves_clusters_seen_recently_alone() {
+    let ministack = MiniStack::start();
+    let config = ministack.config(REGION).await;
+    let deployer = Deployer::new(&config).unwrap();
+    let live = deployer.deploy(&spec("live", 0)).await.unwrap();
+    let dead = deployer.deploy(&spec("dead", 0)).await.unwrap();
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3_600);
+    set_last_seen(&config, &dead, an_hour_ago).await;
+
+    // Every resource got a mark at its creation: the new cluster is live, the other is not.
+    let found = deployer.leftovers(None, DEFAULT_OLDER_THAN).await.unwrap();
+    assert_eq!(found.skipped.len(), 1, "{found:?}");
+    assert_eq!(found.skipped[0].cluster, "live");
+    assert!(
+        found.skipped[0].seen_ago < Duration::from_secs(60),
+        "{found:?}"
+    );
+    assert_eq!(found.to_delete.len(), 5, "{found:?}");
+    assert!(
+        found
+            .to_delete
+            .iter()
+            .all(|resource| resource.name.contains("dead")),
+        "{found:?}"
+    );
+
+    // A cluster is judged by its freshest mark: all old but the function's, renewed, is live.
+    set_last_seen(&config, &live, an_hour_ago).await;
+    let found = deployer
+        .leftovers(Some("live"), DEFAULT_OLDER_THAN)
+        .await
+        .unwrap();
+    assert!(found.skipped.is_empty(), "{found:?}");
+    assert_eq!(found.to_delete.len(), 5, "{found:?}");
+    deployer.mark_seen(&live, SystemTime::now()).await.unwrap();
+    let found = deployer
+        .leftovers(Some("live"), DEFAULT_OLDER_THAN)
+        .await
+        .unwrap();
+    assert_eq!(found.skipped.len(), 1, "{found:?}");
+    assert!(found.to_delete.is_empty(), "{found:?}");
+    // ... unless the cleanup asks for more than its age.
+    let found = deployer
+        .leftovers(Some("live"), Duration::from_secs(0))
+        .await
+        .unwrap();
+    assert!(found.skipped.is_empty(), "{found:?}");
+    assert_eq!(found.to_delete.len(), 5, "{found:?}");
+
+    // The cleanup deletes the dead cluster and leaves the live one working.
+    let report = deployer.cleanup(None, DEFAULT_OLDER_THAN).await.unwrap();
+    assert_eq!(report.skipped.len(), 1, "{report}");
+    assert!(
+        report
+            .to_string()
+            .starts_with("skipped cluster live: its client was seen "),
+        "{report}"
+    );
+    assert_eq!(report.deleted.deleted.len(), 6, "{report}");
+    assert_gone(&config, &dead).await;
+    LambdaInvoker::new(&config)
+        .invoke_request_response(&live.function_name, Bytes::from("{}"))
+        .await
+        .unwrap();
+
+    // Naming the cluster is not enough to delete it while its client is seen...
+    let report = deployer
+        .cleanup(Some("live"), DEFAULT_OLDER_THAN)
+        .await
+        .unwrap();
+    assert_eq!(report.skipped.len(), 1, "{report}");
+    assert!(report.deleted.deleted.is_empty(), "{report}");
+    // ... zero is.
+    let report = deployer.cleanup(Some("live"), EVERY_CLUSTER).await.unwrap();
+    assert_eq!(report.deleted.deleted.len(), 6, "{report}");
+    assert_gone(&config, &live).await;
+
+    // A mark of another region's deployment is refused.
+    let mut elsewhere = live.clone();
+    elsewhere.region = "us-east-2".to_string();
+    let error = deployer
+        .mark_seen(&elsewhere, SystemTime::now())
+        .await
+        .unwrap_err();
     assert!(matches!(error, AwsError::InvalidInput(_)), "{error}");
 }
 
@@ -407,7 +590,8 @@ async fn a_deployment_that_fails_half_way_leaves_nothing() {
     };
     assert_eq!(action, "lambda:CreateFunction");
     assert!(message.contains("unzip"), "{message}");
-    assert!(deployer.leftovers(None).await.unwrap().is_empty());
+    let found = deployer.leftovers(None, EVERY_CLUSTER).await.unwrap();
+    assert!(found.to_delete.is_empty(), "{found:?}");
     let placeholder = Deployment {
         cluster_id: ClusterId::new("broken").unwrap(),
         region: REGION.to_string(),
@@ -474,14 +658,12 @@ async fn access_denied_names_the_missing_permission_and_rolls_back() {
         "{error}"
     );
     // The role created before the denial was deleted.
-    assert!(
-        Deployer::new(&admin)
-            .unwrap()
-            .leftovers(None)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let found = Deployer::new(&admin)
+        .unwrap()
+        .leftovers(None, EVERY_CLUSTER)
+        .await
+        .unwrap();
+    assert!(found.to_delete.is_empty(), "{found:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,8 +915,16 @@ async fn the_documented_policy_is_enough_for_the_whole_lifecycle() {
     assert_eq!(received.len(), 2, "{received:?}");
     deployer.destroy(&deployment).await.unwrap();
 
-    deployer.deploy(&spec).await.unwrap();
-    let report = deployer.cleanup(None).await.unwrap();
-    assert_eq!(report.deleted.len(), 6, "{report}");
-    assert!(deployer.leftovers(None).await.unwrap().is_empty());
+    let deployment = deployer.deploy(&spec).await.unwrap();
+    deployer
+        .mark_seen(&deployment, SystemTime::now())
+        .await
+        .unwrap();
+    let report = deployer.cleanup(None, DEFAULT_OLDER_THAN).await.unwrap();
+    assert_eq!(report.skipped.len(), 1, "{report}");
+    assert!(report.deleted.deleted.is_empty(), "{report}");
+    let report = deployer.cleanup(None, EVERY_CLUSTER).await.unwrap();
+    assert_eq!(report.deleted.deleted.len(), 6, "{report}");
+    let found = deployer.leftovers(None, EVERY_CLUSTER).await.unwrap();
+    assert!(found.to_delete.is_empty(), "{found:?}");
 }

@@ -18,7 +18,10 @@
 //!     those of a live client. In every build.
 //!   - `cleanup --region R` (feature `aws`, on by default): the AWS resources that clusters left
 //!     behind in a region, found by their `dask-serverless:*` tags (all clusters, or one with
-//!     `--cluster`). A build without the feature says so and points to `--local`.
+//!     `--cluster`), except clusters whose client was seen less than `--older-than` ago
+//!     (default 15m; `0` deletes every cluster): a live client renews a last-seen mark every
+//!     minute. Skipped clusters get one line each. A build without the feature says so and
+//!     points to `--local`.
 //! - `bench`: runs the benchmark harness, `<python> -m dask_serverless.bench <arguments>`, with
 //!   the interpreter named by `DASK_SERVERLESS_PYTHON` (else `python3`). Every argument goes to
 //!   the harness (`dask-serverless bench --help` prints its options). The process *becomes* the
@@ -38,6 +41,8 @@ use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+#[cfg(feature = "aws")]
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -63,8 +68,9 @@ enum Command {
     /// Run the local Lambda-compatible platform until interrupted.
     #[command(alias = "emulator")]
     LocalPlatform(LocalPlatformArguments),
-    /// Delete what dead clients left: AWS resources (found by their tags), or with --local
-    /// this machine's shared memory and temporary directories.
+    /// Delete what dead clients left: AWS resources (found by their tags; clusters whose
+    /// client was seen recently are left alone), or with --local this machine's shared memory
+    /// and temporary directories.
     Cleanup(CleanupArguments),
     /// Run the benchmark harness (python -m dask_serverless.bench); arguments go to it.
     Bench(BenchArguments),
@@ -87,7 +93,7 @@ struct CleanupArguments {
     #[cfg(feature = "aws")]
     #[command(flatten)]
     aws: AwsCleanupArguments,
-    /// List what would be deleted; delete nothing.
+    /// List what would be deleted (and, on AWS, what would be skipped); delete nothing.
     #[arg(long)]
     dry_run: bool,
 }
@@ -104,9 +110,19 @@ struct AwsCleanupArguments {
     /// Profile of the AWS config files (default: AWS_PROFILE, else `default`).
     #[arg(long, conflicts_with = "local")]
     profile: Option<String>,
-    /// Only this cluster's resources (default: those of every cluster in the region).
+    /// Only this cluster's resources (default: those of every cluster in the region), if its
+    /// client was not seen within --older-than either.
     #[arg(long, conflicts_with = "local")]
     cluster: Option<String>,
+    /// Leave alone every cluster whose client was seen less than this long ago (live clients
+    /// renew a mark every minute), e.g. 30m, 2h, 1d; 0 deletes every cluster, in use or not.
+    #[arg(long, default_value = "15m", value_parser = parse_older_than, conflicts_with = "local")]
+    older_than: Duration,
+}
+
+#[cfg(feature = "aws")]
+fn parse_older_than(text: &str) -> Result<Duration, String> {
+    dask_serverless_aws::parse_duration(text).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -260,7 +276,7 @@ fn run_local_cleanup(dry_run: bool) -> anyhow::Result<()> {
 
 #[cfg(feature = "aws")]
 async fn run_cleanup(arguments: AwsCleanupArguments, dry_run: bool) -> anyhow::Result<()> {
-    use dask_serverless_aws::{AwsSettings, Deployer};
+    use dask_serverless_aws::{AwsSettings, Deployer, format_duration};
 
     let settings = AwsSettings {
         region: arguments.region,
@@ -274,20 +290,27 @@ async fn run_cleanup(arguments: AwsCleanupArguments, dry_run: bool) -> anyhow::R
         None => "every cluster".to_string(),
     };
     let place = format!("{scope} in region {}", deployer.region());
+    let older_than = arguments.older_than;
+    let leftovers = deployer.leftovers(cluster, older_than).await?;
+    for skipped in &leftovers.skipped {
+        println!(
+            "skipped {skipped}, less than --older-than {}; use --older-than 0 to delete it anyway",
+            format_duration(older_than)
+        );
+    }
     if dry_run {
-        let found = deployer.leftovers(cluster).await?;
-        if found.is_empty() {
+        if leftovers.to_delete.is_empty() {
             println!("nothing to delete ({place})");
         } else {
             println!("would delete ({place}):");
-            for resource in found {
+            for resource in &leftovers.to_delete {
                 println!("  {resource}");
             }
         }
         return Ok(());
     }
     println!("cleaning up {place}");
-    let report = deployer.cleanup(cluster).await?;
+    let report = deployer.delete_leftovers(leftovers).await?;
     print!("{report}");
     Ok(())
 }
@@ -327,5 +350,41 @@ impl StopSignals {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
+    }
+}
+
+#[cfg(all(test, feature = "aws"))]
+mod tests {
+    use super::*;
+
+    fn cleanup_arguments(arguments: &[&str]) -> Result<CleanupArguments, clap::Error> {
+        let command_line = ["dask-serverless", "cleanup"].iter().chain(arguments);
+        match Arguments::try_parse_from(command_line)?.command {
+            Command::Cleanup(cleanup) => Ok(cleanup),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cleanup_spares_clusters_seen_in_the_last_quarter_hour_unless_told() {
+        let default = cleanup_arguments(&[]).unwrap();
+        assert_eq!(
+            default.aws.older_than,
+            dask_serverless_aws::DEFAULT_OLDER_THAN
+        );
+        let every = cleanup_arguments(&["--older-than", "0"]).unwrap();
+        assert_eq!(every.aws.older_than, Duration::ZERO);
+        let two_hours = cleanup_arguments(&["--older-than", "2h"]).unwrap();
+        assert_eq!(two_hours.aws.older_than, Duration::from_secs(7_200));
+        let error = cleanup_arguments(&["--older-than", "15"]).unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "invalid duration '15': write a number and a unit (s, m, h or d), such as 30m, \
+                 2h or 1d, or 0 for no minimum"
+            ),
+            "{error}"
+        );
+        // A local cleanup has no age to respect: combining them is refused.
+        assert!(cleanup_arguments(&["--local", "--older-than", "1h"]).is_err());
     }
 }

@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dask-serverless");
 
@@ -193,13 +193,25 @@ fn request(port: u16, raw: &str) -> Option<String> {
 
 /// Creates a queue tagged as cluster `cluster`'s, through the SQS JSON protocol.
 fn create_tagged_queue(ministack: &MiniStack, cluster: &str) {
+    create_queue_seen(ministack, cluster, None);
+}
+
+/// Creates a queue tagged as cluster `cluster`'s, with a last-seen mark `seen_ago` before now
+/// (none if `None`).
+fn create_queue_seen(ministack: &MiniStack, cluster: &str, seen_ago: Option<Duration>) {
+    let mut tags = serde_json::json!({
+        "dask-serverless:cluster": cluster,
+        "dask-serverless:created-by": "dask-serverless",
+        "dask-serverless:region": "us-east-1"
+    });
+    if let Some(seen_ago) = seen_ago {
+        let seen = SystemTime::now() - seen_ago;
+        let mark = seen.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        tags["dask-serverless:last-seen"] = mark.to_string().into();
+    }
     let body = serde_json::json!({
         "QueueName": format!("dask-serverless-{cluster}"),
-        "tags": {
-            "dask-serverless:cluster": cluster,
-            "dask-serverless:created-by": "dask-serverless",
-            "dask-serverless:region": "us-east-1"
-        }
+        "tags": tags
     })
     .to_string();
     let raw = format!(
@@ -263,5 +275,101 @@ fn it_lists_then_deletes_leftovers() {
     assert_eq!(
         text(&output.stdout),
         "nothing to delete (every cluster in region us-east-1)\n"
+    );
+}
+
+#[test]
+fn it_leaves_clusters_seen_recently_alone_unless_told() {
+    let ministack = MiniStack::start();
+    create_queue_seen(&ministack, "live", Some(Duration::from_secs(40)));
+    create_queue_seen(&ministack, "dead", Some(Duration::from_secs(3_600)));
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let endpoint = ministack.endpoint.as_str();
+    let queue_url = |cluster: &str| format!("{endpoint}/000000000000/dask-serverless-{cluster}");
+    let arguments = ["--region", "us-east-1", "--endpoint-url", endpoint];
+    // "seen 40 s ago", or 41 s if a second turns meanwhile.
+    let skipped_line = |stdout: &str| {
+        let line = stdout.lines().next().unwrap_or_default().to_string();
+        assert!(
+            line.starts_with("skipped cluster live: its client was seen 4")
+                && line.ends_with(
+                    " s ago, less than --older-than 15m; use --older-than 0 to delete it anyway"
+                ),
+            "{stdout}"
+        );
+        line
+    };
+
+    let (output, _) = cleanup(&[&arguments[..], &["--dry-run"]].concat(), &credentials);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let skipped = skipped_line(&stdout);
+    assert_eq!(
+        stdout,
+        format!(
+            "{skipped}\nwould delete (every cluster in region us-east-1):\n  queue {}\n",
+            queue_url("dead")
+        )
+    );
+
+    let (output, _) = cleanup(&arguments, &credentials);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let skipped = skipped_line(&stdout);
+    assert_eq!(
+        stdout,
+        format!(
+            "{skipped}\ncleaning up every cluster in region us-east-1\ndeleted queue {}\n",
+            queue_url("dead")
+        )
+    );
+
+    // Named, the live cluster is still left alone; an hour is more than its age.
+    let named = [&arguments[..], &["--cluster", "live"]].concat();
+    let (output, _) = cleanup(&named, &credentials);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let skipped = skipped_line(&stdout);
+    assert_eq!(
+        stdout,
+        format!("{skipped}\ncleaning up cluster live in region us-east-1\nnothing to delete\n")
+    );
+    let (output, _) = cleanup(
+        &[&arguments[..], &["--dry-run", "--older-than", "30s"]].concat(),
+        &credentials,
+    );
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "would delete (every cluster in region us-east-1):\n  queue {}\n",
+            queue_url("live")
+        )
+    );
+
+    let (output, _) = cleanup(&[&named[..], &["--older-than", "0"]].concat(), &credentials);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "cleaning up cluster live in region us-east-1\ndeleted queue {}\n",
+            queue_url("live")
+        )
+    );
+
+    let (output, _) = cleanup(
+        &[&arguments[..], &["--older-than", "15"]].concat(),
+        &credentials,
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains(
+            "invalid value '15' for '--older-than <OLDER_THAN>': invalid duration '15': write a \
+             number and a unit (s, m, h or d), such as 30m, 2h or 1d, or 0 for no minimum"
+        ),
+        "{}",
+        text(&output.stderr)
     );
 }

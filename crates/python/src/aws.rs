@@ -1,12 +1,14 @@
-//! AWS deployments, seen from Python: `LambdaCluster` creates, destroys and cleans up through
-//! this class. Settings, specs and deployment records cross as JSON.
+//! AWS deployments, seen from Python: `LambdaCluster` creates, destroys, marks as seen and
+//! cleans up through this class. Settings, specs and deployment records cross as JSON; a
+//! cleanup's result as a [`CleanupReport`].
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use dask_serverless_aws::{
-    AwsSettings, ClusterId, Deployer, Deployment, DeploymentSpec, DestroyReport,
+    AwsSettings, ClusterId, DEFAULT_OLDER_THAN, Deployer, Deployment, DeploymentSpec,
+    DestroyReport, format_duration, parse_duration,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -35,6 +37,54 @@ fn json_error(what: &str, error: impl std::fmt::Display) -> PyErr {
 
 fn described(report: &DestroyReport) -> Vec<String> {
     report.deleted.iter().map(ToString::to_string).collect()
+}
+
+/// What a cleanup did, or on a dry run would do.
+#[pyclass(module = "dask_serverless._core", frozen, get_all)]
+pub(crate) struct CleanupReport {
+    /// The resources deleted (on a dry run: to delete), one description each.
+    deleted: Vec<String>,
+    /// The clusters left alone because their client was seen recently: id to seconds since.
+    skipped: BTreeMap<String, f64>,
+    /// One line per skipped cluster, saying why and how to insist.
+    skipped_reasons: Vec<String>,
+    dry_run: bool,
+}
+
+#[pymethods]
+impl CleanupReport {
+    /// The report as the command prints it: one line per skipped cluster, then per resource.
+    fn __str__(&self) -> String {
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        let lines: Vec<String> = self
+            .skipped_reasons
+            .iter()
+            .cloned()
+            .chain(
+                self.deleted
+                    .iter()
+                    .map(|resource| format!("{verb} {resource}")),
+            )
+            .collect();
+        if lines.is_empty() {
+            "nothing to delete".to_string()
+        } else {
+            lines.join("\n")
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CleanupReport(deleted={:?}, skipped={:?}, dry_run={})",
+            self.deleted,
+            self.skipped,
+            if self.dry_run { "True" } else { "False" }
+        )
+    }
 }
 
 #[pyclass(module = "dask_serverless._core")]
@@ -97,26 +147,69 @@ impl AwsDeployer {
         Ok(described(&report))
     }
 
+    /// Renews the last-seen mark of a deployment's cluster: its client is alive.
+    fn mark_seen(&self, py: Python<'_>, deployment: &str) -> PyResult<()> {
+        let deployment: Deployment =
+            serde_json::from_str(deployment).map_err(|error| json_error("deployment", error))?;
+        let deployer = &self.deployer;
+        py.detach(|| runtime().block_on(deployer.mark_seen(&deployment, SystemTime::now())))
+            .map_err(aws_error)
+    }
+
     /// Finds (and unless `dry_run`, deletes) the resources tagged with a cluster id, or with
-    /// any cluster id when `cluster` is None.
-    #[pyo3(signature = (cluster=None, dry_run=false))]
+    /// any cluster id when `cluster` is None, except those of clusters whose client was seen
+    /// less than `older_than` ago (`30m`, `2h`, `1d`, `0`; default 15 minutes).
+    #[pyo3(signature = (cluster=None, dry_run=false, older_than=None))]
     fn cleanup(
         &self,
         py: Python<'_>,
         cluster: Option<String>,
         dry_run: bool,
-    ) -> PyResult<Vec<String>> {
+        older_than: Option<&str>,
+    ) -> PyResult<CleanupReport> {
+        let older_than = older_than
+            .map(parse_duration)
+            .transpose()
+            .map_err(aws_error)?
+            .unwrap_or(DEFAULT_OLDER_THAN);
         let deployer = &self.deployer;
         let cluster = cluster.as_deref();
-        if dry_run {
-            let found = py
-                .detach(|| runtime().block_on(deployer.leftovers(cluster)))
-                .map_err(aws_error)?;
-            return Ok(found.iter().map(ToString::to_string).collect());
-        }
-        let report = py
-            .detach(|| runtime().block_on(deployer.cleanup(cluster)))
+        let leftovers = py
+            .detach(|| runtime().block_on(deployer.leftovers(cluster, older_than)))
             .map_err(aws_error)?;
-        Ok(described(&report))
+        let skipped = leftovers
+            .skipped
+            .iter()
+            .map(|skipped| (skipped.cluster.clone(), skipped.seen_ago.as_secs_f64()))
+            .collect();
+        let skipped_reasons = leftovers
+            .skipped
+            .iter()
+            .map(|skipped| {
+                format!(
+                    "skipped {skipped}, less than older_than='{}'; pass older_than=0 to delete \
+                     it anyway",
+                    format_duration(older_than)
+                )
+            })
+            .collect();
+        let deleted = if dry_run {
+            leftovers
+                .to_delete
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        } else {
+            let report = py
+                .detach(|| runtime().block_on(deployer.delete_leftovers(leftovers)))
+                .map_err(aws_error)?;
+            described(&report)
+        };
+        Ok(CleanupReport {
+            deleted,
+            skipped,
+            skipped_reasons,
+            dry_run,
+        })
     }
 }

@@ -63,6 +63,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<leftovers::LocalLeftover>()?;
     #[cfg(feature = "aws")]
     module.add_class::<aws::AwsDeployer>()?;
+    #[cfg(feature = "aws")]
+    module.add_class::<aws::CleanupReport>()?;
     module.add_function(wrap_pyfunction!(plan::zero_work, module)?)?;
     module.add_function(wrap_pyfunction!(run::run_prefix, module)?)?;
     module.add_function(wrap_pyfunction!(run_command, module)?)?;
