@@ -1,4 +1,6 @@
-//! The AWS backend against real AWS: opt in with `DASK_SERVERLESS_TEST_AWS=1`.
+//! The AWS backend against real AWS. The test is ignored by default (it counts as ignored,
+//! never as passed); run it with
+//! `DASK_SERVERLESS_TEST_AWS=1 cargo test -p dask-serverless-aws --test aws -- --ignored`.
 //!
 //! Uses the standard credential chain and `DASK_SERVERLESS_TEST_AWS_REGION` (else `AWS_REGION`,
 //! else `us-east-1`). Deploys a cluster with a tiny handler, invokes it both ways, receives a
@@ -15,32 +17,29 @@ use dask_serverless_aws::{AwsSettings, ClusterId, Deployer, LambdaInvoker, SqsQu
 use dask_serverless_platform::{Invoker, PlatformError, ResultChannel};
 use serde_json::{Value, json};
 
-/// The settings of the real-AWS tests, or `None` (with a line saying why) when not asked for.
-fn settings() -> Option<AwsSettings> {
-    if std::env::var("DASK_SERVERLESS_TEST_AWS").as_deref() != Ok("1") {
-        // Written past the test harness's capture, so that a skip is always visible.
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            b"SKIPPED: real AWS tests run only with DASK_SERVERLESS_TEST_AWS=1 (they create \
-              and delete resources in your account)\n",
-        );
-        return None;
-    }
+/// The settings of the real-AWS tests; fails without `DASK_SERVERLESS_TEST_AWS=1`, the consent
+/// to create and delete resources in the account.
+fn settings() -> AwsSettings {
+    assert_eq!(
+        std::env::var("DASK_SERVERLESS_TEST_AWS").as_deref(),
+        Ok("1"),
+        "the real-AWS test creates and deletes resources in your account: set \
+         DASK_SERVERLESS_TEST_AWS=1 to run it"
+    );
     let region = std::env::var("DASK_SERVERLESS_TEST_AWS_REGION")
         .or_else(|_| std::env::var("AWS_REGION"))
         .unwrap_or_else(|_| "us-east-1".to_string());
-    Some(AwsSettings {
+    AwsSettings {
         region: Some(region),
         endpoint_url: None,
         profile: std::env::var("AWS_PROFILE").ok(),
-    })
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real AWS, costs cents: DASK_SERVERLESS_TEST_AWS=1 cargo test -p dask-serverless-aws --test aws -- --ignored"]
 async fn deploy_invoke_and_destroy_on_aws() {
-    let Some(settings) = settings() else {
-        return;
-    };
+    let settings = settings();
     let config = load_config(&settings).await.expect("AWS configuration");
     let deployer = Deployer::new(&config).unwrap();
     let cluster = ClusterId::random();
