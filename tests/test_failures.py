@@ -383,3 +383,37 @@ def test_retries_reruns_a_task_that_raised_as_dask_does(cluster, tmp_path):
         dask.compute(value, scheduler=cluster.get, retries=1)
     with pytest.raises(ConfigurationError, match="retries"):
         dask.compute(value, scheduler=cluster.get, retries=-1)
+
+
+def test_a_function_that_finds_the_lease_gone_stops_and_its_work_is_redone(chain_cluster):
+    # A chain of 0.3 s tasks run by one invocation, which looks at the run's lease between
+    # tasks at most once a second.
+    value = delayed(0, name="start")
+    for number in range(12):
+        value = delayed(step)(value, 0.3, dask_key_name=f"lease-{number}")
+    result: dict = {}
+
+    def compute() -> None:
+        try:
+            result["value"] = value.compute(scheduler=chain_cluster.get)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            result["error"] = error
+
+    computing = threading.Thread(target=compute)
+    computing.start()
+    store = chain_cluster._store
+    deadline = time.monotonic() + 10
+    leases: list[str] = []
+    while not leases and time.monotonic() < deadline:
+        leases = [key for key in store.list("") if key.endswith("/lease")]
+        time.sleep(0.05)
+    assert len(leases) == 1, leases
+    time.sleep(1.0)
+    # As if the client had ended the run: the function abandons its batch at the next check.
+    store.delete(leases[0])
+    computing.join(timeout=60)
+    assert not computing.is_alive()
+    assert "error" not in result, result.get("error")
+    assert result["value"] == 12
+    # The client renewed its lease and redid the abandoned work from the chain's head.
+    assert chain_cluster.last_run["recoveries"] >= 1, chain_cluster.last_run

@@ -102,6 +102,8 @@ pub enum DriverAction {
         attempt: u32,
         recovering: Vec<BatchId>,
     },
+    /// Write the run's lease again now: a function took this live client for gone.
+    RenewLease,
     /// Add the client's upload (`member`) to the fan-in set at `key`, complete at `expected`
     /// members; answer with [`DriverEvent::UploadFanInAnswered`].
     FanIn {
@@ -555,17 +557,27 @@ impl Driver {
             Report::BatchAbandoned(abandoned) => match abandoned.reason {
                 // The winner's report says it finished.
                 AbandonReason::FinishedElsewhere => Vec::new(),
-                // The function took the client for gone: its work is lost.
-                AbandonReason::ClientGone => self.recover_or_fail(
-                    abandoned.batch,
-                    FailureKind::Crash,
-                    RunFailure::Infrastructure {
-                        batch: abandoned.batch,
-                        message: "the function stopped: it took the client for gone (the run's \
-                                  lease was not renewed)"
-                            .to_owned(),
-                    },
-                ),
+                // The function took the client for gone: its work is lost. Show the recovery
+                // a live lease first.
+                AbandonReason::ClientGone => {
+                    let mut actions = vec![DriverAction::RenewLease];
+                    actions.extend(
+                        self.recover_or_fail(
+                            abandoned.batch,
+                            FailureKind::Crash,
+                            RunFailure::Infrastructure {
+                                batch: abandoned.batch,
+                                message: "the function stopped: it took the client for gone (the \
+                                      run's lease was not renewed)"
+                                    .to_owned(),
+                            },
+                        ),
+                    );
+                    if self.state == RunState::Over {
+                        actions.retain(|action| *action != DriverAction::RenewLease);
+                    }
+                    actions
+                }
             },
         }
     }

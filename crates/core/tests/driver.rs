@@ -458,3 +458,26 @@ fn a_report_naming_a_task_out_of_range_fails_the_run_without_panicking() {
     assert!(message.contains("does not have"), "{message}");
     assert!(driver.is_over());
 }
+
+#[test]
+fn a_batch_abandoned_for_a_lapsed_lease_renews_it_then_is_redone() {
+    let plan = chain_plan(1);
+    let mut driver = started(&plan);
+    let abandoned = DriverEvent::Report(Report::BatchAbandoned(AbandonReport {
+        run_id: "run".into(),
+        batch: BatchId(0),
+        invocation: "request-1".into(),
+        reason: AbandonReason::ClientGone,
+    }));
+    assert_eq!(
+        driver.handle(abandoned, 1),
+        vec![
+            DriverAction::RenewLease,
+            DriverAction::Recover {
+                batch: BatchId(0),
+                attempt: 2,
+                recovering: vec![],
+            },
+        ]
+    );
+}

@@ -146,6 +146,7 @@ impl World {
                     );
                 }
                 DriverAction::TasksFinished { records, .. } => finished_tasks += records.len(),
+                DriverAction::RenewLease => panic!("nobody took the client for gone"),
                 DriverAction::Completed => completed = true,
                 DriverAction::Failed(failure) => panic!("the run failed: {failure:?}"),
             }

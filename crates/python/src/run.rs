@@ -105,6 +105,9 @@ pub(crate) struct RunStatistics {
     /// Bytes of distinct values read by another invocation or by the client.
     #[pyo3(get)]
     boundary_bytes: u64,
+    /// Lost work redone: invocations started again after a function died or vanished.
+    #[pyo3(get)]
+    recoveries: u64,
 }
 
 #[pymethods]
@@ -120,18 +123,20 @@ impl RunStatistics {
         dict.set_item("task_bytes", self.task_bytes)?;
         dict.set_item("value_bytes_written", self.value_bytes_written)?;
         dict.set_item("boundary_bytes", self.boundary_bytes)?;
+        dict.set_item("recoveries", self.recoveries)?;
         Ok(dict)
     }
 
     fn __repr__(&self) -> String {
         format!(
             "RunStatistics(invocations={}, store_operations={}, store_bytes_written={}, \
-             store_bytes_read={}, boundary_bytes={})",
+             store_bytes_read={}, boundary_bytes={}, recoveries={})",
             self.invocations,
             self.store_operations,
             self.store_bytes_written,
             self.store_bytes_read,
-            self.boundary_bytes
+            self.boundary_bytes,
+            self.recoveries
         )
     }
 }
@@ -147,6 +152,7 @@ impl From<NativeStatistics> for RunStatistics {
             task_bytes: statistics.task_bytes,
             value_bytes_written: statistics.value_bytes_written,
             boundary_bytes: statistics.boundary_bytes,
+            recoveries: statistics.recoveries,
         }
     }
 }

@@ -58,6 +58,15 @@ impl SharedMemoryStore {
             .map_err(store_error)
     }
 
+    /// Deletes one object (nothing if there is none).
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        py.detach(|| runtime().block_on(inner.delete(key)))
+            .map_err(store_error)
+    }
+
     fn delete_prefix(&self, py: Python<'_>, prefix: &str) -> PyResult<u64> {
         let Some(inner) = &self.inner else {
             return Ok(0);
@@ -104,6 +113,13 @@ impl AnyStore {
     fn list(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<String>> {
         let inner = &self.inner;
         py.detach(|| runtime().block_on(inner.list(prefix)))
+            .map_err(store_error)
+    }
+
+    /// Deletes one object (nothing if there is none).
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
+        let inner = &self.inner;
+        py.detach(|| runtime().block_on(inner.delete(key)))
             .map_err(store_error)
     }
 

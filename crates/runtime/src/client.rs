@@ -53,6 +53,8 @@ pub struct RunStatistics {
     /// Bytes of distinct values read by another invocation or by the client: the values that
     /// crossed a function boundary.
     pub boundary_bytes: u64,
+    /// Lost work redone: invocations the client started again (see the driver's "Recovery").
+    pub recoveries: u64,
 }
 
 /// One compute, seen from the client.
@@ -149,6 +151,7 @@ impl ClientRun {
     pub fn statistics(&self) -> RunStatistics {
         RunStatistics {
             boundary_bytes: self.crossed.values().sum(),
+            recoveries: u64::from(self.driver.recoveries()),
             ..self.statistics.clone()
         }
     }
@@ -387,6 +390,7 @@ impl ClientRun {
                         let answer = DriverEvent::UploadFanInAnswered { batch, released };
                         pending.extend(self.driver.handle(answer, now_micros()));
                     }
+                    DriverAction::RenewLease => self.renew_lease().await?,
                     DriverAction::TasksFinished { records, warnings } => {
                         events.push(RunEvent::TasksFinished { records, warnings })
                     }
