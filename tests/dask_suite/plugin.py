@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
 import os
 from typing import Any
@@ -144,14 +143,11 @@ class _Suite:
         if self.target == "ours":
             from dask_serverless import LocalCluster
 
-            # The keywords were renamed (workers -> max_concurrency, threads_per_worker ->
-            # threads_per_function); use the ones this version has.
-            parameters = inspect.signature(LocalCluster).parameters
-            if "max_concurrency" in parameters:
-                options = {"max_concurrency": self.workers, "threads_per_function": "client"}
-            else:
-                options = {"workers": self.workers, "threads_per_worker": "client"}
-            self.cluster = LocalCluster(timeout_s=self.function_timeout, **options).start()
+            self.cluster = LocalCluster(
+                max_concurrency=self.workers,
+                threads_per_function="client",
+                timeout_s=self.function_timeout,
+            ).start()
             root = getattr(self.cluster, "_store_root", None)
             if root:
                 self.write({"cluster_root": root})
