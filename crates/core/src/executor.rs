@@ -44,8 +44,9 @@
 //! and nobody else can run the child.
 //!
 //! **Stopping early.** Between tasks the host asks whether to go on
-//! ([`ExecutorEvent::Boundary`]); at most every [`STOP_CHECK_INTERVAL`] the executor looks at
-//! the store ([`ExecutorAction::CheckStop`]): a batch whose outputs someone else stored (a
+//! ([`ExecutorEvent::Boundary`]); once every [`STOP_CHECK_INTERVAL`] of the invocation's tasks
+//! (never in a shorter invocation) the executor looks at the store
+//! ([`ExecutorAction::CheckStop`]): a batch whose outputs someone else stored (a
 //! backup won) is abandoned, unless this invocation only re-runs it to rebuild values handed
 //! over in memory; and every batch is abandoned once the client's lease has not changed for
 //! [`LEASE_TIMEOUT`] (the client is gone) or is missing (the client ended the run). An
@@ -254,6 +255,16 @@ impl Executor {
     }
 
     pub fn handle(&mut self, event: ExecutorEvent, now: Micros) -> Vec<ExecutorAction> {
+        let actions = self.react(event, now);
+        if self.last_stop_check.is_none() && actions.contains(&ExecutorAction::RunTasks) {
+            // The first look at the store comes an interval into the invocation's tasks: a
+            // short invocation never pays for one.
+            self.last_stop_check = Some(now);
+        }
+        actions
+    }
+
+    fn react(&mut self, event: ExecutorEvent, now: Micros) -> Vec<ExecutorAction> {
         // A child's failed invocation is reported whenever it comes back, even after the end.
         if self.state == State::Finished && !matches!(event, ExecutorEvent::InvokeFailed { .. }) {
             return match event {

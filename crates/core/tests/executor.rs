@@ -707,31 +707,37 @@ fn stop_checked(done_elsewhere: bool, lease: Option<&str>) -> ExecutorEvent {
 
 #[test]
 fn task_boundaries_look_at_the_store_at_most_once_per_interval() {
+    // The batch started at 0: a batch shorter than the interval never looks.
     let mut executor = running(1, &[]);
     let second = STOP_CHECK_INTERVAL;
     assert_eq!(
-        executor.handle(ExecutorEvent::Boundary, 10),
+        executor.handle(ExecutorEvent::Boundary, second - 1),
+        vec![ExecutorAction::Continue]
+    );
+    assert_eq!(
+        executor.handle(ExecutorEvent::Boundary, second),
         vec![check_stop(true)]
     );
     assert_eq!(
-        executor.handle(stop_checked(false, Some("1")), 11),
+        executor.handle(stop_checked(false, Some("1")), second + 1),
         vec![ExecutorAction::Continue]
     );
     assert_eq!(
-        executor.handle(ExecutorEvent::Boundary, 10 + second - 1),
+        executor.handle(ExecutorEvent::Boundary, 2 * second - 1),
         vec![ExecutorAction::Continue]
     );
     assert_eq!(
-        executor.handle(ExecutorEvent::Boundary, 10 + second),
+        executor.handle(ExecutorEvent::Boundary, 2 * second),
         vec![check_stop(true)]
     );
 }
 
 #[test]
 fn a_batch_someone_else_finished_is_abandoned_unless_it_is_rebuilt_for_its_chain() {
+    let second = STOP_CHECK_INTERVAL;
     let mut executor = running(1, &[]);
-    executor.handle(ExecutorEvent::Boundary, 0);
-    let actions = executor.handle(stop_checked(true, Some("1")), 1);
+    executor.handle(ExecutorEvent::Boundary, second);
+    let actions = executor.handle(stop_checked(true, Some("1")), second);
     assert_eq!(actions.first(), Some(&ExecutorAction::StopTasks));
     let Report::BatchAbandoned(report) = reports(&actions)[0] else {
         panic!("unexpected actions {actions:?}");
@@ -744,17 +750,17 @@ fn a_batch_someone_else_finished_is_abandoned_unless_it_is_rebuilt_for_its_chain
     assert!(executor.is_finished());
     // The host asking again after the end is told to stop.
     assert_eq!(
-        executor.handle(ExecutorEvent::Boundary, 2),
+        executor.handle(ExecutorEvent::Boundary, second + 2),
         vec![ExecutorAction::StopTasks]
     );
     // A recovery re-running a finished batch for the values it hands over does not look.
     let mut rebuilding = running(2, &[1]);
     assert_eq!(
-        rebuilding.handle(ExecutorEvent::Boundary, 0),
+        rebuilding.handle(ExecutorEvent::Boundary, second),
         vec![check_stop(false)]
     );
     assert_eq!(
-        rebuilding.handle(stop_checked(true, Some("1")), 1),
+        rebuilding.handle(stop_checked(true, Some("1")), second),
         vec![ExecutorAction::Continue]
     );
 }
@@ -768,22 +774,22 @@ fn a_lease_that_stops_changing_or_vanishes_means_the_client_is_gone() {
         assert_eq!(actions, vec![check_stop(true)], "at {now}");
         executor.handle(stop_checked(false, lease), now)
     };
-    assert_eq!(check(0, Some("1")), vec![ExecutorAction::Continue]);
-    assert_eq!(check(second, Some("2")), vec![ExecutorAction::Continue]);
-    // Unchanged since `second`: gone only past the timeout.
+    assert_eq!(check(second, Some("1")), vec![ExecutorAction::Continue]);
+    assert_eq!(check(2 * second, Some("2")), vec![ExecutorAction::Continue]);
+    // Unchanged since `2 * second`: gone only past the timeout.
     assert_eq!(
-        check(second + LEASE_TIMEOUT, Some("2")),
+        check(2 * second + LEASE_TIMEOUT, Some("2")),
         vec![ExecutorAction::Continue]
     );
-    let actions = check(2 * second + LEASE_TIMEOUT, Some("2"));
+    let actions = check(3 * second + LEASE_TIMEOUT, Some("2"));
     let Report::BatchAbandoned(report) = reports(&actions)[0] else {
         panic!("unexpected actions {actions:?}");
     };
     assert_eq!(report.reason, AbandonReason::ClientGone);
 
     let mut ended = running(1, &[]);
-    ended.handle(ExecutorEvent::Boundary, 0);
-    let actions = ended.handle(stop_checked(false, None), 0);
+    ended.handle(ExecutorEvent::Boundary, second);
+    let actions = ended.handle(stop_checked(false, None), second);
     let Report::BatchAbandoned(report) = reports(&actions)[0] else {
         panic!("unexpected actions {actions:?}");
     };

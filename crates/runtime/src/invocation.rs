@@ -109,7 +109,14 @@ impl InvocationSession {
                     let event = self.claim(&key).await;
                     self.feed(event);
                 }
-                ExecutorAction::MarkDone { key } => self.mark_done(&key).await,
+                ExecutorAction::MarkDone { key } => {
+                    // Written alongside the fan-ins that follow it: nobody waits for it.
+                    let mut batch = Vec::new();
+                    while matches!(self.actions.front(), Some(ExecutorAction::FanIn { .. })) {
+                        batch.extend(self.actions.pop_front());
+                    }
+                    self.fan_in(batch, Some(key)).await;
+                }
                 ExecutorAction::CheckStop { .. }
                 | ExecutorAction::Continue
                 | ExecutorAction::StopTasks => {
@@ -147,7 +154,7 @@ impl InvocationSession {
                     while matches!(self.actions.front(), Some(ExecutorAction::FanIn { .. })) {
                         batch.extend(self.actions.pop_front());
                     }
-                    self.fan_in(batch).await;
+                    self.fan_in(batch, None).await;
                 }
                 invoke @ ExecutorAction::Invoke { .. } => {
                     let mut batch = vec![invoke];
@@ -292,15 +299,6 @@ impl InvocationSession {
         }
     }
 
-    async fn mark_done(&mut self, key: &str) {
-        self.count(|traffic| traffic.operations += 1);
-        let owner = Payload::from(self.invocation_id.clone());
-        if let Err(error) = self.connections.store.put(key, owner).await {
-            // Only a backup of this batch would miss it: it runs on to its own end.
-            eprintln!("dask-serverless: could not mark {key} done: {error}");
-        }
-    }
-
     /// Reads what a stop check needs; `None` if the store could not answer.
     async fn check_stop(
         &mut self,
@@ -415,8 +413,17 @@ impl InvocationSession {
         ExecutorEvent::BatchExists { exists }
     }
 
-    async fn fan_in(&mut self, batch: Vec<ExecutorAction>) {
+    /// Performs fan-ins, and writes the done mark `done` (if any) at the same time.
+    async fn fan_in(&mut self, batch: Vec<ExecutorAction>, done: Option<String>) {
         let store = &self.connections.store;
+        let invocation = &self.invocation_id;
+        let mark_done = async {
+            let Some(key) = &done else { return };
+            if let Err(error) = store.put(key, Payload::from(invocation.clone())).await {
+                // Only a backup of this batch would miss it: it runs on to its own end.
+                eprintln!("dask-serverless: could not mark {key} done: {error}");
+            }
+        };
         let calls = batch.into_iter().filter_map(|action| match action {
             ExecutorAction::FanIn {
                 child,
@@ -426,8 +433,10 @@ impl InvocationSession {
             } => Some(async move { (child, store.fan_in(&key, &member, expected).await) }),
             _ => None,
         });
-        let answers = join_all(calls).await;
-        self.count(|traffic| traffic.operations += answers.len() as u64);
+        let (answers, ()) = futures::join!(join_all(calls), mark_done);
+        self.count(|traffic| {
+            traffic.operations += answers.len() as u64 + u64::from(done.is_some())
+        });
         for (child, answer) in answers {
             match answer {
                 Ok(released) => self.feed(ExecutorEvent::FanInAnswered { child, released }),
