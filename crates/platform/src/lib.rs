@@ -12,6 +12,7 @@
 //! also talk to anything that speaks them: [`LocalInvoker`] (the Lambda Invoke API) and
 //! [`LocalQueue`] (a subset of the SQS JSON protocol).
 
+pub mod chaos;
 mod error;
 mod http;
 mod invoker;
@@ -24,6 +25,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use chaos::ChaosInvoker;
+pub use dask_serverless_chaos::{Chaos, ChaosSpec, ChaosSpecError, Fault, KillPoint};
 pub use error::PlatformError;
 pub use invoker::LocalInvoker;
 pub use queue::{BATCH_LIMIT, LocalQueue, message_batches, message_texts};

@@ -36,6 +36,7 @@
 //! several buffers out in one object so that Python's pickle protocol 5 buffers come back
 //! zero-copy and aligned.
 
+pub mod chaos;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
@@ -52,6 +53,7 @@ mod shared_memory;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use chaos::ChaosStore;
 pub use error::StoreError;
 pub use key::{MAX_KEY_LENGTH, MAX_MEMBER_LENGTH, MAX_SEGMENT_LENGTH, validate_key};
 pub use memory::MemoryStore;
