@@ -25,7 +25,9 @@
 //! a failure and is waiting for its running batches to stop).
 //!
 //! An input missing from the store means the run has ended (the client deleted its batches) or
-//! the value was lost: the executor asks whether its batch still exists to tell which. A child
+//! the value was lost: the executor asks whether its batch still exists to tell which. An
+//! invocation whose first batch is already gone (a duplicate delivered after the run ended)
+//! deletes the claim it just wrote, which would otherwise outlive the run. A child
 //! whose invocation failed is reported failed in its own name, so the client never waits for
 //! it.
 //!
@@ -146,6 +148,10 @@ pub enum ExecutorAction {
     StopTasks,
     /// Write the batch's done mark at `key`; nothing answers.
     MarkDone { key: String },
+    /// Delete this invocation's claim at `key`; nothing answers. The run ended before the
+    /// invocation started (a late duplicate delivery): its claim was written after the client
+    /// deleted the run's objects and would outlive the run.
+    DeleteClaim { key: String },
     /// Read the spec and tasks of a batch.
     LoadBatch { batch: BatchId },
     /// Read these values from the store into memory; answer with
@@ -285,10 +291,20 @@ impl Executor {
             } => self.stop_checked(done_elsewhere, lease, now),
             ExecutorEvent::BatchLoaded { spec } => self.batch_loaded(spec),
             ExecutorEvent::RunGone => {
+                // A claim written after the run's objects were deleted would stay forever:
+                // when the first batch is gone, the claim may be such a one, so it goes. (While
+                // the run lives, its batches exist, and claims go with the run's objects.)
+                let claim =
+                    matches!(self.state, State::Loading { batch } if batch == self.first_batch)
+                        .then(|| ExecutorAction::DeleteClaim {
+                            key: claim_key(&self.run_id, self.first_batch, self.attempt),
+                        });
                 // Tell the client (it may be draining the run) that this batch never ran.
-                self.fail(FailureCause::Infrastructure {
+                let mut actions = self.fail(FailureCause::Infrastructure {
                     message: "the run ended before this batch started".to_owned(),
-                })
+                });
+                actions.splice(0..0, claim);
+                actions
             }
             ExecutorEvent::InputsLoaded { bytes } => {
                 if self.state != State::LoadingInputs {

@@ -327,6 +327,23 @@ fn a_run_that_is_gone_ends_the_invocation_with_a_failure_report() {
 }
 
 #[test]
+fn a_delivery_after_the_run_ended_deletes_its_claim() {
+    // A late duplicate wins its claim because the client deleted the run's objects, the
+    // original's claim with them; its first batch is gone. The claim must not outlive the run.
+    let mut executor = executor(1);
+    claim(&mut executor);
+    let actions = executor.handle(ExecutorEvent::RunGone, 1);
+    assert_eq!(
+        actions.first(),
+        Some(&ExecutorAction::DeleteClaim {
+            key: dask_serverless_core::keys::claim_key("run-1", BatchId(1), 1)
+        }),
+        "{actions:?}"
+    );
+    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
+}
+
+#[test]
 fn events_out_of_order_fail_the_batch_with_a_message() {
     let mut executor = executor(1);
     claim(&mut executor);

@@ -305,6 +305,10 @@ impl World {
                         warnings: vec![],
                     }]
                 }
+                ExecutorAction::DeleteClaim { key } => {
+                    self.claims.remove(&key);
+                    vec![]
+                }
                 ExecutorAction::MarkDone { key } => {
                     if self.kill(doomed, KillPoint::AfterOutputs, &id, named) {
                         return;

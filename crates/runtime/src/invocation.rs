@@ -109,6 +109,12 @@ impl InvocationSession {
                     let event = self.claim(&key).await;
                     self.feed(event);
                 }
+                ExecutorAction::DeleteClaim { key } => {
+                    self.count(|traffic| traffic.operations += 1);
+                    if let Err(error) = self.connections.store.delete(&key).await {
+                        eprintln!("dask-serverless: could not delete the claim {key}: {error}");
+                    }
+                }
                 ExecutorAction::MarkDone { key } => self.mark_done(&key).await,
                 ExecutorAction::CheckStop { .. }
                 | ExecutorAction::Continue
