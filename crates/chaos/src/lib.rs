@@ -339,6 +339,19 @@ impl Chaos {
         }
     }
 
+    /// The same faults for another party: the seed mixed with `scope` (an invocation's batch
+    /// and attempt, say), the counters shared. Wrappers whose draws name the work they see
+    /// (a store key) are scoped per party, so that a recovery does not meet exactly the faults
+    /// that defeated the attempt before it.
+    pub fn scoped(&self, scope: &str) -> Chaos {
+        let seed = (self.draw(&["scope", scope]) * (1u64 << 53) as f64) as u64;
+        Chaos {
+            spec: self.spec.clone(),
+            seed,
+            counters: Arc::clone(&self.counters),
+        }
+    }
+
     /// The form [`Chaos::parse`] reads.
     pub fn setting(&self) -> String {
         format!("{};seed={}", self.spec, self.seed)
@@ -550,6 +563,20 @@ mod tests {
         assert!((80.0..120.0).contains(&mean), "mean cold start {mean} ms");
         let none = Chaos::parse("straggle=0.5").unwrap();
         assert_eq!(none.kill_point(&["run", "1", "1"]), None);
+    }
+
+    #[test]
+    fn a_scope_draws_anew_and_shares_the_counters() {
+        let chaos = Chaos::parse("kill=0.5;seed=1").unwrap();
+        let first = chaos.scoped("batch 1 attempt 1");
+        let second = chaos.scoped("batch 1 attempt 2");
+        assert_eq!(
+            first.draw(&["a"]),
+            chaos.scoped("batch 1 attempt 1").draw(&["a"])
+        );
+        assert_ne!(first.draw(&["a"]), second.draw(&["a"]));
+        second.record(Fault::Store, "test");
+        assert_eq!(chaos.counters().get(Fault::Store), 1);
     }
 
     #[test]

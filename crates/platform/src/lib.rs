@@ -11,6 +11,10 @@
 //! Backends here talk to the local platform (the local platform) over its AWS wire protocols, so they
 //! also talk to anything that speaks them: [`LocalInvoker`] (the Lambda Invoke API) and
 //! [`LocalQueue`] (a subset of the SQS JSON protocol).
+//!
+//! [`ChaosInvoker`] wraps any invoker with throttles and duplicate deliveries, for testing;
+//! the spec of such faults ([`ChaosSpec`], [`Chaos`]) is re-exported from
+//! `dask-serverless-chaos`.
 
 pub mod chaos;
 mod error;

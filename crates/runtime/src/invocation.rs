@@ -19,7 +19,9 @@ use futures::future::join_all;
 use dask_serverless_core::keys::{batch_key, value_key};
 use dask_serverless_store::StoreExt;
 
-use crate::{Connections, RuntimeError, invocation_payload, now_micros};
+use crate::faults::FunctionFaults;
+use crate::{Connections, RuntimeError, chaos_of, invocation_payload, now_micros};
+use dask_serverless_chaos::KillPoint;
 
 /// What the host must do next.
 #[derive(Debug)]
@@ -52,6 +54,10 @@ pub struct InvocationSession {
     traffic: Mutex<StoreTraffic>,
     /// The progress report being sent in the background, if any: reports leave in order.
     sending: Option<tokio::task::JoinHandle<()>>,
+    /// The batch this invocation was invoked for.
+    first_batch: BatchId,
+    /// Faults to inject, when the run carries chaos (a testing aid).
+    faults: Option<FunctionFaults>,
 }
 
 impl InvocationSession {
@@ -60,7 +66,11 @@ impl InvocationSession {
         let invocation: InvocationEvent = serde_json::from_str(event).map_err(|error| {
             RuntimeError::Message(format!("the invocation event is not a run event: {error}"))
         })?;
-        let connections = Connections::for_context(&invocation.run).await?;
+        let party = format!(
+            "batch {} attempt {}",
+            invocation.batch.0, invocation.attempt
+        );
+        let connections = Connections::for_party(&invocation.run, &party).await?;
         Ok(Self::with_connections(
             invocation,
             connections,
@@ -84,7 +94,24 @@ impl InvocationSession {
         )
         .with_attempt(invocation.attempt, invocation.recovering);
         let actions = executor.handle(ExecutorEvent::Start, now_micros()).into();
+        let faults = match chaos_of(&invocation.run) {
+            Ok(chaos) => chaos.map(|chaos| {
+                FunctionFaults::draw(
+                    chaos,
+                    invocation.run.chaos.is_some(),
+                    &invocation.run.run_id,
+                    invocation.batch.0,
+                    invocation.attempt,
+                )
+            }),
+            Err(error) => {
+                eprintln!("dask-serverless: no faults injected: {error}");
+                None
+            }
+        };
         InvocationSession {
+            first_batch: invocation.batch,
+            faults,
             context: invocation.run,
             invocation_id,
             connections,
@@ -106,6 +133,10 @@ impl InvocationSession {
         while let Some(action) = self.actions.pop_front() {
             match action {
                 ExecutorAction::Claim { key } => {
+                    if let Some(faults) = &self.faults {
+                        faults.at(KillPoint::BeforeStart);
+                        tokio::time::sleep(faults.cold_start()).await;
+                    }
                     let event = self.claim(&key).await;
                     self.feed(event);
                 }
@@ -115,7 +146,12 @@ impl InvocationSession {
                         eprintln!("dask-serverless: could not delete the claim {key}: {error}");
                     }
                 }
-                ExecutorAction::MarkDone { key } => self.mark_done(&key).await,
+                ExecutorAction::MarkDone { key } => {
+                    self.mark_done(&key).await;
+                    if let Some(faults) = &self.faults {
+                        faults.at(KillPoint::BeforeFanIns);
+                    }
+                }
                 ExecutorAction::CheckStop { .. }
                 | ExecutorAction::Continue
                 | ExecutorAction::StopTasks => {
@@ -123,6 +159,11 @@ impl InvocationSession {
                     // left over means the host stopped asking: nothing to do.
                 }
                 ExecutorAction::LoadBatch { batch } => {
+                    if let Some(faults) = &self.faults
+                        && batch != self.first_batch
+                    {
+                        faults.at(KillPoint::BecomingChild);
+                    }
                     let event = self.load_batch(batch).await;
                     self.feed(event);
                 }
@@ -156,6 +197,9 @@ impl InvocationSession {
                     self.fan_in(batch).await;
                 }
                 invoke @ ExecutorAction::Invoke { .. } => {
+                    if let Some(faults) = &self.faults {
+                        faults.at(KillPoint::BeforeInvoke);
+                    }
                     let mut batch = vec![invoke];
                     while matches!(self.actions.front(), Some(ExecutorAction::Invoke { .. })) {
                         batch.extend(self.actions.pop_front());
@@ -173,6 +217,9 @@ impl InvocationSession {
     /// The host is between two tasks: `true` to go on, `false` to stop running tasks (the batch
     /// is abandoned; [`InvocationSession::next_step`] then ends the invocation).
     pub fn boundary_without_io(&mut self) -> Option<bool> {
+        if let Some(faults) = &mut self.faults {
+            faults.boundary();
+        }
         self.feed(ExecutorEvent::Boundary);
         match self.actions.front() {
             Some(ExecutorAction::Continue) => {

@@ -19,7 +19,9 @@
 //!
 //! Each decision draws from the chaos seed and the operation, its key, how many times this
 //! wrapper saw that operation on that key before, and the try: the same work replays the same
-//! faults.
+//! faults. Each party of a run (the client, each invocation) wraps its store with a seed of
+//! its own (`Chaos::scoped`), so that a recovery does not meet the very failures of the
+//! attempt it redoes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -179,7 +181,10 @@ mod tests {
         let injected = store.chaos().counters().get(Fault::Store);
         // Half the first tries of 400 puts fail, a quarter of the second ones...: about 375
         // failures; one put in 16 fails every try.
-        assert!((300..450).contains(&injected), "{injected} failures injected");
+        assert!(
+            (300..450).contains(&injected),
+            "{injected} failures injected"
+        );
         assert!((5..60).contains(&surfaced), "{surfaced} operations failed");
     }
 

@@ -32,7 +32,8 @@
 //! directory, safe across processes, zero-copy reads), and behind cargo features `RedisStore`
 //! (feature `redis`: a Redis server shared by many machines) and `S3Store` (feature `s3`: an S3
 //! bucket, fan-in by conditional puts, no other service); feature `full` enables both. Each
-//! backend's module documentation describes its layout, atomicity and limits. [`frame`] lays
+//! backend's module documentation describes its layout, atomicity and limits. [`ChaosStore`]
+//! wraps any store with transient failures and latency spikes, for testing. [`frame`] lays
 //! several buffers out in one object so that Python's pickle protocol 5 buffers come back
 //! zero-copy and aligned.
 
