@@ -68,6 +68,7 @@ fn finish_tasks(executor: &mut Executor, tasks: &[u32], now: u64) -> Vec<Executo
         && actions.first()
             == Some(&ExecutorAction::MarkDone {
                 key: format!("run-1/done/{}", batch.0),
+                content: "attempt 1 request-1".into(),
             })
     {
         actions.remove(0);
@@ -596,7 +597,8 @@ fn the_done_mark_is_written_before_any_fan_in() {
         actions,
         vec![
             ExecutorAction::MarkDone {
-                key: "run-1/done/0".into()
+                key: "run-1/done/0".into(),
+                content: "attempt 1 request-1".into(),
             },
             ExecutorAction::FanIn {
                 child: BatchId(1),
@@ -715,9 +717,10 @@ fn check_stop(done: bool) -> ExecutorAction {
     }
 }
 
+/// The answer of a stop check; `done_elsewhere`: the done mark of the first attempt exists.
 fn stop_checked(done_elsewhere: bool, lease: Option<&str>) -> ExecutorEvent {
     ExecutorEvent::StopChecked {
-        done_elsewhere,
+        done_mark: done_elsewhere.then(|| b"attempt 1 request-2".to_vec()),
         lease: lease.map(|lease| lease.as_bytes().to_vec()),
     }
 }
@@ -774,6 +777,29 @@ fn a_batch_someone_else_finished_is_abandoned_unless_it_is_rebuilt_for_its_chain
         rebuilding.handle(stop_checked(true, Some("1")), 1),
         vec![ExecutorAction::Continue]
     );
+}
+
+#[test]
+fn a_recovery_runs_on_over_the_done_mark_of_the_attempt_it_redoes() {
+    // Attempt 1 stored its outputs and marked the batch done, then died before its fan-ins:
+    // it will never report. Attempt 2, the recovery, must not take its mark for a winner.
+    let mut recovery = running(2, &[]);
+    recovery.handle(ExecutorEvent::Boundary, 0);
+    assert_eq!(
+        recovery.handle(stop_checked(true, Some("1")), 1),
+        vec![ExecutorAction::Continue]
+    );
+    // A mark of its own attempt or a later one (a later recovery, a backup) is a winner's.
+    for mark in ["attempt 2 request-3", "attempt 3 request-4", "unreadable"] {
+        let mut recovery = running(2, &[]);
+        recovery.handle(ExecutorEvent::Boundary, 0);
+        let checked = ExecutorEvent::StopChecked {
+            done_mark: Some(mark.as_bytes().to_vec()),
+            lease: Some(b"1".to_vec()),
+        };
+        let actions = recovery.handle(checked, 1);
+        assert_eq!(actions.first(), Some(&ExecutorAction::StopTasks), "{mark}");
+    }
 }
 
 #[test]

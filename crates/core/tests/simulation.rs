@@ -309,7 +309,7 @@ impl World {
                     self.claims.remove(&key);
                     vec![]
                 }
-                ExecutorAction::MarkDone { key } => {
+                ExecutorAction::MarkDone { key, .. } => {
                     if self.kill(doomed, KillPoint::AfterOutputs, &id, named) {
                         return;
                     }

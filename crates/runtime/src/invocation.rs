@@ -146,8 +146,8 @@ impl InvocationSession {
                         eprintln!("dask-serverless: could not delete the claim {key}: {error}");
                     }
                 }
-                ExecutorAction::MarkDone { key } => {
-                    self.mark_done(&key).await;
+                ExecutorAction::MarkDone { key, content } => {
+                    self.mark_done(&key, content).await;
                     if let Some(faults) = &self.faults {
                         faults.at(KillPoint::BeforeFanIns);
                     }
@@ -345,10 +345,14 @@ impl InvocationSession {
         }
     }
 
-    async fn mark_done(&mut self, key: &str) {
+    async fn mark_done(&mut self, key: &str, content: String) {
         self.count(|traffic| traffic.operations += 1);
-        let owner = Payload::from(self.invocation_id.clone());
-        if let Err(error) = self.connections.store.put(key, owner).await {
+        if let Err(error) = self
+            .connections
+            .store
+            .put(key, Payload::from(content))
+            .await
+        {
             // Only a backup of this batch would miss it: it runs on to its own end.
             eprintln!("dask-serverless: could not mark {key} done: {error}");
         }
@@ -363,15 +367,18 @@ impl InvocationSession {
         let store = &self.connections.store;
         let done = async {
             match &done_key {
-                Some(key) => store.get_optional(key).await.map(|found| found.is_some()),
-                None => Ok(false),
+                Some(key) => store
+                    .get_optional(key)
+                    .await
+                    .map(|found| found.map(|mark| mark.to_vec())),
+                None => Ok(None),
             }
         };
         let (done, lease) = futures::join!(done, store.get_optional(lease_key));
         self.count(|traffic| traffic.operations += 1 + u64::from(done_key.is_some()));
         match (done, lease) {
-            (Ok(done_elsewhere), Ok(lease)) => Some(ExecutorEvent::StopChecked {
-                done_elsewhere,
+            (Ok(done_mark), Ok(lease)) => Some(ExecutorEvent::StopChecked {
+                done_mark,
                 lease: lease.map(|bytes| bytes.to_vec()),
             }),
             (Err(error), _) | (_, Err(error)) => {
