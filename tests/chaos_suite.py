@@ -68,9 +68,7 @@ def random_graph(seed: int) -> list[Any]:
             generator.sample(range(index), min(index, generator.randint(0, 4))) if index else []
         )
         has_children.update(parents)
-        nodes.append(
-            delayed(_combine, pure=True)(index, *[nodes[parent] for parent in parents])
-        )
+        nodes.append(delayed(_combine, pure=True)(index, *[nodes[parent] for parent in parents]))
     return [node for index, node in enumerate(nodes) if index not in has_children]
 
 

@@ -48,7 +48,7 @@ def test_a_bad_spec_is_a_clear_error() -> None:
         ("duplicate=0.5", {"duplicate"}),
         ("throttle=0.5", {"throttle"}),
         ("straggle=0.3,slowdown=3", {"straggle"}),
-        ("store=0.3,latency=0.2,latency_ms=20", {"store", "latency"}),
+        ("store=0.15,latency=0.2,latency_ms=20", {"store", "latency"}),
         ("cold=0.5,cold_ms=50", {"cold"}),
         ("kill=0.05,duplicate=0.05,throttle=0.2,straggle=0.01", {"duplicate", "throttle"}),
     ],
