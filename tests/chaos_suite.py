@@ -108,10 +108,6 @@ def _worker_processes(python: str) -> set[int]:
     return found
 
 
-def _shared_memory_entries() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if name.startswith("dask-serverless")}
-
-
 def run_class(
     name: str,
     spec: str,
@@ -124,7 +120,6 @@ def run_class(
     log = Path(tempfile.mkdtemp(prefix="chaos-log-")) / "faults"
     os.environ["DASK_SERVERLESS_CHAOS_LOG"] = str(log)
     processes_before = _worker_processes(sys.executable)
-    shared_before = _shared_memory_entries()
     jobs: list[tuple[str, Callable[[], Any]]] = [
         (f"graph-{index}", lambda index=index: random_graph(seed * 100_000 + index))
         for index in range(graphs)
@@ -140,6 +135,7 @@ def run_class(
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     hung = False
     with cluster:
+        store_root = cluster._store_root
         for label, build in jobs:
             collection = build()
             expected = dask.compute(collection, scheduler="sync")[0]
@@ -175,9 +171,9 @@ def run_class(
     processes = _worker_processes(sys.executable) - processes_before
     if processes:
         row.leftovers.append(f"{len(processes)} worker processes")
-    shared = _shared_memory_entries() - shared_before
-    if shared:
-        row.leftovers.append(f"shared memory {sorted(shared)}")
+    # The cluster's own shared-memory store (other clients on the machine are not ours).
+    if store_root is not None and os.path.exists(store_root):
+        row.leftovers.append(f"shared memory {store_root}")
     if log.exists():
         for line in log.read_text().splitlines():
             row.faults[line.split(" ", 1)[0]] += 1
