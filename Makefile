@@ -98,6 +98,13 @@ DEAD_CLIENT_RUNS ?= 20
 dead-client: install ## Kill a computing client with SIGKILL 20 times: nothing left (docs/reliability.md)
 	DASK_SERVERLESS_DEAD_CLIENT_RUNS=$(DEAD_CLIENT_RUNS) $(PYTHON) -m pytest -q -s tests/test_dead_client.py
 
+# Options of the chaos suite, e.g. `make chaos CHAOS_ARGS="--graphs 20 --classes kill"`.
+CHAOS_ARGS ?=
+
+.PHONY: chaos
+chaos: install ## Many computes under each injected fault class, compared with Dask's sync (CHAOS_ARGS=...)
+	$(PYTHON) tests/chaos_suite.py $(CHAOS_ARGS)
+
 .PHONY: lint
 lint: $(STAMP_FULL) ## cargo fmt --check, clippy -D warnings, ruff, mypy, stubtest of _core.pyi
 	cargo fmt --all --check

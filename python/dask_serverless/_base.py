@@ -62,7 +62,15 @@ class ServerlessCluster:
         """How many functions the planner cuts a graph for."""
         raise NotImplementedError
 
-    def __init__(self) -> None:
+    def __init__(self, chaos: str | None = None, chaos_seed: int = 0) -> None:
+        #: Faults to inject (a testing aid): the spec and the seed, checked here.
+        self._chaos: tuple[str, int] | None = None
+        if chaos is not None:
+            if not isinstance(chaos_seed, int) or chaos_seed < 0:
+                raise ValueError(f"chaos_seed must be a whole number >= 0, not {chaos_seed!r}")
+            _core.chaos_setting(chaos, chaos_seed, 0)
+            self._chaos = (chaos, chaos_seed)
+        self._chaos_runs = 0
         self._context: dict | None = None
         self._store: Any = None
         self._config: Any = None
@@ -155,6 +163,10 @@ class ServerlessCluster:
     def _start_run(self, run_id: str, plan: Any, task_retries: int = 0) -> Any:
         assert self._context is not None, "a run starts on a running cluster"
         context = dict(self._context, run_id=run_id)
+        if self._chaos is not None:
+            spec, seed = self._chaos
+            context["chaos"] = _core.chaos_setting(spec, seed, self._chaos_runs)
+            self._chaos_runs += 1
         return _core.ClientRun(
             json.dumps(context),
             plan,

@@ -26,6 +26,7 @@ __all__ = [
     "run_command",
     "remove_local_leftovers",
     "run_prefix",
+    "chaos_setting",
     "zero_work",
 ]
 
@@ -185,6 +186,7 @@ class ClientRun:
     def statistics(self) -> RunStatistics: ...
 
 def run_prefix(run_id: str) -> str: ...
+def chaos_setting(spec: str, seed: int, run: int) -> str: ...
 def run_command(arguments: list[str]) -> int: ...
 def zero_work(
     dependencies: list[list[int]],

@@ -118,6 +118,13 @@ class LocalCluster(ServerlessCluster):
         ``None`` (default) for a shared-memory store private to the cluster, or the address of
         a store the functions share: ``redis://host:port/db`` or ``s3://bucket?region=...``.
         The cluster keeps its objects under a prefix of its own and deletes them.
+    chaos:
+        A testing aid: faults to inject, e.g. ``"kill=0.05,duplicate=0.05,throttle=0.2,
+        straggle=0.01"`` (functions killed, invocations delivered twice or throttled,
+        stragglers ten times slower; also ``store``, ``latency`` and ``cold``). The engine must
+        still return Dask's results; see ``docs/reliability.md``, "The chaos suite".
+    chaos_seed:
+        The seed of the faults: the same seed and computes inject the same faults.
 
     ``workers``, ``clusters_per_worker`` and ``threads_per_worker`` are the former names of
     ``max_concurrency``, ``batches_per_function`` and ``threads_per_function``; they still
@@ -134,6 +141,8 @@ class LocalCluster(ServerlessCluster):
         python: str | None = None,
         prewarm: bool = True,
         store: str | None = None,
+        chaos: str | None = None,
+        chaos_seed: int = 0,
         **former_names: Any,
     ) -> None:
         renamed = renamed_keywords(
@@ -163,7 +172,7 @@ class LocalCluster(ServerlessCluster):
         self.python = check_executable("python", python or sys.executable)
         self.prewarm = bool(prewarm)
         self.store_address = _store_address(store)
-        super().__init__()
+        super().__init__(chaos=chaos, chaos_seed=chaos_seed)
         self._platform: Any = None
         self._store_root: str | None = None
         self._finalizer: Any = None
@@ -268,7 +277,7 @@ class LocalCluster(ServerlessCluster):
             "PYTHONPATH": os.pathsep.join(paths),
             "PYTHONHASHSEED": hash_seed(),
         }
-        for name in ("PATH", "HOME", "LANG", *THREAD_VARIABLES):
+        for name in ("PATH", "HOME", "LANG", "DASK_SERVERLESS_CHAOS_LOG", *THREAD_VARIABLES):
             if name in os.environ:
                 environment[name] = os.environ[name]
         if self.threads_per_function != "client":

@@ -78,6 +78,10 @@ class LambdaCluster(ServerlessCluster):
         tasks, each run by one invocation (``parallelism`` defaults to ``max_concurrency``,
         else 64). ``clusters_per_worker`` is the former name of ``batches_per_function``
         (still accepted, with a ``FutureWarning``).
+    chaos, chaos_seed:
+        A testing aid, as on ``LocalCluster``: faults to inject and their seed. The spec
+        travels in each run's invocation events, so the deployed functions need no change;
+        the client wraps its own invoker and store.
     """
 
     def __init__(
@@ -96,9 +100,11 @@ class LambdaCluster(ServerlessCluster):
         parallelism: int | None = None,
         batches_per_function: int = 4,
         cluster_id: str | None = None,
+        chaos: str | None = None,
+        chaos_seed: int = 0,
         **former_names: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(chaos=chaos, chaos_seed=chaos_seed)
         self.region = region
         self.memory_mb = check_integer("memory_mb", memory_mb, 128, 10_240)
         self.timeout_s = check_number("timeout_s", timeout_s, 0.0, 900.0, exclusive=True)

@@ -10,7 +10,9 @@
 //!   shuts it down, killing every worker. Killed otherwise (SIGKILL included), its workers and
 //!   whatever they started die with it (see the local platform's `lifeline`).
 //!   The first line on standard output is `listening on http://<address>`, so that a script that
-//!   asked for port 0 learns the port.
+//!   asked for port 0 learns the port. `--chaos SPEC --seed N` injects faults into the
+//!   functions (a testing aid: they get the spec in `DASK_SERVERLESS_CHAOS`; see
+//!   docs/reliability.md, "The chaos suite").
 //! - `cleanup`: deletes what clients that died left behind; `--dry-run` lists it and deletes
 //!   nothing. Prints one line per item.
 //!   - `cleanup --local`: on this machine, the shared-memory stores and local platform
@@ -139,6 +141,18 @@ struct LocalPlatformArguments {
     /// Append worker output to this file instead of standard error.
     #[arg(long)]
     worker_log: Option<PathBuf>,
+    /// Faults for testing, injected into every function of a run that carries none itself,
+    /// e.g. `kill=0.05,duplicate=0.05,throttle=0.2,straggle=0.01` (see docs/reliability.md).
+    #[arg(long, value_parser = parse_chaos_spec)]
+    chaos: Option<dask_serverless_chaos::ChaosSpec>,
+    /// Seed of the faults of `--chaos`: the same seed replays the same faults.
+    #[arg(long, default_value_t = 0, requires = "chaos")]
+    seed: u64,
+}
+
+fn parse_chaos_spec(text: &str) -> Result<dask_serverless_chaos::ChaosSpec, String> {
+    text.parse()
+        .map_err(|error: dask_serverless_chaos::ChaosSpecError| error.reason)
 }
 
 /// Runs the command line `arguments` (the program name first) and returns the exit status.
@@ -318,10 +332,23 @@ async fn run_cleanup(arguments: AwsCleanupArguments, dry_run: bool) -> anyhow::R
 async fn run_local_platform(arguments: LocalPlatformArguments) -> anyhow::Result<()> {
     // Listen for signals before announcing the address: a script may interrupt right after.
     let mut stop_signals = StopSignals::listen()?;
+    let mut environment = Vec::new();
+    if let Some(spec) = arguments.chaos {
+        let chaos = dask_serverless_chaos::Chaos::new(spec, arguments.seed);
+        environment.push((
+            dask_serverless_chaos::CHAOS_VARIABLE.to_owned(),
+            chaos.setting(),
+        ));
+        if let Ok(log) = std::env::var(dask_serverless_chaos::CHAOS_LOG_VARIABLE) {
+            environment.push((dask_serverless_chaos::CHAOS_LOG_VARIABLE.to_owned(), log));
+        }
+        eprintln!("chaos: {} (seed {})", chaos.spec(), chaos.seed());
+    }
     let config = LocalPlatformConfig {
         bind: SocketAddr::new(arguments.bind, arguments.port),
         python: arguments.python,
         worker_log: arguments.worker_log,
+        environment,
     };
     let platform = LocalPlatform::start(config).await?;
     println!("listening on {}", platform.endpoint());

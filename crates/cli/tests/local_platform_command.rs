@@ -376,3 +376,68 @@ fn a_killed_local_platform_takes_every_process_along_and_cleanup_removes_its_dir
     );
     assert!(!platform_directory.exists());
 }
+
+#[test]
+fn chaos_reaches_the_functions_of_a_standalone_local_platform_and_bad_specs_are_refused() {
+    let output = Command::new(BINARY)
+        .args(["local-platform", "--port", "0", "--chaos", "kill=2"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("the rate of 'kill' must be between 0 and 1, not 2"),
+        "{error}"
+    );
+
+    let python = python();
+    let (child, endpoint) = start_platform_with(Command::new(BINARY).args([
+        "emulator",
+        "--port",
+        "0",
+        "--chaos",
+        "kill=0.05,duplicate=0.05",
+        "--seed",
+        "7",
+    ]));
+    let handlers =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-platform/tests/handlers");
+    let handlers = handlers.canonicalize().unwrap().display().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let variables = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let created = client
+            .post(format!("{endpoint}/2015-03-31/functions"))
+            .json(&json!({
+                "FunctionName": "chaotic",
+                "Handler": "platform_test_handlers.handle",
+                "MemorySize": 256,
+                "Environment": {"Variables": {"PYTHONPATH": handlers}},
+                "Command": [python, "-m", "awslambdaric", "platform_test_handlers.handle"],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status().as_u16(), 201);
+        let answer: Value = client
+            .post(format!(
+                "{endpoint}/2015-03-31/functions/chaotic/invocations"
+            ))
+            .body(r#"{"action":"environment","names":["DASK_SERVERLESS_CHAOS"]}"#)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["variables"].clone()
+    });
+    interrupt(child);
+    assert_eq!(
+        variables["DASK_SERVERLESS_CHAOS"],
+        "kill=0.05,duplicate=0.05;seed=7"
+    );
+}

@@ -25,7 +25,9 @@
 //! a failure and is waiting for its running batches to stop).
 //!
 //! An input missing from the store means the run has ended (the client deleted its batches) or
-//! the value was lost: the executor asks whether its batch still exists to tell which. A child
+//! the value was lost: the executor asks whether its batch still exists to tell which. An
+//! invocation whose first batch is already gone (a duplicate delivered after the run ended)
+//! deletes the claim it just wrote, which would otherwise outlive the run. A child
 //! whose invocation failed is reported failed in its own name, so the client never waits for
 //! it.
 //!
@@ -48,7 +50,9 @@
 //! (never in a shorter invocation) the executor looks at the store
 //! ([`ExecutorAction::CheckStop`]): a batch whose outputs someone else stored (a
 //! backup won) is abandoned, unless this invocation only re-runs it to rebuild values handed
-//! over in memory; and every batch is abandoned once the client's lease has not changed for
+//! over in memory, or the done mark is that of an earlier attempt (the client redoes a batch
+//! only once it took the earlier attempt for lost: that one may have died between its done
+//! mark and its fan-ins, and would never report); and every batch is abandoned once the client's lease has not changed for
 //! [`LEASE_TIMEOUT`] (the client is gone) or is missing (the client ended the run). An
 //! abandoned batch ends in a [`Report::BatchAbandoned`].
 //!
@@ -87,10 +91,10 @@ pub enum ExecutorEvent {
     Claimed { won: bool },
     /// The host is between two tasks of the running batch and asks whether to go on.
     Boundary,
-    /// The answer to [`ExecutorAction::CheckStop`]: whether the batch's done mark exists
-    /// (when asked), and the lease's content (`None`: missing).
+    /// The answer to [`ExecutorAction::CheckStop`]: the content of the batch's done mark
+    /// (when asked; `None`: missing), and the lease's content (`None`: missing).
     StopChecked {
-        done_elsewhere: bool,
+        done_mark: Option<Vec<u8>>,
         lease: Option<Vec<u8>>,
     },
     /// The spec (and the tasks) of the batch asked for are loaded.
@@ -145,8 +149,12 @@ pub enum ExecutorAction {
     /// Stop running tasks: the batch is abandoned (the answer to [`ExecutorEvent::Boundary`]
     /// or [`ExecutorEvent::StopChecked`]); the actions that follow end the invocation.
     StopTasks,
-    /// Write the batch's done mark at `key`; nothing answers.
-    MarkDone { key: String },
+    /// Write the batch's done mark, `content` at `key` (see [`done_mark`]); nothing answers.
+    MarkDone { key: String, content: String },
+    /// Delete this invocation's claim at `key`; nothing answers. The run ended before the
+    /// invocation started (a late duplicate delivery): its claim was written after the client
+    /// deleted the run's objects and would outlive the run.
+    DeleteClaim { key: String },
     /// Read the spec and tasks of a batch.
     LoadBatch { batch: BatchId },
     /// Read these values from the store into memory; answer with
@@ -172,6 +180,22 @@ pub enum ExecutorAction {
     Report(Report),
     /// The invocation is over.
     Finish,
+}
+
+/// The content of a done mark: the attempt that stored the batch's outputs, and its
+/// invocation.
+fn done_mark(attempt: u32, invocation: &str) -> String {
+    format!("attempt {attempt} {invocation}")
+}
+
+/// The attempt a done mark names; a mark it cannot read counts as the latest attempt.
+fn marked_attempt(mark: &[u8]) -> u32 {
+    std::str::from_utf8(mark)
+        .ok()
+        .and_then(|text| text.strip_prefix("attempt "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|attempt| attempt.parse().ok())
+        .unwrap_or(u32::MAX)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,16 +314,25 @@ impl Executor {
                 }
             }
             ExecutorEvent::Boundary => self.boundary(now),
-            ExecutorEvent::StopChecked {
-                done_elsewhere,
-                lease,
-            } => self.stop_checked(done_elsewhere, lease, now),
+            ExecutorEvent::StopChecked { done_mark, lease } => {
+                self.stop_checked(done_mark, lease, now)
+            }
             ExecutorEvent::BatchLoaded { spec } => self.batch_loaded(spec),
             ExecutorEvent::RunGone => {
+                // A claim written after the run's objects were deleted would stay forever:
+                // when the first batch is gone, the claim may be such a one, so it goes. (While
+                // the run lives, its batches exist, and claims go with the run's objects.)
+                let claim =
+                    matches!(self.state, State::Loading { batch } if batch == self.first_batch)
+                        .then(|| ExecutorAction::DeleteClaim {
+                            key: claim_key(&self.run_id, self.first_batch, self.attempt),
+                        });
                 // Tell the client (it may be draining the run) that this batch never ran.
-                self.fail(FailureCause::Infrastructure {
+                let mut actions = self.fail(FailureCause::Infrastructure {
                     message: "the run ended before this batch started".to_owned(),
-                })
+                });
+                actions.splice(0..0, claim);
+                actions
             }
             ExecutorEvent::InputsLoaded { bytes } => {
                 if self.state != State::LoadingInputs {
@@ -412,7 +445,7 @@ impl Executor {
 
     fn stop_checked(
         &mut self,
-        done_elsewhere: bool,
+        done_mark: Option<Vec<u8>>,
         lease: Option<Vec<u8>>,
         now: Micros,
     ) -> Vec<ExecutorAction> {
@@ -431,7 +464,11 @@ impl Executor {
         };
         let reason = if client_gone {
             AbandonReason::ClientGone
-        } else if done_elsewhere && !self.rebuilding() {
+        } else if done_mark
+            .as_deref()
+            .is_some_and(|mark| marked_attempt(mark) >= self.attempt)
+            && !self.rebuilding()
+        {
             AbandonReason::FinishedElsewhere
         } else {
             return vec![ExecutorAction::Continue];
@@ -529,6 +566,7 @@ impl Executor {
             .collect();
         let mark_done = ExecutorAction::MarkDone {
             key: done_key(&self.run_id, spec.batch),
+            content: done_mark(self.attempt, &self.invocation),
         };
         if spec.children.is_empty() {
             let mut actions = vec![mark_done];

@@ -24,6 +24,11 @@ pub struct RunContext {
     pub store: String,
     /// How to invoke functions and where the result channel is.
     pub platform: PlatformAddress,
+    /// Faults to inject, a testing aid: a chaos setting (`SPEC;seed=N`, see the
+    /// `dask-serverless-chaos` crate) that the runtime applies to the run's functions and
+    /// connections. Absent in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<String>,
 }
 
 /// The platform of a run: its Invoke API and its result channel.

@@ -68,6 +68,7 @@ fn finish_tasks(executor: &mut Executor, tasks: &[u32], now: u64) -> Vec<Executo
         && actions.first()
             == Some(&ExecutorAction::MarkDone {
                 key: format!("run-1/done/{}", batch.0),
+                content: "attempt 1 request-1".into(),
             })
     {
         actions.remove(0);
@@ -327,6 +328,23 @@ fn a_run_that_is_gone_ends_the_invocation_with_a_failure_report() {
 }
 
 #[test]
+fn a_delivery_after_the_run_ended_deletes_its_claim() {
+    // A late duplicate wins its claim because the client deleted the run's objects, the
+    // original's claim with them; its first batch is gone. The claim must not outlive the run.
+    let mut executor = executor(1);
+    claim(&mut executor);
+    let actions = executor.handle(ExecutorEvent::RunGone, 1);
+    assert_eq!(
+        actions.first(),
+        Some(&ExecutorAction::DeleteClaim {
+            key: dask_serverless_core::keys::claim_key("run-1", BatchId(1), 1)
+        }),
+        "{actions:?}"
+    );
+    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
+}
+
+#[test]
 fn events_out_of_order_fail_the_batch_with_a_message() {
     let mut executor = executor(1);
     claim(&mut executor);
@@ -579,7 +597,8 @@ fn the_done_mark_is_written_before_any_fan_in() {
         actions,
         vec![
             ExecutorAction::MarkDone {
-                key: "run-1/done/0".into()
+                key: "run-1/done/0".into(),
+                content: "attempt 1 request-1".into(),
             },
             ExecutorAction::FanIn {
                 child: BatchId(1),
@@ -698,9 +717,10 @@ fn check_stop(done: bool) -> ExecutorAction {
     }
 }
 
+/// The answer of a stop check; `done_elsewhere`: the done mark of the first attempt exists.
 fn stop_checked(done_elsewhere: bool, lease: Option<&str>) -> ExecutorEvent {
     ExecutorEvent::StopChecked {
-        done_elsewhere,
+        done_mark: done_elsewhere.then(|| b"attempt 1 request-2".to_vec()),
         lease: lease.map(|lease| lease.as_bytes().to_vec()),
     }
 }
@@ -763,6 +783,29 @@ fn a_batch_someone_else_finished_is_abandoned_unless_it_is_rebuilt_for_its_chain
         rebuilding.handle(stop_checked(true, Some("1")), second),
         vec![ExecutorAction::Continue]
     );
+}
+
+#[test]
+fn a_recovery_runs_on_over_the_done_mark_of_the_attempt_it_redoes() {
+    // Attempt 1 stored its outputs and marked the batch done, then died before its fan-ins:
+    // it will never report. Attempt 2, the recovery, must not take its mark for a winner.
+    let mut recovery = running(2, &[]);
+    recovery.handle(ExecutorEvent::Boundary, 0);
+    assert_eq!(
+        recovery.handle(stop_checked(true, Some("1")), 1),
+        vec![ExecutorAction::Continue]
+    );
+    // A mark of its own attempt or a later one (a later recovery, a backup) is a winner's.
+    for mark in ["attempt 2 request-3", "attempt 3 request-4", "unreadable"] {
+        let mut recovery = running(2, &[]);
+        recovery.handle(ExecutorEvent::Boundary, 0);
+        let checked = ExecutorEvent::StopChecked {
+            done_mark: Some(mark.as_bytes().to_vec()),
+            lease: Some(b"1".to_vec()),
+        };
+        let actions = recovery.handle(checked, 1);
+        assert_eq!(actions.first(), Some(&ExecutorAction::StopTasks), "{mark}");
+    }
 }
 
 #[test]

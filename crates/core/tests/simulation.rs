@@ -306,7 +306,11 @@ impl World {
                         warnings: vec![],
                     }]
                 }
-                ExecutorAction::MarkDone { key } => {
+                ExecutorAction::DeleteClaim { key } => {
+                    self.claims.remove(&key);
+                    vec![]
+                }
+                ExecutorAction::MarkDone { key, .. } => {
                     if self.kill(doomed, KillPoint::AfterOutputs, &id, named) {
                         return;
                     }

@@ -35,6 +35,9 @@ pub struct LocalPlatformConfig {
     /// File that receives the workers' standard output and error; `None` forwards them to the
     /// local platform's standard error. Every line is prefixed by function name and worker id.
     pub worker_log: Option<PathBuf>,
+    /// Variables added to the environment of every function's workers (after the function's
+    /// own): how `dask-serverless local-platform --chaos` hands its faults to the functions.
+    pub environment: Vec<(String, String)>,
 }
 
 impl Default for LocalPlatformConfig {
@@ -43,6 +46,7 @@ impl Default for LocalPlatformConfig {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             python: PathBuf::from("python3"),
             worker_log: None,
+            environment: Vec::new(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) worker_output: WorkerOutput,
     /// Interpreter for functions created over HTTP without a command.
     pub(crate) python: PathBuf,
+    /// Added to every function's environment.
+    environment: Vec<(String, String)>,
     progress_directory: tempfile::TempDir,
     /// Tells later cleanups that the progress directory is in use (see `leftovers`).
     _progress_directory_mark: OwnerMark,
@@ -73,8 +75,9 @@ impl Shared {
 
     pub(crate) fn create_function(
         &self,
-        config: FunctionConfig,
+        mut config: FunctionConfig,
     ) -> Result<Arc<Function>, LocalPlatformError> {
+        config.environment.extend(self.environment.iter().cloned());
         if self.is_shutting_down() {
             return Err(LocalPlatformError::ShuttingDown);
         }
@@ -220,6 +223,7 @@ impl LocalPlatform {
             statistics: Counters::default(),
             worker_output,
             python: config.python,
+            environment: config.environment,
             progress_directory,
             _progress_directory_mark: progress_directory_mark,
             shutting_down: AtomicBool::new(false),

@@ -11,7 +11,12 @@
 //! Backends here talk to the local platform (the local platform) over its AWS wire protocols, so they
 //! also talk to anything that speaks them: [`LocalInvoker`] (the Lambda Invoke API) and
 //! [`LocalQueue`] (a subset of the SQS JSON protocol).
+//!
+//! [`ChaosInvoker`] wraps any invoker with throttles and duplicate deliveries, for testing;
+//! the spec of such faults ([`ChaosSpec`], [`Chaos`]) is re-exported from
+//! `dask-serverless-chaos`.
 
+pub mod chaos;
 mod error;
 mod http;
 mod invoker;
@@ -24,6 +29,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use chaos::ChaosInvoker;
+pub use dask_serverless_chaos::{Chaos, ChaosSpec, ChaosSpecError, Fault, KillPoint};
 pub use error::PlatformError;
 pub use invoker::LocalInvoker;
 pub use queue::{BATCH_LIMIT, LocalQueue, message_batches, message_texts};

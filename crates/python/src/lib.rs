@@ -67,6 +67,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<aws::CleanupReport>()?;
     module.add_function(wrap_pyfunction!(plan::zero_work, module)?)?;
     module.add_function(wrap_pyfunction!(run::run_prefix, module)?)?;
+    module.add_function(wrap_pyfunction!(run::chaos_setting, module)?)?;
     module.add_function(wrap_pyfunction!(run_command, module)?)?;
     module.add_function(wrap_pyfunction!(leftovers::remove_local_leftovers, module)?)?;
     Ok(())

@@ -286,6 +286,21 @@ pub(crate) fn run_prefix(run_id: &str) -> String {
     dask_serverless_core::keys::run_prefix(run_id)
 }
 
+/// The chaos setting of a cluster's `run`-th compute: `spec` with a seed derived from `seed`
+/// and `run`, so that each compute draws its own faults and a cluster's sequence of computes
+/// replays from its seed. A bad spec raises `ValueError` with a one-line message.
+#[pyfunction]
+pub(crate) fn chaos_setting(spec: &str, seed: u64, run: u64) -> PyResult<String> {
+    let spec: dask_serverless_platform::ChaosSpec =
+        spec.parse()
+            .map_err(|error: dask_serverless_platform::ChaosSpecError| {
+                pyo3::exceptions::PyValueError::new_err(error.to_string())
+            })?;
+    let cluster = dask_serverless_platform::Chaos::new(spec.clone(), seed);
+    let run_seed = (cluster.draw(&["run", &run.to_string()]) * (1u64 << 53) as f64) as u64;
+    Ok(dask_serverless_platform::Chaos::new(spec, run_seed).setting())
+}
+
 impl ClientRun {
     fn events(&self, py: Python<'_>, events: Vec<RunEvent>) -> PyResult<Vec<Py<PyAny>>> {
         let mut converted = Vec::with_capacity(events.len());

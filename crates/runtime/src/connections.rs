@@ -8,14 +8,21 @@
 //!   endpoint), credentials from the standard environment.
 //!
 //! Connections are cached per process: a warm function reuses them across invocations.
+//!
+//! A run that carries a chaos setting ([`RunContext::chaos`], or else the process's
+//! `DASK_SERVERLESS_CHAOS`) gets its store wrapped in a [`ChaosStore`] and its invoker in a
+//! [`ChaosInvoker`], on the client as in its functions: faults for testing (see
+//! `docs/reliability.md`, "The chaos suite").
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use dask_serverless_core::{PlatformAddress, RunContext};
-use dask_serverless_platform::{Invoker, LocalInvoker, LocalQueue, ResultChannel};
-use dask_serverless_store::{SharedMemoryStore, Store};
+use dask_serverless_platform::{
+    Chaos, ChaosInvoker, Invoker, LocalInvoker, LocalQueue, ResultChannel,
+};
+use dask_serverless_store::{ChaosStore, SharedMemoryStore, Store};
 
 use crate::RuntimeError;
 
@@ -89,8 +96,15 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Opens (or reuses, within this process) the connections a run context names.
+    /// Opens (or reuses, within this process) the connections a run context names, for the
+    /// client.
     pub async fn for_context(context: &RunContext) -> Result<Connections, RuntimeError> {
+        Self::for_party(context, "client").await
+    }
+
+    /// The connections of one party of a run: the client, or an invocation (`party` names it:
+    /// its batch and attempt), whose injected faults are its own.
+    pub async fn for_party(context: &RunContext, party: &str) -> Result<Connections, RuntimeError> {
         static CACHE: OnceLock<Mutex<HashMap<String, Connections>>> = OnceLock::new();
         let cache = CACHE.get_or_init(Default::default);
         let cache_key = format!(
@@ -104,7 +118,7 @@ impl Connections {
             .get(&cache_key)
             .cloned();
         if let Some(connections) = cached {
-            return Ok(connections);
+            return Ok(connections.with_chaos(chaos_of(context)?.map(|chaos| chaos.scoped(party))));
         }
         let (invoker, channel) = open_platform(&context.platform).await?;
         let connections = Connections {
@@ -116,7 +130,30 @@ impl Connections {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(cache_key, connections.clone());
-        Ok(connections)
+        Ok(connections.with_chaos(chaos_of(context)?.map(|chaos| chaos.scoped(party))))
+    }
+
+    /// These connections with `chaos`'s faults injected into the store and the invoker.
+    pub fn with_chaos(self, chaos: Option<Chaos>) -> Connections {
+        let Some(chaos) = chaos else {
+            return self;
+        };
+        Connections {
+            store: Arc::new(ChaosStore::new(self.store, chaos.clone())),
+            invoker: Arc::new(ChaosInvoker::new(self.invoker, chaos)),
+            channel: self.channel,
+        }
+    }
+}
+
+/// The faults a run injects: its own chaos setting, or else the process's
+/// `DASK_SERVERLESS_CHAOS`; `None` for a normal run.
+pub fn chaos_of(context: &RunContext) -> Result<Option<Chaos>, RuntimeError> {
+    match &context.chaos {
+        Some(setting) => Chaos::parse(setting)
+            .map(Some)
+            .map_err(|error| RuntimeError::Configuration(error.to_string())),
+        None => Ok(Chaos::from_environment()),
     }
 }
 

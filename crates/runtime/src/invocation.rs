@@ -19,7 +19,9 @@ use futures::future::join_all;
 use dask_serverless_core::keys::{batch_key, value_key};
 use dask_serverless_store::StoreExt;
 
-use crate::{Connections, RuntimeError, invocation_payload, now_micros};
+use crate::faults::FunctionFaults;
+use crate::{Connections, RuntimeError, chaos_of, invocation_payload, now_micros};
+use dask_serverless_chaos::KillPoint;
 
 /// What the host must do next.
 #[derive(Debug)]
@@ -52,6 +54,10 @@ pub struct InvocationSession {
     traffic: Mutex<StoreTraffic>,
     /// The progress report being sent in the background, if any: reports leave in order.
     sending: Option<tokio::task::JoinHandle<()>>,
+    /// The batch this invocation was invoked for.
+    first_batch: BatchId,
+    /// Faults to inject, when the run carries chaos (a testing aid).
+    faults: Option<FunctionFaults>,
 }
 
 impl InvocationSession {
@@ -60,7 +66,11 @@ impl InvocationSession {
         let invocation: InvocationEvent = serde_json::from_str(event).map_err(|error| {
             RuntimeError::Message(format!("the invocation event is not a run event: {error}"))
         })?;
-        let connections = Connections::for_context(&invocation.run).await?;
+        let party = format!(
+            "batch {} attempt {}",
+            invocation.batch.0, invocation.attempt
+        );
+        let connections = Connections::for_party(&invocation.run, &party).await?;
         Ok(Self::with_connections(
             invocation,
             connections,
@@ -84,7 +94,24 @@ impl InvocationSession {
         )
         .with_attempt(invocation.attempt, invocation.recovering);
         let actions = executor.handle(ExecutorEvent::Start, now_micros()).into();
+        let faults = match chaos_of(&invocation.run) {
+            Ok(chaos) => chaos.map(|chaos| {
+                FunctionFaults::draw(
+                    chaos,
+                    invocation.run.chaos.is_some(),
+                    &invocation.run.run_id,
+                    invocation.batch.0,
+                    invocation.attempt,
+                )
+            }),
+            Err(error) => {
+                eprintln!("dask-serverless: no faults injected: {error}");
+                None
+            }
+        };
         InvocationSession {
+            first_batch: invocation.batch,
+            faults,
             context: invocation.run,
             invocation_id,
             connections,
@@ -106,16 +133,24 @@ impl InvocationSession {
         while let Some(action) = self.actions.pop_front() {
             match action {
                 ExecutorAction::Claim { key } => {
+                    if let Some(faults) = &self.faults {
+                        faults.at(KillPoint::BeforeStart);
+                        tokio::time::sleep(faults.cold_start()).await;
+                    }
                     let event = self.claim(&key).await;
                     self.feed(event);
                 }
-                ExecutorAction::MarkDone { key } => {
-                    // Written alongside the fan-ins that follow it: nobody waits for it.
-                    let mut batch = Vec::new();
-                    while matches!(self.actions.front(), Some(ExecutorAction::FanIn { .. })) {
-                        batch.extend(self.actions.pop_front());
+                ExecutorAction::DeleteClaim { key } => {
+                    self.count(|traffic| traffic.operations += 1);
+                    if let Err(error) = self.connections.store.delete(&key).await {
+                        eprintln!("dask-serverless: could not delete the claim {key}: {error}");
                     }
-                    self.fan_in(batch, Some(key)).await;
+                }
+                ExecutorAction::MarkDone { key, content } => {
+                    self.mark_done(&key, content).await;
+                    if let Some(faults) = &self.faults {
+                        faults.at(KillPoint::BeforeFanIns);
+                    }
                 }
                 ExecutorAction::CheckStop { .. }
                 | ExecutorAction::Continue
@@ -124,6 +159,11 @@ impl InvocationSession {
                     // left over means the host stopped asking: nothing to do.
                 }
                 ExecutorAction::LoadBatch { batch } => {
+                    if let Some(faults) = &self.faults
+                        && batch != self.first_batch
+                    {
+                        faults.at(KillPoint::BecomingChild);
+                    }
                     let event = self.load_batch(batch).await;
                     self.feed(event);
                 }
@@ -154,9 +194,12 @@ impl InvocationSession {
                     while matches!(self.actions.front(), Some(ExecutorAction::FanIn { .. })) {
                         batch.extend(self.actions.pop_front());
                     }
-                    self.fan_in(batch, None).await;
+                    self.fan_in(batch).await;
                 }
                 invoke @ ExecutorAction::Invoke { .. } => {
+                    if let Some(faults) = &self.faults {
+                        faults.at(KillPoint::BeforeInvoke);
+                    }
                     let mut batch = vec![invoke];
                     while matches!(self.actions.front(), Some(ExecutorAction::Invoke { .. })) {
                         batch.extend(self.actions.pop_front());
@@ -174,6 +217,9 @@ impl InvocationSession {
     /// The host is between two tasks: `true` to go on, `false` to stop running tasks (the batch
     /// is abandoned; [`InvocationSession::next_step`] then ends the invocation).
     pub fn boundary_without_io(&mut self) -> Option<bool> {
+        if let Some(faults) = &mut self.faults {
+            faults.boundary();
+        }
         self.feed(ExecutorEvent::Boundary);
         match self.actions.front() {
             Some(ExecutorAction::Continue) => {
@@ -299,6 +345,19 @@ impl InvocationSession {
         }
     }
 
+    async fn mark_done(&mut self, key: &str, content: String) {
+        self.count(|traffic| traffic.operations += 1);
+        if let Err(error) = self
+            .connections
+            .store
+            .put(key, Payload::from(content))
+            .await
+        {
+            // Only a backup of this batch would miss it: it runs on to its own end.
+            eprintln!("dask-serverless: could not mark {key} done: {error}");
+        }
+    }
+
     /// Reads what a stop check needs; `None` if the store could not answer.
     async fn check_stop(
         &mut self,
@@ -308,15 +367,18 @@ impl InvocationSession {
         let store = &self.connections.store;
         let done = async {
             match &done_key {
-                Some(key) => store.get_optional(key).await.map(|found| found.is_some()),
-                None => Ok(false),
+                Some(key) => store
+                    .get_optional(key)
+                    .await
+                    .map(|found| found.map(|mark| mark.to_vec())),
+                None => Ok(None),
             }
         };
         let (done, lease) = futures::join!(done, store.get_optional(lease_key));
         self.count(|traffic| traffic.operations += 1 + u64::from(done_key.is_some()));
         match (done, lease) {
-            (Ok(done_elsewhere), Ok(lease)) => Some(ExecutorEvent::StopChecked {
-                done_elsewhere,
+            (Ok(done_mark), Ok(lease)) => Some(ExecutorEvent::StopChecked {
+                done_mark,
                 lease: lease.map(|bytes| bytes.to_vec()),
             }),
             (Err(error), _) | (_, Err(error)) => {
@@ -413,17 +475,8 @@ impl InvocationSession {
         ExecutorEvent::BatchExists { exists }
     }
 
-    /// Performs fan-ins, and writes the done mark `done` (if any) at the same time.
-    async fn fan_in(&mut self, batch: Vec<ExecutorAction>, done: Option<String>) {
+    async fn fan_in(&mut self, batch: Vec<ExecutorAction>) {
         let store = &self.connections.store;
-        let invocation = &self.invocation_id;
-        let mark_done = async {
-            let Some(key) = &done else { return };
-            if let Err(error) = store.put(key, Payload::from(invocation.clone())).await {
-                // Only a backup of this batch would miss it: it runs on to its own end.
-                eprintln!("dask-serverless: could not mark {key} done: {error}");
-            }
-        };
         let calls = batch.into_iter().filter_map(|action| match action {
             ExecutorAction::FanIn {
                 child,
@@ -433,10 +486,8 @@ impl InvocationSession {
             } => Some(async move { (child, store.fan_in(&key, &member, expected).await) }),
             _ => None,
         });
-        let (answers, ()) = futures::join!(join_all(calls), mark_done);
-        self.count(|traffic| {
-            traffic.operations += answers.len() as u64 + u64::from(done.is_some())
-        });
+        let answers = join_all(calls).await;
+        self.count(|traffic| traffic.operations += answers.len() as u64);
         for (child, answer) in answers {
             match answer {
                 Ok(released) => self.feed(ExecutorEvent::FanInAnswered { child, released }),

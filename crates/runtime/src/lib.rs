@@ -15,11 +15,12 @@
 
 mod client;
 mod connections;
+mod faults;
 mod invocation;
 mod zero_work;
 
 pub use client::{ClientRun, RunEvent, RunStatistics};
-pub use connections::{Connections, open_store};
+pub use connections::{Connections, chaos_of, open_store};
 pub use invocation::{HostStep, InvocationSession};
 pub use zero_work::{ZeroWorkCost, zero_work};
 

@@ -127,6 +127,7 @@ async fn run(
             queue_endpoint: String::new(),
             queue: String::new(),
         },
+        chaos: None,
     };
     let mut client = ClientRun::with_connections(
         context,

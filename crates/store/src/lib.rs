@@ -32,10 +32,12 @@
 //! directory, safe across processes, zero-copy reads), and behind cargo features `RedisStore`
 //! (feature `redis`: a Redis server shared by many machines) and `S3Store` (feature `s3`: an S3
 //! bucket, fan-in by conditional puts, no other service); feature `full` enables both. Each
-//! backend's module documentation describes its layout, atomicity and limits. [`frame`] lays
+//! backend's module documentation describes its layout, atomicity and limits. [`ChaosStore`]
+//! wraps any store with transient failures and latency spikes, for testing. [`frame`] lays
 //! several buffers out in one object so that Python's pickle protocol 5 buffers come back
 //! zero-copy and aligned.
 
+pub mod chaos;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
@@ -52,6 +54,7 @@ mod shared_memory;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use chaos::ChaosStore;
 pub use error::StoreError;
 pub use key::{MAX_KEY_LENGTH, MAX_MEMBER_LENGTH, MAX_SEGMENT_LENGTH, validate_key};
 pub use memory::MemoryStore;
