@@ -88,6 +88,9 @@ pub enum DriverEvent {
     UploadFanInAnswered { batch: BatchId, released: bool },
     /// Time passes.
     Tick,
+    /// The client ends the run (interrupted, or failed in the client): nothing is redone any
+    /// more; the driver only follows what still runs (see "Draining").
+    Stop,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -413,6 +416,10 @@ impl Driver {
                 self.upload_released(batch, released)
             }
             DriverEvent::Tick => self.tick(now),
+            DriverEvent::Stop => {
+                self.state = RunState::Over;
+                Vec::new()
+            }
         }
     }
 

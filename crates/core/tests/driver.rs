@@ -481,3 +481,14 @@ fn a_batch_abandoned_for_a_lapsed_lease_renews_it_then_is_redone() {
         ]
     );
 }
+
+#[test]
+fn a_run_the_client_stopped_redoes_nothing_and_drains() {
+    let plan = chain_plan(1);
+    let mut driver = started(&plan);
+    assert!(driver.handle(DriverEvent::Stop, 1).is_empty());
+    assert!(driver.is_over());
+    // The function the client stopped is recorded failed: no recovery, nothing runs.
+    assert!(driver.handle(crash("request-1", 0), 2).is_empty());
+    assert!(driver.is_drained());
+}

@@ -244,6 +244,8 @@ impl ClientRun {
     /// After a failure: keeps batches from starting (their specs are deleted) and waits up to
     /// `max_wait` for the running ones to report. True when nothing of the run runs any more.
     pub async fn drain(&mut self, max_wait: Duration) -> Result<bool, RuntimeError> {
+        // Whatever ended the run, nothing is redone from now on.
+        self.driver.handle(DriverEvent::Stop, now_micros());
         self.connections
             .store
             .delete_prefix(&batches_prefix(&self.context.run_id))
