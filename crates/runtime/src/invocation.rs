@@ -1,5 +1,7 @@
 //! The function's side: drives an [`Executor`] and hands control to the host (Python) only
-//! to run tasks, drop values, or finish. Between tasks the host asks [`InvocationSession::boundary`]
+//! to run tasks, drop values, or finish. Between tasks the host asks
+//! [`InvocationSession::boundary_without_io`] (and, when it answers `None`,
+//! [`InvocationSession::finish_boundary`])
 //! whether to go on; most answers need no IO, and at most one per `STOP_CHECK_INTERVAL` reads
 //! the batch's done mark and the run's lease.
 
@@ -234,15 +236,9 @@ impl InvocationSession {
         }
     }
 
-    /// [`InvocationSession::boundary_without_io`], then the store reads it asked for, if any.
-    pub async fn boundary(&mut self) -> bool {
-        if let Some(answer) = self.boundary_without_io() {
-            return answer;
-        }
-        self.finish_boundary().await
-    }
-
-    /// Performs the store reads a boundary asked for and returns the executor's answer.
+    /// Performs the store reads a boundary asked for (when
+    /// [`InvocationSession::boundary_without_io`] answered `None`) and returns the executor's
+    /// answer.
     pub async fn finish_boundary(&mut self) -> bool {
         while let Some(action) = self.actions.pop_front() {
             match action {
