@@ -492,3 +492,24 @@ fn a_run_the_client_stopped_redoes_nothing_and_drains() {
     assert!(driver.handle(crash("request-1", 0), 2).is_empty());
     assert!(driver.is_drained());
 }
+
+#[test]
+fn a_recovery_that_dies_while_rebuilding_its_chain_is_blamed_on_its_target() {
+    let plan = chain_plan(3);
+    let mut driver = became_twice(&plan, RecoveryPolicy::default());
+    assert!(matches!(
+        driver.handle(crash("request-1", 0), 4).as_slice(),
+        [DriverAction::Recover { attempt: 2, .. }]
+    ));
+    // The recovery rebuilds batch 0 (finished already) and becomes 1, then dies: its record
+    // names the event's target, batch 2, which is still lost.
+    driver.handle(finished(0, "request-2", &[0], Some(1)), 5);
+    assert_eq!(
+        driver.handle(crash("request-2", 2), 6),
+        vec![DriverAction::Recover {
+            batch: BatchId(0),
+            attempt: 3,
+            recovering: vec![BatchId(1), BatchId(2)],
+        }]
+    );
+}
