@@ -8,7 +8,8 @@ stop in time).
 
 How a run ends:
 
-* **succeeded**: its objects are deleted;
+* **succeeded**: its objects are deleted; the loser of a straggler and its backup that still
+  runs is stopped first, as below;
 * **failed** (a task raised, a function died): clusters are kept from starting (their specs are
   deleted), running ones get ``FAILED_DRAIN_SECONDS`` to report, then whatever still runs is
   stopped (``_stop_functions``: the local platform kills its workers, Lambda functions find the
@@ -56,6 +57,8 @@ class ServerlessCluster:
 
     batches_per_function: int
     timeout_s: float
+    #: Functions the platform runs at once at most, when known.
+    max_concurrency: int | None
 
     @property
     def parallelism(self) -> int:
@@ -173,6 +176,7 @@ class ServerlessCluster:
             self.timeout_s,
             self.timeout_s + 15.0,
             task_retries=task_retries,
+            concurrency_limit=self.max_concurrency,
         )
 
     def _end_run(self, run: Any, outcome: str) -> str | None:
@@ -181,7 +185,8 @@ class ServerlessCluster:
         After a failure or an interruption this never raises: a cleanup that fails is
         returned as a note for the run's own error."""
         try:
-            if outcome != "succeeded":
+            # A succeeded run may still have the loser of a straggler and its backup running.
+            if outcome != "succeeded" or not run.drain(0.0):
                 wait = FAILED_DRAIN_SECONDS if outcome == "failed" else 0.0
                 if not run.drain(wait):
                     self._stop_functions()

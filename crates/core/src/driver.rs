@@ -42,6 +42,18 @@
 //! have all finished and that nothing has started (an *orphan*): its claim keeps it from running
 //! twice if the lost function did invoke it after all.
 //!
+//! **Stragglers.** A batch still running `backup_factor` times longer than the median of its
+//! finished siblings (the batches at its depth in the plan, once half of them finished), and
+//! at least `backup_after`, gets one *backup*: the same batch invoked again at a fresh attempt
+//! while the original runs on ([`DriverAction::Recover`] with `backup`). The first of the two
+//! to mark the batch done wins and reports; the other stops (see the executor's "Backups").
+//! Times are the driver's: from when it learned that the batch runs to its final report. A
+//! backup never takes the place of a batch waiting for the platform's concurrency limit, when
+//! the driver knows it ([`Driver::with_concurrency_limit`]); a run starts at most
+//! `run_backups` backups, and one more per ten batches. The driver counts the two attempts, so
+//! the death of one of them costs nothing while the other runs, and the run is drained only
+//! once both stopped.
+//!
 //! Actions after [`DriverAction::Completed`] or [`DriverAction::Failed`] are never emitted.
 //!
 //! **Draining.** When a run fails, batches of other branches may still be running and would
@@ -104,6 +116,8 @@ pub enum DriverAction {
         batch: BatchId,
         attempt: u32,
         recovering: Vec<BatchId>,
+        /// A backup of a straggler that still runs (see "Stragglers"), not lost work.
+        backup: bool,
     },
     /// Write the run's lease again now: a function took this live client for gone.
     RenewLease,
@@ -193,6 +207,13 @@ pub struct RecoveryPolicy {
     pub task_retries: u32,
     /// Recoveries of all batches together, at least; the run allows one more per ten batches.
     pub run_retries: u32,
+    /// A batch gets a backup once it has run this many times longer than the median of its
+    /// finished siblings (see "Stragglers"); 0: never.
+    pub backup_factor: u32,
+    /// ... and at least this long.
+    pub backup_after: Micros,
+    /// Backups in a run, at least; the run allows one more per ten batches.
+    pub run_backups: u32,
 }
 
 impl Default for RecoveryPolicy {
@@ -203,6 +224,9 @@ impl Default for RecoveryPolicy {
             timeout_retries: 1,
             task_retries: 0,
             run_retries: 10,
+            backup_factor: 3,
+            backup_after: 1_000_000,
+            run_backups: 2,
         }
     }
 }
@@ -216,6 +240,9 @@ impl RecoveryPolicy {
             timeout_retries: 0,
             task_retries: 0,
             run_retries: 0,
+            backup_factor: 0,
+            backup_after: 0,
+            run_backups: 0,
         }
     }
 }
@@ -289,6 +316,116 @@ pub struct Driver {
     last_heard: Micros,
     silence_limit: Micros,
     state: RunState,
+    /// The time of the event being handled.
+    now: Micros,
+    stragglers: Stragglers,
+}
+
+/// What the driver knows to tell stragglers (see "Stragglers").
+#[derive(Debug)]
+struct Stragglers {
+    /// By batch id: its depth in the plan (0 for a leaf, else one more than its deepest
+    /// parent). Batches at one depth are siblings.
+    depth: Vec<usize>,
+    /// By depth: how many batches.
+    siblings: Vec<usize>,
+    /// By batch id: when the driver learned that it runs.
+    running_since: Vec<Micros>,
+    /// By depth: how long its finished batches ran, as the driver saw it, and their median
+    /// (`None` when out of date).
+    durations: Vec<Vec<Micros>>,
+    medians: Vec<Option<Micros>>,
+    /// By batch id: whether it got its backup.
+    backed_up: Vec<bool>,
+    /// By batch id: attempts still running besides the one its state counts (a straggler and
+    /// its backup).
+    extra_attempts: Vec<u32>,
+    extra_running: u32,
+    backups: u32,
+    /// Batches the platform runs at once at most, when known: a backup never takes a place
+    /// another batch waits for.
+    concurrency_limit: Option<usize>,
+    last_scan: Micros,
+}
+
+/// Least time between two looks for stragglers.
+const STRAGGLER_SCAN_INTERVAL: Micros = 200_000;
+
+impl Stragglers {
+    fn new(plan: &Plan) -> Stragglers {
+        let count = plan.batches().len();
+        // Depths in topological order (Kahn): a batch's depth is final once its parents' are.
+        let mut depth = vec![0usize; count];
+        let mut waiting: Vec<usize> = plan.batches().iter().map(|b| b.parents.len()).collect();
+        let mut ready: Vec<BatchId> = plan
+            .batches()
+            .iter()
+            .filter(|batch| batch.parents.is_empty())
+            .map(|batch| batch.id)
+            .collect();
+        while let Some(batch) = ready.pop() {
+            for &child in &plan.batch(batch).children {
+                depth[child.index()] = depth[child.index()].max(depth[batch.index()] + 1);
+                waiting[child.index()] -= 1;
+                if waiting[child.index()] == 0 {
+                    ready.push(child);
+                }
+            }
+        }
+        let levels = depth.iter().max().map_or(0, |deepest| deepest + 1);
+        let mut siblings = vec![0; levels];
+        for &level in &depth {
+            siblings[level] += 1;
+        }
+        Stragglers {
+            depth,
+            siblings,
+            running_since: vec![0; count],
+            durations: vec![Vec::new(); levels],
+            medians: vec![None; levels],
+            backed_up: vec![false; count],
+            extra_attempts: vec![0; count],
+            extra_running: 0,
+            backups: 0,
+            concurrency_limit: None,
+            last_scan: 0,
+        }
+    }
+
+    fn finished(&mut self, batch: BatchId, now: Micros) {
+        let level = self.depth[batch.index()];
+        let ran = now.saturating_sub(self.running_since[batch.index()]);
+        self.durations[level].push(ran);
+        self.medians[level] = None;
+    }
+
+    /// The median time the finished siblings of `batch` ran, once at least half of its
+    /// siblings finished.
+    fn sibling_median(&mut self, batch: BatchId) -> Option<Micros> {
+        let level = self.depth[batch.index()];
+        let durations = &self.durations[level];
+        if durations.is_empty() || durations.len() * 2 < self.siblings[level] {
+            return None;
+        }
+        if self.medians[level].is_none() {
+            let mut sorted = durations.clone();
+            let middle = sorted.len() / 2;
+            let (_, median, _) = sorted.select_nth_unstable(middle);
+            self.medians[level] = Some(*median);
+        }
+        self.medians[level]
+    }
+
+    /// One attempt of `batch` besides the one its state counts stopped; whether there was one.
+    fn attempt_stopped(&mut self, batch: BatchId) -> bool {
+        let extra = &mut self.extra_attempts[batch.index()];
+        if *extra == 0 {
+            return false;
+        }
+        *extra -= 1;
+        self.extra_running -= 1;
+        true
+    }
 }
 
 impl Driver {
@@ -345,7 +482,21 @@ impl Driver {
             last_heard: 0,
             silence_limit,
             state: RunState::Created,
+            now: 0,
+            stragglers: Stragglers::new(plan),
         }
+    }
+
+    /// This driver knowing that the platform runs at most `limit` functions at once: no backup
+    /// of a straggler is started while as many batches run (see "Stragglers").
+    pub fn with_concurrency_limit(mut self, limit: Option<usize>) -> Driver {
+        self.stragglers.concurrency_limit = limit;
+        self
+    }
+
+    /// Backups of stragglers started so far.
+    pub fn backups(&self) -> u32 {
+        self.stragglers.backups
     }
 
     /// This driver with its own recovery policy (the default redoes lost work a few times).
@@ -374,7 +525,7 @@ impl Driver {
 
     /// No batch of the run is known to be running: nothing of it can write any more.
     pub fn is_drained(&self) -> bool {
-        self.running_batches == 0
+        self.running_batches == 0 && self.stragglers.extra_running == 0
     }
 
     /// Batches invoked or become that have not reported yet.
@@ -383,6 +534,7 @@ impl Driver {
     }
 
     pub fn handle(&mut self, event: DriverEvent, now: Micros) -> Vec<DriverAction> {
+        self.now = now;
         if self.state == RunState::Over {
             // Only follow which batches still run (see "Draining").
             match event {
@@ -394,7 +546,9 @@ impl Driver {
                 DriverEvent::PlatformFailure {
                     invocation, batch, ..
                 } => {
-                    if let Some(batch) = self.failed_batch(invocation.as_deref(), batch) {
+                    if let Some(batch) = self.failed_batch(invocation.as_deref(), batch)
+                        && !self.stragglers.attempt_stopped(batch)
+                    {
                         self.set_state(batch, BatchState::Failed);
                     }
                 }
@@ -638,6 +792,10 @@ impl Driver {
         kind: FailureKind,
         mut failure: RunFailure,
     ) -> Vec<DriverAction> {
+        if kind != FailureKind::Task && self.stragglers.attempt_stopped(batch) {
+            // One of a straggler and its backup stopped; the other runs on.
+            return Vec::new();
+        }
         let used = self.recoveries[batch.index()][kind as usize];
         let allowed = match kind {
             FailureKind::Crash => self.policy.crash_retries,
@@ -672,11 +830,78 @@ impl Driver {
         let attempt = self.next_attempt;
         self.next_attempt += 1;
         self.set_state(batch, BatchState::Running);
+        self.stragglers.running_since[batch.index()] = self.now;
         DriverAction::Recover {
             batch: head,
             attempt,
             recovering: chain,
+            backup: false,
         }
+    }
+
+    /// Backups of running batches that take far longer than their finished siblings (see
+    /// "Stragglers").
+    fn back_up_stragglers(&mut self) -> Vec<DriverAction> {
+        let policy = self.policy;
+        let now = self.now;
+        let allowed = policy
+            .run_backups
+            .saturating_add(u32::try_from(self.batches.len() / 10).unwrap_or(u32::MAX));
+        if policy.backup_factor == 0
+            || self.stragglers.backups >= allowed
+            || now.saturating_sub(self.stragglers.last_scan) < STRAGGLER_SCAN_INTERVAL
+        {
+            return Vec::new();
+        }
+        self.stragglers.last_scan = now;
+        let mut actions = Vec::new();
+        for index in 0..self.batches.len() {
+            let batch = BatchId(index as u32);
+            if self.batches[index] != BatchState::Running || self.stragglers.backed_up[index] {
+                continue;
+            }
+            let ran = now.saturating_sub(self.stragglers.running_since[index]);
+            if ran < policy.backup_after {
+                continue;
+            }
+            let Some(median) = self.stragglers.sibling_median(batch) else {
+                continue;
+            };
+            if ran <= median.saturating_mul(Micros::from(policy.backup_factor)) {
+                continue;
+            }
+            let running = self.running_batches + self.stragglers.extra_running as usize;
+            if self
+                .stragglers
+                .concurrency_limit
+                .is_some_and(|limit| running >= limit)
+                || self.stragglers.backups >= allowed
+            {
+                break;
+            }
+            self.stragglers.backed_up[index] = true;
+            self.stragglers.backups += 1;
+            self.stragglers.extra_attempts[index] += 1;
+            self.stragglers.extra_running += 1;
+            // The original keeps its place: the backup runs besides it.
+            let running_since = self.stragglers.running_since[index];
+            if let DriverAction::Recover {
+                batch,
+                attempt,
+                recovering,
+                ..
+            } = self.recover(batch)
+            {
+                actions.push(DriverAction::Recover {
+                    batch,
+                    attempt,
+                    recovering,
+                    backup: true,
+                });
+            }
+            self.stragglers.running_since[index] = running_since;
+        }
+        actions
     }
 
     /// The children of `finished` that nothing started although all their parents finished
@@ -793,8 +1018,12 @@ impl Driver {
             }
             Report::BatchFailed(failed) => self.set_state(failed.batch, BatchState::Failed),
             Report::BatchAbandoned(abandoned) => {
+                // The loser of a straggler and its backup stopped.
+                let loser = (abandoned.reason == AbandonReason::FinishedElsewhere
+                    || self.state == RunState::Over)
+                    && self.stragglers.attempt_stopped(abandoned.batch);
                 // Stopped, as far as draining is concerned; a winner's report may follow.
-                if self.state == RunState::Over {
+                if !loser && self.state == RunState::Over {
                     self.set_state(abandoned.batch, BatchState::Failed);
                 }
             }
@@ -836,12 +1065,20 @@ impl Driver {
             BatchState::Finished => self.finished_batches -= 1,
             _ => {}
         }
+        let previous = std::mem::replace(current, state);
         match state {
-            BatchState::Running => self.running_batches += 1,
-            BatchState::Finished => self.finished_batches += 1,
+            BatchState::Running => {
+                self.running_batches += 1;
+                self.stragglers.running_since[batch.index()] = self.now;
+            }
+            BatchState::Finished => {
+                self.finished_batches += 1;
+                if previous == BatchState::Running {
+                    self.stragglers.finished(batch, self.now);
+                }
+            }
             _ => {}
         }
-        *current = state;
     }
 
     fn tick(&mut self, now: Micros) -> Vec<DriverAction> {
@@ -850,7 +1087,7 @@ impl Driver {
         }
         let silent_for_us = now.saturating_sub(self.last_heard);
         if silent_for_us <= self.silence_limit {
-            return Vec::new();
+            return self.back_up_stragglers();
         }
         // Nothing arrived for longer than a function may live: what runs is lost.
         self.last_heard = now;

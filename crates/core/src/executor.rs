@@ -56,6 +56,16 @@
 //! [`LEASE_TIMEOUT`] (the client is gone) or is missing (the client ended the run). An
 //! abandoned batch ends in a [`Report::BatchAbandoned`].
 //!
+//! **Backups.** The client starts a *backup* of a batch that runs far longer than its siblings
+//! (a straggler) while the original still runs: the same batch at a fresh attempt, marked
+//! `backup`. Whoever of the two writes the batch's done mark first (create-if-absent) wins
+//! and goes on to the fan-ins; the other yields when it finds the mark — when its own write
+//! finds it there, or at its next stop check — and ends with
+//! [`AbandonReason::FinishedElsewhere`]. A recovery does not yield to the mark of an earlier
+//! attempt (above); a backup does, because that attempt is alive and does its own fan-ins.
+//! Both attempts store the batch's values, so a backup assumes what Dask's own recomputation
+//! of lost values assumes: a task computes the same value each time it runs.
+//!
 //! Invariants: each child of a batch is asked about exactly once; a child is invoked or
 //! become only when its fan-in answered `released`; every batch run ends in exactly one
 //! report; [`ExecutorAction::Finish`] is the last action emitted, but for the failure report of
@@ -126,6 +136,9 @@ pub enum ExecutorEvent {
     TaskFailed { error: TaskError },
     /// A task's result cannot be pickled.
     ResultUnpicklable { task: TaskId, message: String },
+    /// The answer to [`ExecutorAction::MarkDone`]: `None` when this invocation wrote the mark,
+    /// else the content of the mark another attempt wrote first.
+    MarkedDone { existing: Option<Vec<u8>> },
     /// The answer of one fan-in asked for.
     FanInAnswered { child: BatchId, released: bool },
     /// Something around the tasks failed (store, invoke, pickling).
@@ -149,7 +162,8 @@ pub enum ExecutorAction {
     /// Stop running tasks: the batch is abandoned (the answer to [`ExecutorEvent::Boundary`]
     /// or [`ExecutorEvent::StopChecked`]); the actions that follow end the invocation.
     StopTasks,
-    /// Write the batch's done mark, `content` at `key` (see [`done_mark`]); nothing answers.
+    /// Write the batch's done mark, `content` at `key`, unless it exists (`Store::put_new`);
+    /// answer with [`ExecutorEvent::MarkedDone`] (see [`done_mark`]).
     MarkDone { key: String, content: String },
     /// Delete this invocation's claim at `key`; nothing answers. The run ended before the
     /// invocation started (a late duplicate delivery): its claim was written after the client
@@ -211,6 +225,8 @@ enum State {
         message: String,
     },
     Running,
+    /// The tasks ran; waiting for the answer of [`ExecutorAction::MarkDone`].
+    MarkingDone,
     FanningIn {
         waiting: BTreeSet<BatchId>,
         released: Vec<BatchId>,
@@ -228,6 +244,8 @@ pub struct Executor {
     attempt: u32,
     /// The batches still to become, whatever their fan-ins answer (a recovery's chain).
     recovering: VecDeque<BatchId>,
+    /// A backup of a straggler: it yields to any other attempt's done mark.
+    backup: bool,
     state: State,
     /// When the store was last looked at from a task boundary.
     last_stop_check: Option<Micros>,
@@ -250,6 +268,7 @@ impl Executor {
             first_batch: batch,
             attempt: FIRST_ATTEMPT,
             recovering: VecDeque::new(),
+            backup: false,
             state: State::Created,
             last_stop_check: None,
             lease: None,
@@ -266,6 +285,12 @@ impl Executor {
     pub fn with_attempt(mut self, attempt: u32, recovering: Vec<BatchId>) -> Executor {
         self.attempt = attempt;
         self.recovering = recovering.into();
+        self
+    }
+
+    /// This invocation as a backup of a straggler (see "Backups" in the module documentation).
+    pub fn as_backup(mut self, backup: bool) -> Executor {
+        self.backup = backup;
         self
     }
 
@@ -387,6 +412,7 @@ impl Executor {
             ExecutorEvent::TasksFinished { records, warnings } => {
                 self.tasks_finished(records, warnings)
             }
+            ExecutorEvent::MarkedDone { existing } => self.marked_done(existing),
             ExecutorEvent::FanInAnswered { child, released } => {
                 self.fan_in_answered(child, released)
             }
@@ -466,8 +492,7 @@ impl Executor {
             AbandonReason::ClientGone
         } else if done_mark
             .as_deref()
-            .is_some_and(|mark| marked_attempt(mark) >= self.attempt)
-            && !self.rebuilding()
+            .is_some_and(|mark| self.yields_to(mark))
         {
             AbandonReason::FinishedElsewhere
         } else {
@@ -476,13 +501,29 @@ impl Executor {
         self.abandon(reason)
     }
 
+    /// Whether a done mark this invocation did not write ends its attempt at the running batch:
+    /// a mark of this attempt (another delivery) or of a later one (the client took this one
+    /// for lost, or a backup overtook this straggler) always; an earlier attempt's only for a
+    /// backup (the original is alive and does its fan-ins). A recovery runs on over an earlier
+    /// attempt's mark: that attempt may have died between its mark and its fan-ins. Batches
+    /// re-run to rebuild values handed over in memory never yield.
+    fn yields_to(&self, mark: &[u8]) -> bool {
+        !self.rebuilding() && (self.backup || marked_attempt(mark) >= self.attempt)
+    }
+
     /// Stops the running batch without a failure: report why and end the invocation.
     fn abandon(&mut self, reason: AbandonReason) -> Vec<ExecutorAction> {
-        let spec = self.spec.take().expect("running implies a loaded spec");
+        let mut actions = vec![ExecutorAction::StopTasks];
+        actions.extend(self.yield_batch(reason));
+        actions
+    }
+
+    /// Ends the invocation with the current batch abandoned (its tasks no longer run).
+    fn yield_batch(&mut self, reason: AbandonReason) -> Vec<ExecutorAction> {
+        let spec = self.spec.take().expect("abandoning implies a loaded spec");
         self.state = State::Finished;
         self.held.clear();
         vec![
-            ExecutorAction::StopTasks,
             ExecutorAction::Report(Report::BatchAbandoned(AbandonReport {
                 run_id: self.run_id.clone(),
                 batch: spec.batch,
@@ -568,19 +609,36 @@ impl Executor {
             key: done_key(&self.run_id, spec.batch),
             content: done_mark(self.attempt, &self.invocation),
         };
+        self.state = State::MarkingDone;
+        vec![mark_done]
+    }
+
+    /// The batch's done mark is written (`existing` is `None`), or another attempt's was
+    /// there: this attempt yields to it, or goes on to the fan-ins (see [`Executor::yields_to`]).
+    fn marked_done(&mut self, existing: Option<Vec<u8>>) -> Vec<ExecutorAction> {
+        if self.state != State::MarkingDone {
+            return self.protocol_error("MarkedDone");
+        }
+        if existing.is_some_and(|mark| self.yields_to(&mark)) {
+            return self.yield_batch(AbandonReason::FinishedElsewhere);
+        }
+        let spec = self
+            .spec
+            .as_ref()
+            .expect("marking done implies a loaded spec");
         if spec.children.is_empty() {
-            let mut actions = vec![mark_done];
-            actions.extend(self.conclude(Vec::new()));
-            return actions;
+            return self.conclude(Vec::new());
         }
         let member = spec.batch.0.to_string();
-        let actions = std::iter::once(mark_done)
-            .chain(spec.children.iter().map(|child| ExecutorAction::FanIn {
+        let actions = spec
+            .children
+            .iter()
+            .map(|child| ExecutorAction::FanIn {
                 child: child.batch,
                 key: crate::keys::fan_in_key(&self.run_id, child.batch),
                 member: member.clone(),
                 expected: child.fan_in_members,
-            }))
+            })
             .collect();
         self.state = State::FanningIn {
             waiting: spec.children.iter().map(|child| child.batch).collect(),

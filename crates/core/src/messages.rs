@@ -64,6 +64,10 @@ pub struct InvocationEvent {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recovering: Vec<BatchId>,
+    /// A backup of a batch that still runs elsewhere (a straggler): the first of the two to
+    /// mark the batch done wins, the other stops (see the executor's "Backups").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backup: bool,
 }
 
 impl InvocationEvent {
@@ -74,6 +78,7 @@ impl InvocationEvent {
             batch,
             attempt: FIRST_ATTEMPT,
             recovering: Vec::new(),
+            backup: false,
         }
     }
 }

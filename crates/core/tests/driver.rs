@@ -197,6 +197,7 @@ fn a_lost_batch_is_redone_from_the_head_of_its_chain_of_hand_overs() {
             batch: BatchId(0),
             attempt: 2,
             recovering: vec![BatchId(1), BatchId(2)],
+            backup: false,
         }]
     );
     assert_eq!(driver.recoveries(), 1);
@@ -241,6 +242,7 @@ fn a_batch_that_keeps_dying_fails_the_run_after_its_budget_naming_the_attempts()
             batch: BatchId(0),
             attempt: 2,
             recovering: vec![],
+            backup: false,
         }]
     );
     let actions = driver.handle(out_of_memory("request-2"), 2);
@@ -286,6 +288,7 @@ fn a_task_exception_is_retried_only_when_asked() {
             batch: BatchId(0),
             attempt: 2,
             recovering: vec![],
+            backup: false,
         }]
     );
     assert!(matches!(
@@ -310,6 +313,7 @@ fn silence_redoes_what_runs_and_fails_the_run_once_the_budget_is_spent() {
             batch: BatchId(0),
             attempt: 2,
             recovering: vec![],
+            backup: false,
         }]
     );
     assert!(driver.handle(DriverEvent::Tick, 21).is_empty());
@@ -477,6 +481,7 @@ fn a_batch_abandoned_for_a_lapsed_lease_renews_it_then_is_redone() {
                 batch: BatchId(0),
                 attempt: 2,
                 recovering: vec![],
+                backup: false,
             },
         ]
     );
@@ -510,6 +515,171 @@ fn a_recovery_that_dies_while_rebuilding_its_chain_is_blamed_on_its_target() {
             batch: BatchId(0),
             attempt: 3,
             recovering: vec![BatchId(1), BatchId(2)],
+            backup: false,
         }]
     );
+}
+
+/// Four leaf batches (one task each) and the batch of the task that sums them.
+fn fan_in_plan() -> Plan {
+    let keys = (0..5).map(|task| format!("t{task}")).collect();
+    let dependencies = vec![vec![], vec![], vec![], vec![], vec![0, 1, 2, 3]];
+    let graph = Graph::new(keys, dependencies, vec![], vec![4]).unwrap();
+    let plan = Plan::build(
+        &graph,
+        &PlanOptions {
+            parallelism: 4,
+            batches_per_function: 1,
+            max_batch_tasks: 1,
+        },
+    );
+    assert_eq!(plan.batches().len(), 5);
+    assert_eq!(plan.leaves().len(), 4);
+    plan
+}
+
+/// The driver of `plan` with every leaf invoked at time 0 and all leaves but the last
+/// finished at 0.1 s.
+fn three_of_four_leaves_finished(plan: &Plan, limit: Option<usize>) -> (Driver, BatchId) {
+    let mut driver = Driver::new("run".into(), plan, 60_000_000).with_concurrency_limit(limit);
+    driver.handle(DriverEvent::Start, 0);
+    let leaves = plan.leaves().to_vec();
+    for &leaf in &leaves {
+        assert_eq!(
+            driver.handle(DriverEvent::Uploaded { batch: leaf }, 0),
+            vec![DriverAction::Invoke { batch: leaf }]
+        );
+    }
+    for &leaf in &leaves[..3] {
+        let task = plan.batch(leaf).tasks[0].0;
+        driver.handle(
+            finished(leaf.0, &format!("leaf-{}", leaf.0), &[task], None),
+            100_000,
+        );
+    }
+    (driver, leaves[3])
+}
+
+fn backups(actions: &[DriverAction]) -> Vec<BatchId> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            DriverAction::Recover {
+                batch,
+                backup: true,
+                ..
+            } => Some(*batch),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_straggler_gets_one_backup_and_the_run_drains_once_both_stopped() {
+    let plan = fan_in_plan();
+    let (mut driver, straggler) = three_of_four_leaves_finished(&plan, None);
+    // Three times its siblings' 0.1 s, but not yet the least time for a backup (1 s).
+    assert!(driver.handle(DriverEvent::Tick, 900_000).is_empty());
+    let actions = driver.handle(DriverEvent::Tick, 1_100_000);
+    assert_eq!(
+        actions,
+        vec![DriverAction::Recover {
+            batch: straggler,
+            attempt: 2,
+            recovering: vec![],
+            backup: true,
+        }]
+    );
+    assert_eq!(driver.backups(), 1);
+    assert_eq!(driver.recoveries(), 0);
+    // One backup per batch.
+    assert!(backups(&driver.handle(DriverEvent::Tick, 5_000_000)).is_empty());
+    // The backup wins; the straggler still runs, so the run is not drained.
+    let task = plan.batch(straggler).tasks[0].0;
+    let winner = DriverEvent::Report(Report::BatchFinished(BatchReport {
+        invoked: vec![BatchId(4)],
+        ..match finished(straggler.0, "backup", &[task], None) {
+            DriverEvent::Report(Report::BatchFinished(report)) => report,
+            _ => unreachable!(),
+        }
+    }));
+    assert_eq!(reported_tasks(&driver.handle(winner, 5_100_000)), [task]);
+    assert!(!driver.is_drained());
+    let sink = driver.handle(finished(4, "backup-child", &[4], None), 5_200_000);
+    assert_eq!(sink.last(), Some(&DriverAction::Completed));
+    assert!(!driver.is_drained(), "the straggler has not stopped yet");
+    let yielded = DriverEvent::Report(Report::BatchAbandoned(AbandonReport {
+        run_id: "run".into(),
+        batch: straggler,
+        invocation: "leaf-3".into(),
+        reason: AbandonReason::FinishedElsewhere,
+    }));
+    assert!(driver.handle(yielded, 5_300_000).is_empty());
+    assert!(driver.is_drained());
+}
+
+#[test]
+fn the_death_of_a_straggler_or_its_backup_costs_nothing_while_the_other_runs() {
+    let plan = fan_in_plan();
+    let (mut driver, straggler) = three_of_four_leaves_finished(&plan, None);
+    assert_eq!(
+        backups(&driver.handle(DriverEvent::Tick, 2_000_000)),
+        [straggler]
+    );
+    let died = DriverEvent::PlatformFailure {
+        invocation: Some("leaf-3".into()),
+        batch: Some(straggler),
+        error_type: "Runtime.ExitError".into(),
+        message: "killed".into(),
+    };
+    assert!(driver.handle(died, 2_100_000).is_empty());
+    assert_eq!(driver.recoveries(), 0);
+    // The backup dying as well is lost work: redone.
+    let died = DriverEvent::PlatformFailure {
+        invocation: Some("backup".into()),
+        batch: Some(straggler),
+        error_type: "Runtime.ExitError".into(),
+        message: "killed".into(),
+    };
+    let actions = driver.handle(died, 2_200_000);
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [DriverAction::Recover { backup: false, batch, .. }] if *batch == straggler
+        ),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn no_backup_takes_a_place_the_concurrency_limit_leaves_to_waiting_batches() {
+    let plan = fan_in_plan();
+    let (mut driver, _) = three_of_four_leaves_finished(&plan, Some(1));
+    assert!(backups(&driver.handle(DriverEvent::Tick, 5_000_000)).is_empty());
+    let (mut driver, straggler) = three_of_four_leaves_finished(&plan, Some(2));
+    assert_eq!(
+        backups(&driver.handle(DriverEvent::Tick, 5_000_000)),
+        [straggler]
+    );
+    // Nor without enough finished siblings to compare with, nor with backups off.
+    let mut driver = Driver::new("run".into(), &plan, 60_000_000);
+    driver.handle(DriverEvent::Start, 0);
+    for &leaf in plan.leaves() {
+        driver.handle(DriverEvent::Uploaded { batch: leaf }, 0);
+    }
+    let first = plan.leaves()[0];
+    let task = plan.batch(first).tasks[0].0;
+    driver.handle(finished(first.0, "leaf", &[task], None), 100_000);
+    assert!(backups(&driver.handle(DriverEvent::Tick, 5_000_000)).is_empty());
+    let mut driver =
+        Driver::new("run".into(), &plan, 60_000_000).with_recovery(RecoveryPolicy::never());
+    driver.handle(DriverEvent::Start, 0);
+    for &leaf in plan.leaves() {
+        driver.handle(DriverEvent::Uploaded { batch: leaf }, 0);
+    }
+    for &leaf in &plan.leaves()[..3] {
+        let task = plan.batch(leaf).tasks[0].0;
+        driver.handle(finished(leaf.0, "leaf", &[task], None), 100_000);
+    }
+    assert!(backups(&driver.handle(DriverEvent::Tick, 5_000_000)).is_empty());
 }

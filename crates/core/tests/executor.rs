@@ -60,20 +60,18 @@ fn claim(executor: &mut Executor) -> Vec<ExecutorAction> {
 }
 
 /// Feeds the end of the running batch's tasks: the batch's done mark comes first (checked
-/// here), then what the tests look at.
+/// here, and answered as written), then what the tests look at.
 fn finish_tasks(executor: &mut Executor, tasks: &[u32], now: u64) -> Vec<ExecutorAction> {
     let batch = executor.spec().map(|spec| spec.batch);
-    let mut actions = executor.handle(finished(tasks), now);
-    if let Some(batch) = batch
-        && actions.first()
-            == Some(&ExecutorAction::MarkDone {
-                key: format!("run-1/done/{}", batch.0),
-                content: "attempt 1 request-1".into(),
-            })
-    {
-        actions.remove(0);
+    let actions = executor.handle(finished(tasks), now);
+    match (batch, actions.as_slice()) {
+        (Some(batch), [ExecutorAction::MarkDone { key, content }])
+            if *key == format!("run-1/done/{}", batch.0) && content.starts_with("attempt ") =>
+        {
+            executor.handle(ExecutorEvent::MarkedDone { existing: None }, now)
+        }
+        _ => actions,
     }
-    actions
 }
 
 fn reports(actions: &[ExecutorAction]) -> Vec<&Report> {
@@ -595,19 +593,117 @@ fn the_done_mark_is_written_before_any_fan_in() {
     let actions = executor.handle(finished(&[0]), 2);
     assert_eq!(
         actions,
-        vec![
-            ExecutorAction::MarkDone {
-                key: "run-1/done/0".into(),
-                content: "attempt 1 request-1".into(),
-            },
-            ExecutorAction::FanIn {
-                child: BatchId(1),
-                key: "run-1/fan-in/1".into(),
-                member: "0".into(),
-                expected: 2,
-            },
-        ]
+        vec![ExecutorAction::MarkDone {
+            key: "run-1/done/0".into(),
+            content: "attempt 1 request-1".into(),
+        }]
     );
+    assert_eq!(
+        executor.handle(ExecutorEvent::MarkedDone { existing: None }, 3),
+        vec![ExecutorAction::FanIn {
+            child: BatchId(1),
+            key: "run-1/fan-in/1".into(),
+            member: "0".into(),
+            expected: 2,
+        }]
+    );
+}
+
+/// An executor of batch 0 (one task, one child) at `attempt`, its tasks run, asking to mark
+/// the batch done.
+fn marking_done(attempt: u32, backup: bool) -> Executor {
+    let mut executor = executor_at(0, attempt, &[]).as_backup(backup);
+    claim(&mut executor);
+    executor.handle(
+        ExecutorEvent::BatchLoaded {
+            spec: spec(0, &[0], &[], &[(1, 2)]),
+        },
+        1,
+    );
+    let actions = executor.handle(finished(&[0]), 2);
+    assert!(
+        matches!(actions.as_slice(), [ExecutorAction::MarkDone { .. }]),
+        "{actions:?}"
+    );
+    executor
+}
+
+fn mark(attempt: u32) -> Option<Vec<u8>> {
+    Some(format!("attempt {attempt} request-9").into_bytes())
+}
+
+#[test]
+fn the_first_of_a_straggler_and_its_backup_to_mark_the_batch_done_wins() {
+    // The backup (attempt 5) finds the original's mark: it yields, without a fan-in.
+    let mut backup = marking_done(5, true);
+    let actions = backup.handle(ExecutorEvent::MarkedDone { existing: mark(1) }, 3);
+    let Report::BatchAbandoned(report) = reports(&actions)[0] else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(report.reason, AbandonReason::FinishedElsewhere);
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, ExecutorAction::FanIn { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(actions.last(), Some(&ExecutorAction::Finish));
+    assert!(backup.is_finished());
+    // The original finds the backup's mark: it yields too.
+    let mut original = marking_done(1, false);
+    let actions = original.handle(ExecutorEvent::MarkedDone { existing: mark(5) }, 3);
+    assert!(
+        matches!(reports(&actions)[0], Report::BatchAbandoned(_)),
+        "{actions:?}"
+    );
+    // A recovery goes on over the mark of the attempt it redoes (which may have died before
+    // its fan-ins), and yields to a later one.
+    let mut recovery = marking_done(5, false);
+    let actions = recovery.handle(ExecutorEvent::MarkedDone { existing: mark(1) }, 3);
+    assert!(
+        matches!(actions.as_slice(), [ExecutorAction::FanIn { .. }]),
+        "{actions:?}"
+    );
+    let mut recovery = marking_done(5, false);
+    let actions = recovery.handle(ExecutorEvent::MarkedDone { existing: mark(6) }, 3);
+    assert!(
+        matches!(reports(&actions)[0], Report::BatchAbandoned(_)),
+        "{actions:?}"
+    );
+    // The winner goes on to its fan-ins.
+    let mut winner = marking_done(5, true);
+    let actions = winner.handle(ExecutorEvent::MarkedDone { existing: None }, 3);
+    assert!(
+        matches!(actions.as_slice(), [ExecutorAction::FanIn { .. }]),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_backup_stops_at_a_task_boundary_once_the_original_marked_the_batch_done() {
+    let mut backup = executor_at(0, 4, &[]).as_backup(true);
+    claim(&mut backup);
+    backup.handle(
+        ExecutorEvent::BatchLoaded {
+            spec: spec(0, &[0, 1], &[], &[]),
+        },
+        1,
+    );
+    let second = STOP_CHECK_INTERVAL;
+    assert_eq!(
+        backup.handle(ExecutorEvent::Boundary, second + 1),
+        vec![check_stop(true)]
+    );
+    let checked = ExecutorEvent::StopChecked {
+        done_mark: mark(1),
+        lease: Some(b"1".to_vec()),
+    };
+    let actions = backup.handle(checked, second + 1);
+    assert_eq!(actions.first(), Some(&ExecutorAction::StopTasks));
+    let Report::BatchAbandoned(report) = reports(&actions)[0] else {
+        panic!("unexpected actions {actions:?}");
+    };
+    assert_eq!(report.reason, AbandonReason::FinishedElsewhere);
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! (chosen by a seeded generator, so a failing case replays: the same seed gives the same
 //! trace of protocol events).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use dask_serverless_core::{
@@ -70,13 +71,14 @@ struct Delivery {
     batch: BatchId,
     attempt: u32,
     recovering: Vec<BatchId>,
+    backup: bool,
 }
 
 #[derive(Default)]
 struct World {
     fan_in: HashMap<String, BTreeSet<String>>,
     claims: HashSet<String>,
-    done_marks: HashSet<String>,
+    done_marks: HashMap<String, Vec<u8>>,
     uploaded: HashSet<BatchId>,
     stored: HashSet<TaskId>,
     done: HashSet<TaskId>,
@@ -114,12 +116,14 @@ impl World {
                         batch,
                         attempt: FIRST_ATTEMPT,
                         recovering: vec![],
+                        backup: false,
                     });
                 }
                 DriverAction::Recover {
                     batch,
                     attempt,
                     recovering,
+                    backup,
                 } => {
                     self.trace.push(format!(
                         "client recovers {} at {attempt} through {recovering:?}",
@@ -129,6 +133,7 @@ impl World {
                         batch,
                         attempt,
                         recovering,
+                        backup,
                     });
                 }
                 DriverAction::FanIn {
@@ -224,7 +229,8 @@ impl World {
             return;
         }
         let mut executor = Executor::new("run".into(), id.clone(), false, first)
-            .with_attempt(delivery.attempt, delivery.recovering);
+            .with_attempt(delivery.attempt, delivery.recovering)
+            .as_backup(delivery.backup);
         let mut held: HashSet<TaskId> = HashSet::new();
         let mut queue: VecDeque<ExecutorAction> = executor.handle(ExecutorEvent::Start, 0).into();
         let mut ran_a_batch = false;
@@ -310,12 +316,18 @@ impl World {
                     self.claims.remove(&key);
                     vec![]
                 }
-                ExecutorAction::MarkDone { key, .. } => {
+                ExecutorAction::MarkDone { key, content } => {
                     if self.kill(doomed, KillPoint::AfterOutputs, &id, named) {
                         return;
                     }
-                    self.done_marks.insert(key);
-                    vec![]
+                    let existing = match self.done_marks.entry(key) {
+                        Entry::Occupied(mark) => Some(mark.get().clone()),
+                        Entry::Vacant(place) => {
+                            place.insert(content.into_bytes());
+                            None
+                        }
+                    };
+                    vec![ExecutorEvent::MarkedDone { existing }]
                 }
                 ExecutorAction::FanIn {
                     child,
@@ -360,6 +372,7 @@ impl World {
                         batch,
                         attempt: FIRST_ATTEMPT,
                         recovering: vec![],
+                        backup: false,
                     });
                     vec![]
                 }

@@ -108,6 +108,9 @@ pub(crate) struct RunStatistics {
     /// Lost work redone: invocations started again after a function died or vanished.
     #[pyo3(get)]
     recoveries: u64,
+    /// Backups of stragglers: batches invoked again while their first function still ran.
+    #[pyo3(get)]
+    backups: u64,
 }
 
 #[pymethods]
@@ -124,19 +127,21 @@ impl RunStatistics {
         dict.set_item("value_bytes_written", self.value_bytes_written)?;
         dict.set_item("boundary_bytes", self.boundary_bytes)?;
         dict.set_item("recoveries", self.recoveries)?;
+        dict.set_item("backups", self.backups)?;
         Ok(dict)
     }
 
     fn __repr__(&self) -> String {
         format!(
             "RunStatistics(invocations={}, store_operations={}, store_bytes_written={}, \
-             store_bytes_read={}, boundary_bytes={}, recoveries={})",
+             store_bytes_read={}, boundary_bytes={}, recoveries={}, backups={})",
             self.invocations,
             self.store_operations,
             self.store_bytes_written,
             self.store_bytes_read,
             self.boundary_bytes,
-            self.recoveries
+            self.recoveries,
+            self.backups
         )
     }
 }
@@ -153,6 +158,7 @@ impl From<NativeStatistics> for RunStatistics {
             value_bytes_written: statistics.value_bytes_written,
             boundary_bytes: statistics.boundary_bytes,
             recoveries: statistics.recoveries,
+            backups: statistics.backups,
         }
     }
 }
@@ -181,9 +187,10 @@ impl ClientRun {
     /// `function_timeout_s` is the function's timeout; the run is lost after
     /// `silence_limit_s` without news. A batch whose task raised runs again up to
     /// `task_retries` times (Dask's `retries`); lost functions are redone within the default
-    /// budgets.
+    /// budgets, and a straggler gets a backup unless the platform's `concurrency_limit`
+    /// functions already run.
     #[new]
-    #[pyo3(signature = (context, plan, function_timeout_s, silence_limit_s, task_retries=0))]
+    #[pyo3(signature = (context, plan, function_timeout_s, silence_limit_s, task_retries=0, concurrency_limit=None))]
     fn new(
         py: Python<'_>,
         context: &str,
@@ -191,6 +198,7 @@ impl ClientRun {
         function_timeout_s: f64,
         silence_limit_s: f64,
         task_retries: u32,
+        concurrency_limit: Option<usize>,
     ) -> PyResult<ClientRun> {
         let context: RunContext = serde_json::from_str(context)
             .map_err(|error| configuration_error(format!("invalid run context: {error}")))?;
@@ -209,7 +217,8 @@ impl ClientRun {
             .with_recovery(RecoveryPolicy {
                 task_retries,
                 ..RecoveryPolicy::default()
-            });
+            })
+            .with_concurrency_limit(concurrency_limit);
         Ok(ClientRun {
             inner,
             plan,

@@ -55,6 +55,8 @@ pub struct RunStatistics {
     pub boundary_bytes: u64,
     /// Lost work redone: invocations the client started again (see the driver's "Recovery").
     pub recoveries: u64,
+    /// Backups of stragglers the client started (see the driver's "Stragglers").
+    pub backups: u64,
 }
 
 /// One compute, seen from the client.
@@ -136,10 +138,16 @@ impl ClientRun {
         }
     }
 
-    /// What the run cost so far.
     /// This run with its own recovery policy (see the driver's "Recovery").
     pub fn with_recovery(mut self, policy: RecoveryPolicy) -> Self {
         self.driver = self.driver.with_recovery(policy);
+        self
+    }
+
+    /// This run on a platform that runs at most `limit` functions at once, when known (see
+    /// the driver's "Stragglers").
+    pub fn with_concurrency_limit(mut self, limit: Option<usize>) -> Self {
+        self.driver = self.driver.with_concurrency_limit(limit);
         self
     }
 
@@ -152,6 +160,7 @@ impl ClientRun {
         RunStatistics {
             boundary_bytes: self.crossed.values().sum(),
             recoveries: u64::from(self.driver.recoveries()),
+            backups: u64::from(self.driver.backups()),
             ..self.statistics.clone()
         }
     }
@@ -369,12 +378,14 @@ impl ClientRun {
                         batch,
                         attempt,
                         recovering,
+                        backup,
                     } => {
                         invocations.push(InvocationEvent {
                             run: self.context.clone(),
                             batch,
                             attempt,
                             recovering,
+                            backup,
                         });
                     }
                     DriverAction::FanIn {

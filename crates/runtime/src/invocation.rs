@@ -94,7 +94,8 @@ impl InvocationSession {
             cold,
             invocation.batch,
         )
-        .with_attempt(invocation.attempt, invocation.recovering);
+        .with_attempt(invocation.attempt, invocation.recovering)
+        .as_backup(invocation.backup);
         let actions = executor.handle(ExecutorEvent::Start, now_micros()).into();
         let faults = match chaos_of(&invocation.run) {
             Ok(chaos) => chaos.map(|chaos| {
@@ -149,10 +150,11 @@ impl InvocationSession {
                     }
                 }
                 ExecutorAction::MarkDone { key, content } => {
-                    self.mark_done(&key, content).await;
+                    let event = self.mark_done(&key, content).await;
                     if let Some(faults) = &self.faults {
                         faults.at(KillPoint::BeforeFanIns);
                     }
+                    self.feed(event);
                 }
                 ExecutorAction::CheckStop { .. }
                 | ExecutorAction::Continue
@@ -341,16 +343,25 @@ impl InvocationSession {
         }
     }
 
-    async fn mark_done(&mut self, key: &str, content: String) {
+    /// Writes the batch's done mark unless another attempt's is there; answers with that one.
+    async fn mark_done(&mut self, key: &str, content: String) -> ExecutorEvent {
         self.count(|traffic| traffic.operations += 1);
-        if let Err(error) = self
-            .connections
-            .store
-            .put(key, Payload::from(content))
-            .await
-        {
-            // Only a backup of this batch would miss it: it runs on to its own end.
-            eprintln!("dask-serverless: could not mark {key} done: {error}");
+        let store = &self.connections.store;
+        let existing = match store.put_new(key, Payload::from(content)).await {
+            Ok(true) => Ok(None),
+            Ok(false) => store
+                .get_optional(key)
+                .await
+                .map(|mark| mark.map(|mark| mark.to_vec())),
+            Err(error) => Err(error),
+        };
+        match existing {
+            Ok(existing) => ExecutorEvent::MarkedDone { existing },
+            Err(error) => {
+                // Only a backup of this batch would miss the mark: it runs on to its own end.
+                eprintln!("dask-serverless: could not mark {key} done: {error}");
+                ExecutorEvent::MarkedDone { existing: None }
+            }
         }
     }
 
