@@ -131,6 +131,8 @@ class LocalCluster(ServerlessCluster):
     work, with a ``FutureWarning``.
     """
 
+    max_concurrency: int
+
     def __init__(
         self,
         max_concurrency: int | None = None,
