@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import operator
 import os
+import subprocess
+import sys
 
 import dask
 import dask.array as da
@@ -127,3 +129,39 @@ def test_each_function_gets_its_share_of_numeric_threads(monkeypatch):
         LocalCluster(threads_per_function=0)
     with pytest.raises(ValueError, match="threads_per_function"):
         LocalCluster(threads_per_function="many")
+
+
+_NUMBERING = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from chaos_suite import random_graph
+from dask_serverless._ingest import ingest
+from dask_serverless._scheduler import plan_graph
+import dask
+collection = random_graph(184)
+seen = []
+def capture(dsk, keys, **kwargs):
+    seen.append((dsk, keys))
+    return [None] * len(collection)
+dask.compute(collection, scheduler=capture)
+graph = ingest(*seen[0])
+plan = plan_graph(graph, 4, 2)
+print([str(key) for key in graph.keys], graph.dependencies, plan.explain())
+"""
+
+
+def test_the_same_graph_gets_the_same_task_numbers_and_plan_in_every_process():
+    # Sets iterate in an order that changes with the process's string hashing; a seeded fault
+    # must replay on the same batches.
+    tests = os.path.dirname(os.path.abspath(__file__))
+    numberings = {
+        subprocess.run(
+            [sys.executable, "-c", _NUMBERING, tests],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(1, 6)
+    }
+    assert len(numberings) == 1, numberings

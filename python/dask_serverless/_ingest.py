@@ -129,10 +129,15 @@ def ingest(dsk: Any, keys: Any) -> IngestedGraph:
             literals[key] = literal.value
 
     # Cull: every task the outputs need, numbered in discovery order; missing keys are
-    # numbered after the tasks.
+    # numbered after the tasks. A task's dependencies are a set, whose order changes with the
+    # process's string hashing: they are sorted, so that the same graph gets the same task
+    # numbers, and so the same plan, in every process (a seeded fault replays on the same
+    # batches).
     index: dict[Any, int] = {}
     ordered: list[Any] = []
     missing_index: dict[Any, int] = {}
+    # The dependencies of tasks that have several, sorted.
+    sorted_dependencies: dict[Any, list[Any]] = {}
     for key in outputs_keys:
         if key not in index:
             index[key] = len(ordered)
@@ -141,7 +146,14 @@ def ingest(dsk: Any, keys: Any) -> IngestedGraph:
     while work:
         key = work.pop()
         node = graph[key]
-        for dependency in node.dependencies:
+        dependencies = node.dependencies
+        if len(dependencies) > 1:
+            try:
+                dependencies = sorted(dependencies)
+            except TypeError:  # keys of mixed kinds: a str and a tuple
+                dependencies = sorted(dependencies, key=str)
+            sorted_dependencies[key] = dependencies
+        for dependency in dependencies:
             if dependency in index or dependency in missing_index:
                 continue
             if dependency in graph:
@@ -156,7 +168,10 @@ def ingest(dsk: Any, keys: Any) -> IngestedGraph:
     if missing_index:
         for key, number in missing_index.items():
             index[key] = task_count + number
-    dependencies = [[index[dependency] for dependency in node.dependencies] for node in nodes]
+    dependencies = [
+        [index[dependency] for dependency in sorted_dependencies.get(key, node.dependencies)]
+        for key, node in zip(ordered, nodes, strict=True)
+    ]
     return IngestedGraph(
         nodes=nodes,
         keys=ordered,
