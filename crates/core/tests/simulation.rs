@@ -7,11 +7,13 @@
 //! whenever the client uploads the batches that are not leaves (before the leaves run, while
 //! they run, or after every parent finished), and in whatever order pending invocations start
 //! (chosen by a seeded generator, so a failing case replays: the same seed gives the same
-//! trace of protocol events).
+//! trace of protocol events). Faults come from the chaos platform's spec and seeded decisions
+//! (`dask-serverless-chaos`): functions killed at its kill points, deliveries duplicated.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
+use dask_serverless_chaos::{Chaos, ChaosSpec, KillPoint};
 use dask_serverless_core::{
     BatchSpec, Driver, DriverAction, DriverEvent, Executor, ExecutorAction, ExecutorEvent,
     FIRST_ATTEMPT, RecoveryPolicy, Report, TaskRecord,
@@ -21,7 +23,7 @@ use dask_serverless_graph::{Graph, TaskId};
 use dask_serverless_plan::{BatchId, Plan, PlanOptions};
 use proptest::prelude::*;
 
-/// A small deterministic generator (xorshift64*): the simulation's only source of choice.
+/// A small deterministic generator (xorshift64*): the simulation's source of interleavings.
 struct Seeded(u64);
 
 impl Seeded {
@@ -35,34 +37,17 @@ impl Seeded {
         self.0 ^= self.0 >> 27;
         (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % bound
     }
+}
 
-    /// True with probability `rate`.
-    fn chance(&mut self, rate: f64) -> bool {
-        rate > 0.0 && (self.below(1_000_000) as f64) < rate * 1_000_000.0
+/// The faults of a chaotic simulation, as the chaos platform's own spec: its seeded decisions
+/// (a kill at one of its kill points, duplicate deliveries) are the ones the chaos wrappers
+/// make on a real platform.
+fn rates(kill: f64, duplicate: f64) -> ChaosSpec {
+    ChaosSpec {
+        kill,
+        duplicate,
+        ..ChaosSpec::default()
     }
-}
-
-/// Where a function can die: each point is a kill of the chaos platform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KillPoint {
-    /// Before it does anything.
-    BeforeStart,
-    /// In the middle of a batch's tasks (some ran, some values are stored).
-    MidTask,
-    /// After storing a batch's outputs, before its fan-ins.
-    AfterOutputs,
-    /// After a fan-in released a child, before invoking it.
-    AfterRelease,
-    /// While becoming a child (loading it).
-    WhileBecoming,
-}
-
-/// The faults of a chaotic simulation, each with its rate per opportunity.
-#[derive(Debug, Clone, Copy, Default)]
-struct Faults {
-    kill: f64,
-    /// Deliver an invocation twice: at once, or after other invocations ran.
-    duplicate: f64,
 }
 
 /// One delivery of an invocation event.
@@ -91,8 +76,10 @@ struct World {
     repeat_fan_in: bool,
     /// Fan-ins delivered a second time (checked to happen when asked for).
     repeated_fan_ins: usize,
-    faults: Faults,
+    faults: Option<Chaos>,
     kills: usize,
+    /// Deliveries taken off the platform's queue (each may be duplicated).
+    deliveries: usize,
     duplicates: usize,
     /// Deliveries that lost their claim to another delivery of the same event.
     claims_lost: usize,
@@ -190,13 +177,13 @@ impl World {
             return false;
         }
         self.kills += 1;
-        self.trace.push(format!("{id} killed {point:?}"));
+        self.trace.push(format!("{id} killed {}", point.name()));
         // The platform records the failure on the result channel.
         self.messages.push_back(DriverEvent::PlatformFailure {
             invocation: Some(id.to_owned()),
             batch: Some(first),
             error_type: "Runtime.ExitError".into(),
-            message: format!("killed {point:?}"),
+            message: format!("killed {}", point.name()),
         });
         true
     }
@@ -216,15 +203,10 @@ impl World {
         self.trace.push(format!("{id} starts {}", first.0));
         // A function dies with probability `kill`, at one kind of point chosen at random (the
         // first time it gets there; it survives if it never does).
-        let doomed = choice.chance(self.faults.kill).then(|| {
-            [
-                KillPoint::BeforeStart,
-                KillPoint::MidTask,
-                KillPoint::AfterOutputs,
-                KillPoint::AfterRelease,
-                KillPoint::WhileBecoming,
-            ][choice.below(5)]
-        });
+        let doomed = self
+            .faults
+            .as_ref()
+            .and_then(|chaos| chaos.kill_point(&[&id, "kill"]));
         if self.kill(doomed, KillPoint::BeforeStart, &id, named) {
             return;
         }
@@ -244,7 +226,7 @@ impl World {
                     vec![ExecutorEvent::Claimed { won }]
                 }
                 ExecutorAction::LoadBatch { batch } => {
-                    if ran_a_batch && self.kill(doomed, KillPoint::WhileBecoming, &id, named) {
+                    if ran_a_batch && self.kill(doomed, KillPoint::BecomingChild, &id, named) {
                         return;
                     }
                     assert!(
@@ -290,7 +272,7 @@ impl World {
                         }
                         let first_run = self.done.insert(task);
                         assert!(
-                            first_run || self.faults.kill > 0.0 || self.faults.duplicate > 0.0,
+                            first_run || self.faults.is_some(),
                             "task {task} ran twice without a fault"
                         );
                         self.task_runs += 1;
@@ -317,9 +299,6 @@ impl World {
                     vec![]
                 }
                 ExecutorAction::MarkDone { key, content } => {
-                    if self.kill(doomed, KillPoint::AfterOutputs, &id, named) {
-                        return;
-                    }
                     let existing = match self.done_marks.entry(key) {
                         Entry::Occupied(mark) => Some(mark.get().clone()),
                         Entry::Vacant(place) => {
@@ -327,6 +306,10 @@ impl World {
                             None
                         }
                     };
+                    // The mark is written; the fan-ins are not.
+                    if self.kill(doomed, KillPoint::BeforeFanIns, &id, named) {
+                        return;
+                    }
                     vec![ExecutorEvent::MarkedDone { existing }]
                 }
                 ExecutorAction::FanIn {
@@ -352,7 +335,7 @@ impl World {
                             released: false,
                         });
                     }
-                    if released && self.kill(doomed, KillPoint::AfterRelease, &id, named) {
+                    if released && self.kill(doomed, KillPoint::BeforeInvoke, &id, named) {
                         return;
                     }
                     events
@@ -420,7 +403,7 @@ fn simulate(
         repeat_fan_in,
         upload_stride,
         seed,
-        Faults::default(),
+        rates(0.0, 0.0),
     )
 }
 
@@ -430,13 +413,15 @@ fn simulate_with_faults(
     repeat_fan_in: bool,
     upload_stride: usize,
     seed: u64,
-    faults: Faults,
+    faults: ChaosSpec,
 ) -> World {
     let mut choice = Seeded::new(seed);
+    let faultless = faults.kill == 0.0 && faults.duplicate == 0.0;
+    let chaos = (!faultless).then(|| Chaos::new(faults, seed));
     let plan = Plan::build(graph, options);
     let mut world = World {
         repeat_fan_in,
-        faults,
+        faults: chaos,
         ..World::default()
     };
     // Enough budget for the fault rates the tests use: what they check is correctness.
@@ -482,9 +467,25 @@ fn simulate_with_faults(
             let Some(delivery) = world.invocations.remove(position) else {
                 break;
             };
-            if choice.chance(world.faults.duplicate) {
+            world.deliveries += 1;
+            let identity = [
+                delivery.batch.0.to_string(),
+                delivery.attempt.to_string(),
+                world.deliveries.to_string(),
+            ];
+            let identity: Vec<&str> = identity.iter().map(String::as_str).collect();
+            let duplicated = world.faults.as_ref().is_some_and(|chaos| {
+                chaos.happens(
+                    chaos.spec().duplicate,
+                    &[&identity[..], &["duplicate"]].concat(),
+                )
+            });
+            if duplicated {
                 world.duplicates += 1;
-                if choice.chance(0.5) {
+                let at_once = world.faults.as_ref().is_some_and(|chaos| {
+                    chaos.happens(0.5, &[&identity[..], &["at-once"]].concat())
+                });
+                if at_once {
                     world.invocations.push_back(delivery.clone());
                 } else {
                     delayed_duplicates.push(delivery.clone());
@@ -517,7 +518,6 @@ fn simulate_with_faults(
     for output in graph.outputs() {
         assert!(world.stored.contains(output), "output {output} not stored");
     }
-    let faultless = faults.kill == 0.0 && faults.duplicate == 0.0;
     if faultless {
         assert!(
             driver.is_drained(),
@@ -584,7 +584,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let options = PlanOptions { parallelism, batches_per_function, ..PlanOptions::default() };
-        let faults = Faults { kill, duplicate: 0.0 };
+        let faults = rates(kill, 0.0);
         simulate_with_faults(&graph, &options, false, upload_stride, seed, faults);
     }
 
@@ -597,7 +597,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let options = PlanOptions { parallelism, batches_per_function, ..PlanOptions::default() };
-        let faults = Faults { kill: 0.0, duplicate: 0.3 };
+        let faults = rates(0.0, 0.3);
         let world = simulate_with_faults(&graph, &options, false, upload_stride, seed, faults);
         // Every duplicate lost its claim: no task ran twice.
         prop_assert_eq!(world.claims_lost, world.duplicates);
@@ -612,8 +612,9 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let options = PlanOptions { parallelism, batches_per_function: 2, ..PlanOptions::default() };
-        let faults = Faults { kill: 0.1, duplicate: 0.1 };
-        let first = simulate_with_faults(&graph, &options, false, upload_stride, seed, faults);
+        let faults = rates(0.1, 0.1);
+        let first =
+            simulate_with_faults(&graph, &options, false, upload_stride, seed, faults.clone());
         // Faults replay from the seed too.
         let second = simulate_with_faults(&graph, &options, false, upload_stride, seed, faults);
         prop_assert_eq!(&first.trace, &second.trace);
@@ -648,17 +649,7 @@ fn every_kill_point_happens_and_is_recovered_from() {
     let mut points = HashSet::new();
     let mut kills = 0;
     for seed in 0..40 {
-        let world = simulate_with_faults(
-            &graph,
-            &options,
-            false,
-            1,
-            seed,
-            Faults {
-                kill: 0.15,
-                duplicate: 0.1,
-            },
-        );
+        let world = simulate_with_faults(&graph, &options, false, 1, seed, rates(0.15, 0.1));
         kills += world.kills;
         for line in &world.trace {
             if let Some((_, point)) = line.split_once(" killed ") {
@@ -667,13 +658,7 @@ fn every_kill_point_happens_and_is_recovered_from() {
         }
     }
     assert!(kills > 40, "{kills} kills");
-    for point in [
-        "BeforeStart",
-        "MidTask",
-        "AfterOutputs",
-        "AfterRelease",
-        "WhileBecoming",
-    ] {
+    for point in KillPoint::ALL.map(KillPoint::name) {
         assert!(points.contains(point), "no kill {point}: {points:?}");
     }
 }
