@@ -134,6 +134,7 @@ def run_class(
     )
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     hung = False
+    labels: dict[str, str] = {}
     with cluster:
         store_root = cluster._store_root
         for label, build in jobs:
@@ -154,6 +155,7 @@ def run_class(
                 row.failed += 1
                 row.notes.append(f"{label}: {type(error).__name__}: {str(error)[:200]}")
                 continue
+            labels[cluster.last_run.get("run_id", "")] = label
             if name == "none":
                 limits[label] = time.monotonic() - compute_started
             if compare(expected, actual).failed:
@@ -164,7 +166,10 @@ def run_class(
         store = cluster._store
         left = store.list("") if store is not None and not hung else []
         if left:
-            row.leftovers.append(f"{len(left)} store objects, e.g. {left[:3]}")
+            computes = sorted({labels.get(key.split("/", 1)[0], "?") for key in left})
+            row.leftovers.append(
+                f"{len(left)} store objects of {', '.join(computes)}, e.g. {left[:3]}"
+            )
     row.seconds = time.monotonic() - started
     executor.shutdown(wait=not hung, cancel_futures=True)
     time.sleep(1.0)

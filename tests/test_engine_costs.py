@@ -30,6 +30,7 @@ def test_last_run_reports_phases_invocations_and_store_traffic(cluster):
     assert total.compute(scheduler=cluster.get) == sum(range(256))
     last = cluster.last_run
     assert last["succeeded"] is True
+    assert last["run_id"].startswith("run-")
     assert last["tasks"] == 256 + 255
     assert 1 <= last["batches"] < last["tasks"]
     # Each cluster runs in an invocation or in the one that became it.

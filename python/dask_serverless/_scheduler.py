@@ -168,8 +168,8 @@ def _run(
         return values
     plan = plan_graph(graph, cluster.parallelism, cluster.batches_per_function)
     clock.lap("plan")
-    clock.counts = {"tasks": len(graph.keys), "batches": plan.batch_count()}
     run_id = f"run-{uuid.uuid4().hex[:16]}"
+    clock.counts = {"run_id": run_id, "tasks": len(graph.keys), "batches": plan.batch_count()}
     run = cluster._start_run(run_id, plan, task_retries)
     try:
         events = run.start()

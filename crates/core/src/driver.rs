@@ -677,6 +677,9 @@ impl Driver {
             // Another attempt finished it: nothing is lost.
             return Vec::new();
         }
+        // Whether this report is of one of two attempts that still ran (see "Stragglers").
+        let loser_of_two = matches!(&report, Report::BatchAbandoned(abandoned)
+            if self.stragglers.extra_attempts[abandoned.batch.index()] > 0);
         self.follow(&report);
         match report {
             Report::Progress(progress) => self.progressed(progress.tasks, progress.warnings),
@@ -716,8 +719,28 @@ impl Driver {
                 }
             }
             Report::BatchAbandoned(abandoned) => match abandoned.reason {
-                // The winner's report says it finished.
-                AbandonReason::FinishedElsewhere => Vec::new(),
+                AbandonReason::FinishedElsewhere => {
+                    let batch = abandoned.batch;
+                    if self.batches[batch.index()] == BatchState::Running
+                        && self.stragglers.backed_up[batch.index()]
+                        && !loser_of_two
+                    {
+                        // The last attempt of a straggler and its backup yielded to the mark
+                        // of one that died before its fan-ins: nobody finishes the batch.
+                        return self.recover_or_fail(
+                            batch,
+                            FailureKind::Crash,
+                            RunFailure::Infrastructure {
+                                batch,
+                                message: "the function that marked this batch done stopped \
+                                          before finishing it"
+                                    .to_owned(),
+                            },
+                        );
+                    }
+                    // The winner's report says it finished.
+                    Vec::new()
+                }
                 // The function took the client for gone: its work is lost. Show the recovery
                 // a live lease first.
                 AbandonReason::ClientGone => {

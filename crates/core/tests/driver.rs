@@ -683,3 +683,47 @@ fn no_backup_takes_a_place_the_concurrency_limit_leaves_to_waiting_batches() {
     }
     assert!(backups(&driver.handle(DriverEvent::Tick, 5_000_000)).is_empty());
 }
+
+#[test]
+fn a_backup_that_yields_to_the_mark_of_a_dead_original_is_redone() {
+    // The original marked the batch done and died before its fan-ins; the backup found the mark
+    // and yielded. Nobody finishes the batch: it is redone, whichever message comes first.
+    let plan = fan_in_plan();
+    let died = |straggler: BatchId| DriverEvent::PlatformFailure {
+        invocation: Some("leaf-3".into()),
+        batch: Some(straggler),
+        error_type: "Runtime.ExitError".into(),
+        message: "killed".into(),
+    };
+    let yielded = |straggler: BatchId| {
+        DriverEvent::Report(Report::BatchAbandoned(AbandonReport {
+            run_id: "run".into(),
+            batch: straggler,
+            invocation: "backup".into(),
+            reason: AbandonReason::FinishedElsewhere,
+        }))
+    };
+    let redone = |actions: &[DriverAction], straggler: BatchId| {
+        matches!(
+            actions,
+            [DriverAction::Recover { backup: false, batch, .. }] if *batch == straggler
+        )
+    };
+    let (mut driver, straggler) = three_of_four_leaves_finished(&plan, None);
+    assert_eq!(
+        backups(&driver.handle(DriverEvent::Tick, 2_000_000)),
+        [straggler]
+    );
+    assert!(driver.handle(died(straggler), 2_100_000).is_empty());
+    let actions = driver.handle(yielded(straggler), 2_200_000);
+    assert!(redone(&actions, straggler), "{actions:?}");
+
+    let (mut driver, straggler) = three_of_four_leaves_finished(&plan, None);
+    assert_eq!(
+        backups(&driver.handle(DriverEvent::Tick, 2_000_000)),
+        [straggler]
+    );
+    assert!(driver.handle(yielded(straggler), 2_100_000).is_empty());
+    let actions = driver.handle(died(straggler), 2_200_000);
+    assert!(redone(&actions, straggler), "{actions:?}");
+}
