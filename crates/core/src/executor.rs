@@ -714,6 +714,7 @@ impl Executor {
             became,
             warnings: std::mem::take(&mut self.warnings),
             store: Default::default(),
+            resources: Default::default(),
         })));
         // Only the first batch of an invocation pays the cold start.
         self.cold = false;

@@ -68,6 +68,14 @@ pub struct InvocationEvent {
     /// mark the batch done wins, the other stops (see the executor's "Backups").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub backup: bool,
+    /// When the invoker sent the event (µs since the Unix epoch on its clock; 0: unknown): the
+    /// function tells how long it waited to start.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub invoked_at_us: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl InvocationEvent {
@@ -79,6 +87,7 @@ impl InvocationEvent {
             attempt: FIRST_ATTEMPT,
             recovering: Vec::new(),
             backup: false,
+            invoked_at_us: 0,
         }
     }
 }
@@ -204,16 +213,63 @@ pub struct TaskError {
 }
 
 /// Store traffic of one batch, counted by the function's shell (the executor itself does no
-/// IO): what the benchmark's per-task figures are made of.
+/// IO): what the benchmark's per-task figures and the run's bill are made of.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreTraffic {
     /// Reads, writes, fan-ins and existence checks.
     pub operations: u64,
+    /// Of the operations: reads (a whole object, or whether it exists), writes, deletions,
+    /// and adds to fan-in sets.
+    #[serde(default)]
+    pub reads: u64,
+    #[serde(default)]
+    pub writes: u64,
+    #[serde(default)]
+    pub deletes: u64,
+    #[serde(default)]
+    pub fan_ins: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
     /// The values this batch read from the store and their sizes: values that crossed a
     /// function boundary.
     pub values_read: Vec<(TaskId, u64)>,
+}
+
+impl StoreTraffic {
+    /// Counts `count` reads of `bytes` bytes in all.
+    pub fn read(&mut self, count: u64, bytes: u64) {
+        self.operations += count;
+        self.reads += count;
+        self.bytes_read += bytes;
+    }
+
+    /// Counts one write of `bytes` bytes.
+    pub fn write(&mut self, bytes: u64) {
+        self.operations += 1;
+        self.writes += 1;
+        self.bytes_written += bytes;
+    }
+
+    pub fn delete(&mut self) {
+        self.operations += 1;
+        self.deletes += 1;
+    }
+
+    pub fn fan_in(&mut self, count: u64) {
+        self.operations += count;
+        self.fan_ins += count;
+    }
+
+    /// Adds another batch's traffic (values read too).
+    pub fn add(&mut self, other: &StoreTraffic) {
+        self.operations += other.operations;
+        self.reads += other.reads;
+        self.writes += other.writes;
+        self.deletes += other.deletes;
+        self.fan_ins += other.fan_ins;
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+    }
 }
 
 /// A batch ran to the end.
@@ -235,6 +291,38 @@ pub struct BatchReport {
     /// Filled in by the shell just before the report is sent.
     #[serde(default)]
     pub store: StoreTraffic,
+    /// What the function spent on the batch; filled in by the shell too.
+    #[serde(default)]
+    pub resources: BatchResources,
+}
+
+/// What one invocation spent on one batch, measured in the function by its shell: the
+/// per-invocation records of the run report are made of these (an invocation's batches
+/// together).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResources {
+    /// The function instance (execution environment) that ran it; warm invocations of one
+    /// instance share it.
+    pub instance: String,
+    /// When the batch started (its spec was asked for) and when its report was sent, µs since
+    /// the Unix epoch on the function's clock.
+    pub start_us: u64,
+    pub end_us: u64,
+    /// CPU time of the function's process during the batch, in user and in kernel mode.
+    pub cpu_user_us: u64,
+    pub cpu_kernel_us: u64,
+    /// The process's peak resident memory so far, in bytes.
+    pub peak_memory_bytes: u64,
+    /// For an invocation's first batch: how long the instance took to start before its first
+    /// invocation (cold starts only), and how long the event waited between its invoker
+    /// sending it and the invocation starting (when the invoker said when).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_us: Option<u64>,
+    /// Messages and requests sent on the result channel for this batch.
+    #[serde(default)]
+    pub messages_sent: u64,
 }
 
 /// Tasks of a batch that is still running, sent at most every few tenths of a second so

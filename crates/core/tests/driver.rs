@@ -60,6 +60,7 @@ fn finished(batch: u32, invocation: &str, tasks: &[u32], became: Option<u32>) ->
         became: became.map(BatchId),
         warnings: vec![],
         store: Default::default(),
+        resources: Default::default(),
     }))
 }
 

@@ -748,6 +748,7 @@ fn the_driver_ignores_other_runs_and_repeats_and_notices_silence() {
             became: None,
             warnings: vec![],
             store: Default::default(),
+            resources: Default::default(),
         })
     };
     assert!(
@@ -813,6 +814,7 @@ fn finished_report(batch: u32, invoked: &[u32], became: Option<u32>) -> Report {
         became: became.map(BatchId),
         warnings: vec![],
         store: Default::default(),
+        resources: Default::default(),
     })
 }
 

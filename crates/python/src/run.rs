@@ -111,6 +111,9 @@ pub(crate) struct RunStatistics {
     /// Backups of stragglers: batches invoked again while their first function still ran.
     #[pyo3(get)]
     backups: u64,
+    /// Receives from the result channel (requests to the queue).
+    #[pyo3(get)]
+    channel_receives: u64,
 }
 
 #[pymethods]
@@ -128,6 +131,7 @@ impl RunStatistics {
         dict.set_item("boundary_bytes", self.boundary_bytes)?;
         dict.set_item("recoveries", self.recoveries)?;
         dict.set_item("backups", self.backups)?;
+        dict.set_item("channel_receives", self.channel_receives)?;
         Ok(dict)
     }
 
@@ -159,6 +163,7 @@ impl From<NativeStatistics> for RunStatistics {
             boundary_bytes: statistics.boundary_bytes,
             recoveries: statistics.recoveries,
             backups: statistics.backups,
+            channel_receives: statistics.channel_receives,
         }
     }
 }
@@ -286,6 +291,97 @@ impl ClientRun {
     /// What the run cost so far.
     fn statistics(&self) -> RunStatistics {
         self.inner.statistics().into()
+    }
+
+    /// What the functions reported so far, as columns (lists of equal length): `batches`, one
+    /// row per batch report (what the invocation spent on it), and `tasks`, one row per task.
+    /// Times are µs since the Unix epoch on the function's clock; `init_us` and `wait_us` are
+    /// `None` where unknown.
+    fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (batches, tasks, client) = self.inner.records();
+        let batch_columns = PyDict::new(py);
+        macro_rules! column {
+            ($dict:expr, $rows:expr, $name:literal, $value:expr) => {
+                $dict.set_item($name, $rows.iter().map($value).collect::<Vec<_>>())?
+            };
+        }
+        column!(batch_columns, batches, "batch", |record| record.batch.0);
+        column!(batch_columns, batches, "invocation", |record| record
+            .invocation
+            .clone());
+        column!(batch_columns, batches, "instance", |record| record
+            .resources
+            .instance
+            .clone());
+        column!(batch_columns, batches, "cold", |record| record.cold);
+        column!(batch_columns, batches, "tasks", |record| record.tasks);
+        column!(batch_columns, batches, "invoked", |record| record.invoked);
+        column!(batch_columns, batches, "became", |record| record
+            .became
+            .map(|batch| batch.0));
+        column!(batch_columns, batches, "loaded_bytes", |record| record
+            .loaded_bytes);
+        column!(batch_columns, batches, "start_us", |record| record
+            .resources
+            .start_us);
+        column!(batch_columns, batches, "end_us", |record| record
+            .resources
+            .end_us);
+        column!(batch_columns, batches, "cpu_user_us", |record| record
+            .resources
+            .cpu_user_us);
+        column!(batch_columns, batches, "cpu_kernel_us", |record| record
+            .resources
+            .cpu_kernel_us);
+        column!(batch_columns, batches, "peak_memory_bytes", |record| record
+            .resources
+            .peak_memory_bytes);
+        column!(batch_columns, batches, "init_us", |record| record
+            .resources
+            .init_us);
+        column!(batch_columns, batches, "wait_us", |record| record
+            .resources
+            .wait_us);
+        column!(batch_columns, batches, "messages_sent", |record| record
+            .resources
+            .messages_sent);
+        column!(batch_columns, batches, "store_reads", |record| record
+            .store
+            .reads);
+        column!(batch_columns, batches, "store_writes", |record| record
+            .store
+            .writes);
+        column!(batch_columns, batches, "store_deletes", |record| record
+            .store
+            .deletes);
+        column!(batch_columns, batches, "store_fan_ins", |record| record
+            .store
+            .fan_ins);
+        column!(batch_columns, batches, "store_bytes_read", |record| record
+            .store
+            .bytes_read);
+        column!(batch_columns, batches, "store_bytes_written", |record| {
+            record.store.bytes_written
+        });
+        let task_columns = PyDict::new(py);
+        column!(task_columns, tasks, "task", |record| record.task.0);
+        column!(task_columns, tasks, "start_us", |record| record.start_us);
+        column!(task_columns, tasks, "duration_us", |record| record
+            .duration_us);
+        column!(task_columns, tasks, "stored_bytes", |record| record
+            .stored_bytes);
+        let client_traffic = PyDict::new(py);
+        client_traffic.set_item("reads", client.reads)?;
+        client_traffic.set_item("writes", client.writes)?;
+        client_traffic.set_item("deletes", client.deletes)?;
+        client_traffic.set_item("fan_ins", client.fan_ins)?;
+        client_traffic.set_item("bytes_read", client.bytes_read)?;
+        client_traffic.set_item("bytes_written", client.bytes_written)?;
+        let records = PyDict::new(py);
+        records.set_item("batches", batch_columns)?;
+        records.set_item("tasks", task_columns)?;
+        records.set_item("client_store", client_traffic)?;
+        Ok(records)
     }
 }
 

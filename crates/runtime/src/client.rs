@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    BatchSpec, Driver, DriverAction, DriverEvent, InvocationEvent, RecoveryPolicy, Report,
-    RunContext, RunFailure, TaskRecord, TaskWarning,
+    BatchResources, BatchSpec, Driver, DriverAction, DriverEvent, InvocationEvent, RecoveryPolicy,
+    Report, RunContext, RunFailure, StoreTraffic, TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::{BatchId, Plan};
@@ -57,6 +57,25 @@ pub struct RunStatistics {
     pub recoveries: u64,
     /// Backups of stragglers the client started (see the driver's "Stragglers").
     pub backups: u64,
+    /// Receives from the result channel (each a request to the queue).
+    pub channel_receives: u64,
+}
+
+/// What a function reported of one batch it ran: the run report's per-invocation records are
+/// made of these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRecord {
+    pub batch: BatchId,
+    pub invocation: String,
+    pub cold: bool,
+    pub tasks: usize,
+    pub loaded_bytes: u64,
+    /// Children it invoked, and the one it became.
+    pub invoked: usize,
+    pub became: Option<BatchId>,
+    /// Its store traffic (without the list of values read).
+    pub store: StoreTraffic,
+    pub resources: BatchResources,
 }
 
 /// One compute, seen from the client.
@@ -74,6 +93,12 @@ pub struct ClientRun {
     /// Times the lease was written, and when last.
     lease_renewals: u64,
     lease_renewed: Option<Instant>,
+    /// Every batch report and task record received, in order (see [`ClientRun::records`]).
+    batch_records: Vec<BatchRecord>,
+    task_records: Vec<TaskRecord>,
+    /// The client's own store traffic (a prefix deletion counts as one read, its listing, and
+    /// a delete per object).
+    client_traffic: StoreTraffic,
 }
 
 /// The part of a platform's failure record (a Lambda on-failure destination record) we read.
@@ -133,6 +158,9 @@ impl ClientRun {
             statistics: RunStatistics::default(),
             crossed: HashMap::new(),
             outputs,
+            batch_records: Vec::new(),
+            task_records: Vec::new(),
+            client_traffic: StoreTraffic::default(),
             lease_renewals: 0,
             lease_renewed: None,
         }
@@ -154,6 +182,23 @@ impl ClientRun {
     /// Lost work redone so far.
     pub fn recoveries(&self) -> u32 {
         self.driver.recoveries()
+    }
+
+    /// What the functions reported so far: each batch's record (in the order the reports
+    /// came) and each task's, once; and the client's own store traffic.
+    pub fn records(&self) -> (&[BatchRecord], &[TaskRecord], &StoreTraffic) {
+        (
+            &self.batch_records,
+            &self.task_records,
+            &self.client_traffic,
+        )
+    }
+
+    fn count_prefix_deletion(&mut self, deleted: u64) {
+        self.client_traffic.read(1, 0);
+        for _ in 0..deleted {
+            self.client_traffic.delete();
+        }
     }
 
     pub fn statistics(&self) -> RunStatistics {
@@ -191,6 +236,7 @@ impl ClientRun {
         self.statistics.store_operations += 1;
         self.statistics.store_bytes_written += size;
         self.statistics.task_bytes += size;
+        self.client_traffic.write(size);
         let actions = self
             .driver
             .handle(DriverEvent::Uploaded { batch }, now_micros());
@@ -215,6 +261,7 @@ impl ClientRun {
             .put(&lease_key(&self.context.run_id), content.into())
             .await?;
         self.statistics.store_operations += 1;
+        self.client_traffic.write(0);
         self.lease_renewed = Some(Instant::now());
         Ok(())
     }
@@ -239,6 +286,7 @@ impl ClientRun {
         // Wait no longer than the next renewal.
         let max_wait = max_wait.min(Duration::from_micros(LEASE_RENEWAL));
         let messages = self.connections.channel.receive(max_wait).await?;
+        self.statistics.channel_receives += 1;
         let mut actions = Vec::new();
         for message in messages {
             if let Some(event) = self.decode(&message) {
@@ -255,15 +303,18 @@ impl ClientRun {
     pub async fn drain(&mut self, max_wait: Duration) -> Result<bool, RuntimeError> {
         // Whatever ended the run, nothing is redone from now on.
         self.driver.handle(DriverEvent::Stop, now_micros());
-        self.connections
+        let deleted = self
+            .connections
             .store
             .delete_prefix(&batches_prefix(&self.context.run_id))
             .await?;
+        self.count_prefix_deletion(deleted);
         // Running functions stop at their next task boundary.
         self.connections
             .store
             .delete(&lease_key(&self.context.run_id))
             .await?;
+        self.client_traffic.delete();
         let deadline = Instant::now() + max_wait;
         while !self.driver.is_drained() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -275,6 +326,7 @@ impl ClientRun {
                 .channel
                 .receive(left.min(Duration::from_secs(1)))
                 .await?;
+            self.statistics.channel_receives += 1;
             for message in messages {
                 if let Some(event) = self.decode(&message) {
                     self.driver.handle(event, now_micros());
@@ -300,6 +352,7 @@ impl ClientRun {
         let size = object.len() as u64;
         self.statistics.store_operations += 1;
         self.statistics.store_bytes_read += size;
+        self.client_traffic.read(1, size);
         self.crossed.insert(task, size);
         Ok(frame::decode(&object)?)
     }
@@ -312,6 +365,7 @@ impl ClientRun {
             .delete_prefix(&run_prefix(&self.context.run_id))
             .await?;
         self.statistics.store_operations += 1;
+        self.count_prefix_deletion(deleted);
         Ok(deleted)
     }
 
@@ -319,6 +373,20 @@ impl ClientRun {
         let DriverEvent::Report(Report::BatchFinished(report)) = event else {
             return;
         };
+        self.batch_records.push(BatchRecord {
+            batch: report.batch,
+            invocation: report.invocation.clone(),
+            cold: report.cold,
+            tasks: report.tasks.len(),
+            loaded_bytes: report.loaded_bytes,
+            invoked: report.invoked.len(),
+            became: report.became,
+            store: StoreTraffic {
+                values_read: Vec::new(),
+                ..report.store.clone()
+            },
+            resources: report.resources.clone(),
+        });
         let statistics = &mut self.statistics;
         statistics.batches_finished += 1;
         statistics.invocations += report.invoked.len() as u64;
@@ -386,6 +454,7 @@ impl ClientRun {
                             attempt,
                             recovering,
                             backup,
+                            invoked_at_us: 0,
                         });
                     }
                     DriverAction::FanIn {
@@ -395,6 +464,7 @@ impl ClientRun {
                         expected,
                     } => {
                         self.statistics.store_operations += 1;
+                        self.client_traffic.fan_in(1);
                         let released = self
                             .connections
                             .store
@@ -405,6 +475,7 @@ impl ClientRun {
                     }
                     DriverAction::RenewLease => self.renew_lease().await?,
                     DriverAction::TasksFinished { records, warnings } => {
+                        self.task_records.extend_from_slice(&records);
                         events.push(RunEvent::TasksFinished { records, warnings })
                     }
                     DriverAction::Completed => events.push(RunEvent::Completed),

@@ -10,8 +10,8 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    BatchSpec, Executor, ExecutorAction, ExecutorEvent, InvocationEvent, Report, RunContext,
-    StoreTraffic, TaskError, TaskRecord, TaskWarning,
+    BatchResources, BatchSpec, Executor, ExecutorAction, ExecutorEvent, InvocationEvent,
+    ProgressReport, Report, RunContext, StoreTraffic, TaskError, TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::BatchId;
@@ -22,6 +22,7 @@ use dask_serverless_core::keys::{batch_key, value_key};
 use dask_serverless_store::StoreExt;
 
 use crate::faults::FunctionFaults;
+use crate::process::{self, ProcessUsage};
 use crate::{Connections, RuntimeError, chaos_of, invocation_payload, now_micros};
 use dask_serverless_chaos::KillPoint;
 
@@ -60,7 +61,20 @@ pub struct InvocationSession {
     first_batch: BatchId,
     /// Faults to inject, when the run carries chaos (a testing aid).
     faults: Option<FunctionFaults>,
+    /// Whether this invocation is its instance's first, and when its invoker sent it.
+    cold: bool,
+    invoked_at_us: u64,
+    /// When the current batch started, and the process's usage then.
+    batch_started: (u64, ProcessUsage),
+    /// Messages sent on the result channel for the current batch.
+    messages_sent: u64,
+    /// Whether a batch was reported finished already: only the first carries the wait.
+    reported_a_batch: bool,
 }
+
+/// Most task records in one message: a batch with more sends them in several (progress
+/// reports first), so that each message stays far inside the result channel's limit.
+pub(crate) const RECORDS_PER_MESSAGE: usize = 4_000;
 
 impl InvocationSession {
     /// Starts an invocation from its event (an [`InvocationEvent`] as JSON).
@@ -114,6 +128,11 @@ impl InvocationSession {
         };
         InvocationSession {
             first_batch: invocation.batch,
+            cold,
+            invoked_at_us: invocation.invoked_at_us,
+            batch_started: (now_micros(), process::usage()),
+            messages_sent: 0,
+            reported_a_batch: false,
             faults,
             context: invocation.run,
             invocation_id,
@@ -144,7 +163,7 @@ impl InvocationSession {
                     self.feed(event);
                 }
                 ExecutorAction::DeleteClaim { key } => {
-                    self.count(|traffic| traffic.operations += 1);
+                    self.count(StoreTraffic::delete);
                     if let Err(error) = self.connections.store.delete(&key).await {
                         eprintln!("dask-serverless: could not delete the claim {key}: {error}");
                     }
@@ -267,10 +286,7 @@ impl InvocationSession {
     pub async fn put_value(&self, task: TaskId, parts: Vec<Bytes>) -> Result<u64, RuntimeError> {
         let payload = frame::encode(parts);
         let size = payload.len() as u64;
-        self.count(|traffic| {
-            traffic.operations += 1;
-            traffic.bytes_written += size;
-        });
+        self.count(|traffic| traffic.write(size));
         self.connections
             .store
             .put(&value_key(&self.context.run_id, task), payload)
@@ -288,7 +304,13 @@ impl InvocationSession {
             };
             self.wait_for_sending().await;
             let channel = self.connections.channel.clone();
-            self.sending = Some(tokio::spawn(async move { send(&*channel, &report).await }));
+            let messages = split_records(report);
+            self.messages_sent += messages.len() as u64;
+            self.sending = Some(tokio::spawn(async move {
+                for message in &messages {
+                    send(&*channel, message).await;
+                }
+            }));
         }
     }
 
@@ -325,7 +347,8 @@ impl InvocationSession {
     }
 
     async fn claim(&mut self, key: &str) -> ExecutorEvent {
-        self.count(|traffic| traffic.operations += 1);
+        let owner_size = self.invocation_id.len() as u64;
+        self.count(|traffic| traffic.write(owner_size));
         let owner = Payload::from(self.invocation_id.clone());
         match self.connections.store.put_new(key, owner).await {
             Ok(won) => {
@@ -345,14 +368,18 @@ impl InvocationSession {
 
     /// Writes the batch's done mark unless another attempt's is there; answers with that one.
     async fn mark_done(&mut self, key: &str, content: String) -> ExecutorEvent {
-        self.count(|traffic| traffic.operations += 1);
+        let size = content.len() as u64;
+        self.count(|traffic| traffic.write(size));
         let store = &self.connections.store;
         let existing = match store.put_new(key, Payload::from(content)).await {
             Ok(true) => Ok(None),
-            Ok(false) => store
-                .get_optional(key)
-                .await
-                .map(|mark| mark.map(|mark| mark.to_vec())),
+            Ok(false) => {
+                self.count(|traffic| traffic.read(1, 0));
+                store
+                    .get_optional(key)
+                    .await
+                    .map(|mark| mark.map(|mark| mark.to_vec()))
+            }
             Err(error) => Err(error),
         };
         match existing {
@@ -382,7 +409,7 @@ impl InvocationSession {
             }
         };
         let (done, lease) = futures::join!(done, store.get_optional(lease_key));
-        self.count(|traffic| traffic.operations += 1 + u64::from(done_key.is_some()));
+        self.count(|traffic| traffic.read(1 + u64::from(done_key.is_some()), 0));
         match (done, lease) {
             (Ok(done_mark), Ok(lease)) => Some(ExecutorEvent::StopChecked {
                 done_mark,
@@ -398,10 +425,10 @@ impl InvocationSession {
 
     async fn load_batch(&mut self, batch: BatchId) -> ExecutorEvent {
         let key = batch_key(&self.context.run_id, batch);
-        self.count(|traffic| traffic.operations += 1);
+        self.count(|traffic| traffic.read(1, 0));
         let object = match self.connections.store.get(&key).await {
             Ok(object) => {
-                self.count(|traffic| traffic.bytes_read += object.len() as u64);
+                self.count(|traffic| traffic.read(0, object.len() as u64));
                 object
             }
             Err(StoreError::NotFound { .. }) => return ExecutorEvent::RunGone,
@@ -451,8 +478,7 @@ impl InvocationSession {
                     bytes += size;
                     loaded.push((task, parts));
                     self.count(|traffic| {
-                        traffic.operations += 1;
-                        traffic.bytes_read += size;
+                        traffic.read(1, size);
                         traffic.values_read.push((task, size));
                     });
                 }
@@ -474,7 +500,7 @@ impl InvocationSession {
 
     async fn batch_exists(&self, batch: BatchId) -> ExecutorEvent {
         let key = batch_key(&self.context.run_id, batch);
-        self.count(|traffic| traffic.operations += 1);
+        self.count(|traffic| traffic.read(1, 0));
         let exists = !matches!(
             self.connections.store.get(&key).await,
             Err(StoreError::NotFound { .. })
@@ -494,7 +520,7 @@ impl InvocationSession {
             _ => None,
         });
         let answers = join_all(calls).await;
-        self.count(|traffic| traffic.operations += answers.len() as u64);
+        self.count(|traffic| traffic.fan_in(answers.len() as u64));
         for (child, answer) in answers {
             match answer {
                 Ok(released) => self.feed(ExecutorEvent::FanInAnswered { child, released }),
@@ -536,13 +562,101 @@ impl InvocationSession {
     }
 
     async fn report(&mut self, mut report: Report) {
-        if let Report::BatchFinished(finished) = &mut report {
-            let mut traffic = self.traffic.lock().unwrap_or_else(PoisonError::into_inner);
-            finished.store = std::mem::take(&mut *traffic);
-        }
         self.wait_for_sending().await;
-        send(&*self.connections.channel, &report).await;
+        let messages = match &mut report {
+            Report::BatchFinished(finished) => {
+                let mut traffic = self.traffic.lock().unwrap_or_else(PoisonError::into_inner);
+                finished.store = std::mem::take(&mut *traffic);
+                drop(traffic);
+                let messages = split_records(report);
+                self.messages_sent += messages.len() as u64;
+                let resources = self.batch_resources();
+                messages
+                    .into_iter()
+                    .map(|mut message| {
+                        if let Report::BatchFinished(finished) = &mut message {
+                            finished.resources = resources.clone();
+                        }
+                        message
+                    })
+                    .collect()
+            }
+            _ => vec![report],
+        };
+        for message in &messages {
+            send(&*self.connections.channel, message).await;
+        }
     }
+
+    /// What the batch now reported spent, and the start of the next one.
+    fn batch_resources(&mut self) -> BatchResources {
+        let now = now_micros();
+        let usage = process::usage();
+        let (started, before) = std::mem::replace(&mut self.batch_started, (now, usage));
+        let first = !std::mem::replace(&mut self.reported_a_batch, true);
+        let init_us = (first && self.cold)
+            .then(process::started_us)
+            .flatten()
+            .map(|process_started| started.saturating_sub(process_started));
+        let wait_us =
+            (first && self.invoked_at_us > 0).then(|| started.saturating_sub(self.invoked_at_us));
+        BatchResources {
+            instance: process::instance_id().to_owned(),
+            start_us: started,
+            end_us: now,
+            cpu_user_us: usage.user_us.saturating_sub(before.user_us),
+            cpu_kernel_us: usage.kernel_us.saturating_sub(before.kernel_us),
+            peak_memory_bytes: usage.peak_memory_bytes,
+            init_us,
+            wait_us,
+            messages_sent: std::mem::take(&mut self.messages_sent),
+        }
+    }
+}
+
+/// A report as the messages that carry it: one, unless it has more task records than
+/// [`RECORDS_PER_MESSAGE`]; then progress reports carry the first ones and the report itself
+/// (last) the rest, so that nothing is dropped and the final report still ends the batch.
+fn split_records(report: Report) -> Vec<Report> {
+    let (run_id, batch, invocation, tasks) = match &report {
+        Report::Progress(progress) => (
+            &progress.run_id,
+            progress.batch,
+            &progress.invocation,
+            &progress.tasks,
+        ),
+        Report::BatchFinished(finished) => (
+            &finished.run_id,
+            finished.batch,
+            &finished.invocation,
+            &finished.tasks,
+        ),
+        _ => return vec![report],
+    };
+    if tasks.len() <= RECORDS_PER_MESSAGE {
+        return vec![report];
+    }
+    let keep = tasks.len() % RECORDS_PER_MESSAGE;
+    let keep = if keep == 0 { RECORDS_PER_MESSAGE } else { keep };
+    let ahead: Vec<Report> = tasks[..tasks.len() - keep]
+        .chunks(RECORDS_PER_MESSAGE)
+        .map(|chunk| {
+            Report::Progress(ProgressReport {
+                run_id: run_id.clone(),
+                batch,
+                invocation: invocation.clone(),
+                tasks: chunk.to_vec(),
+                warnings: Vec::new(),
+            })
+        })
+        .collect();
+    let mut last = report;
+    match &mut last {
+        Report::Progress(progress) => progress.tasks.drain(..progress.tasks.len() - keep),
+        Report::BatchFinished(finished) => finished.tasks.drain(..finished.tasks.len() - keep),
+        _ => unreachable!("only reports with task records are split"),
+    };
+    ahead.into_iter().chain(std::iter::once(last)).collect()
 }
 
 async fn send(channel: &dyn dask_serverless_platform::ResultChannel, report: &Report) {
@@ -563,4 +677,63 @@ async fn send(channel: &dyn dask_serverless_platform::ResultChannel, report: &Re
 pub(crate) fn batch_payload(spec: &BatchSpec, tasks: Bytes) -> Payload {
     let spec = Bytes::from(serde_json::to_vec(spec).unwrap_or_default());
     frame::encode(vec![spec, tasks])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dask_serverless_core::BatchReport;
+
+    fn records(count: u32) -> Vec<TaskRecord> {
+        (0..count)
+            .map(|task| TaskRecord {
+                task: TaskId(task),
+                start_us: 1_796_000_000_000_000 + u64::from(task),
+                duration_us: 1_000,
+                stored_bytes: 100_000,
+            })
+            .collect()
+    }
+
+    fn finished(tasks: Vec<TaskRecord>) -> Report {
+        Report::BatchFinished(BatchReport {
+            run_id: "run-0123456789abcdef".into(),
+            batch: BatchId(7),
+            invocation: "a-long-request-id-of-an-invocation".into(),
+            cold: true,
+            tasks,
+            loaded_bytes: 0,
+            invoked: vec![],
+            became: None,
+            warnings: vec![],
+            store: Default::default(),
+            resources: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_large_report_travels_in_messages_far_inside_the_limit_and_drops_nothing() {
+        let limit = dask_serverless_platform::MESSAGE_LIMIT;
+        for count in [1, 4_000, 4_001, 10_000, 25_000] {
+            let messages = split_records(finished(records(count)));
+            let mut seen = Vec::new();
+            for (position, message) in messages.iter().enumerate() {
+                let size = serde_json::to_vec(message).unwrap().len();
+                assert!(size < limit / 2, "{count} tasks: a message of {size} bytes");
+                let tasks = match message {
+                    Report::Progress(progress) => {
+                        assert!(position + 1 < messages.len(), "progress comes first");
+                        &progress.tasks
+                    }
+                    Report::BatchFinished(finished) => {
+                        assert_eq!(position + 1, messages.len(), "the final report is last");
+                        &finished.tasks
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                seen.extend(tasks.iter().map(|record| record.task.0));
+            }
+            assert_eq!(seen, (0..count).collect::<Vec<_>>(), "{count} tasks");
+        }
+    }
 }

@@ -17,9 +17,10 @@ mod client;
 mod connections;
 mod faults;
 mod invocation;
+pub mod process;
 mod zero_work;
 
-pub use client::{ClientRun, RunEvent, RunStatistics};
+pub use client::{BatchRecord, ClientRun, RunEvent, RunStatistics};
 pub use connections::{Connections, chaos_of, open_store};
 pub use invocation::{HostStep, InvocationSession};
 pub use zero_work::{ZeroWorkCost, zero_work};
@@ -53,9 +54,14 @@ pub(crate) fn invocation_payload(
     ))
 }
 
-/// An invocation event as the bytes a function is invoked with.
+/// An invocation event as the bytes a function is invoked with, stamped with the time it is
+/// sent (the function tells how long it waited to start).
 pub(crate) fn event_payload(event: &dask_serverless_core::InvocationEvent) -> bytes::Bytes {
-    bytes::Bytes::from(serde_json::to_vec(event).expect("an invocation serializes"))
+    let event = dask_serverless_core::InvocationEvent {
+        invoked_at_us: now_micros(),
+        ..event.clone()
+    };
+    bytes::Bytes::from(serde_json::to_vec(&event).expect("an invocation serializes"))
 }
 
 /// Microseconds since the Unix epoch.
