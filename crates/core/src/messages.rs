@@ -291,9 +291,10 @@ pub struct BatchReport {
     /// Filled in by the shell just before the report is sent.
     #[serde(default)]
     pub store: StoreTraffic,
-    /// What the function spent on the batch; filled in by the shell too.
+    /// What the function spent on the batch; filled in by the shell too (boxed: reports are
+    /// moved around often, resources only read at the end).
     #[serde(default)]
-    pub resources: BatchResources,
+    pub resources: Box<BatchResources>,
 }
 
 /// What one invocation spent on one batch, measured in the function by its shell: the

@@ -385,7 +385,7 @@ impl ClientRun {
                 values_read: Vec::new(),
                 ..report.store.clone()
             },
-            resources: report.resources.clone(),
+            resources: (*report.resources).clone(),
         });
         let statistics = &mut self.statistics;
         statistics.batches_finished += 1;

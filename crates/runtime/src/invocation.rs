@@ -575,7 +575,7 @@ impl InvocationSession {
                     .into_iter()
                     .map(|mut message| {
                         if let Report::BatchFinished(finished) = &mut message {
-                            finished.resources = resources.clone();
+                            *finished.resources = resources.clone();
                         }
                         message
                     })
