@@ -38,6 +38,7 @@ import dask.local
 from dask_serverless import _core
 from dask_serverless._scheduler import compute
 from dask_serverless.errors import ServerlessError
+from dask_serverless.report import Pricing, RunReport
 
 #: How long a failed compute waits for its other running clusters before stopping them.
 FAILED_DRAIN_SECONDS = 1.0
@@ -59,6 +60,9 @@ class ServerlessCluster:
     timeout_s: float
     #: Functions the platform runs at once at most, when known.
     max_concurrency: int | None
+    memory_mb: int
+    #: How runs are priced (``last_run.cost``); ``None``: from the cluster's own settings.
+    pricing: Pricing | None = None
 
     @property
     def parallelism(self) -> int:
@@ -80,16 +84,32 @@ class ServerlessCluster:
         self._lock = threading.Lock()
         self._stale_runs: set[str] = set()
         self._owner_pid = os.getpid()
-        #: The cost of the latest compute: seconds per phase (ingest, plan, upload, run,
-        #: fetch, total; ``started`` from the call to the started run), tasks, clusters,
-        #: invocations, store operations and bytes.
-        self.last_run: dict | None = None
+        #: The report of the latest compute (:class:`~dask_serverless.report.RunReport`): as a
+        #: mapping, seconds per phase (ingest, plan, upload, run, fetch, total; ``started``
+        #: from the call to the started run), tasks, batches, invocations, store operations and
+        #: bytes; with ``.tasks``, ``.invocations`` and ``.cost``.
+        self.last_run: RunReport | None = None
 
     def start(self) -> ServerlessCluster:
         raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def _pricing(self) -> Pricing:
+        """How this cluster's runs are priced (see :mod:`dask_serverless.report`)."""
+        if self.pricing is not None:
+            return self.pricing
+        store = str((self._context or {}).get("store", ""))
+        return Pricing(
+            memory_mb=self.memory_mb,
+            store="redis" if store.startswith(("redis://", "rediss://")) else "s3",
+            **self._pricing_place(),
+        )
+
+    def _pricing_place(self) -> dict[str, Any]:
+        """Region, architecture and whether runs happen on AWS."""
+        return {}
 
     def _stop_functions(self) -> None:
         """Stops every function of the current run (it is the only one)."""

@@ -39,6 +39,7 @@ from dask_serverless._ingest import IngestedGraph, flat_keys, ingest, pack_resul
 from dask_serverless._serialize import dumps_tasks, loads
 from dask_serverless._validate import check_integer
 from dask_serverless.errors import SerializationError
+from dask_serverless.report import RunReport
 
 if TYPE_CHECKING:
     from dask_serverless._base import ServerlessCluster
@@ -88,7 +89,13 @@ def compute(
             for callback in started:
                 if callback[4]:
                     callback[4](callback_graph, state, not succeeded)
-            cluster.last_run = clock.summary(succeeded)
+            cluster.last_run = RunReport(
+                clock.summary(succeeded),
+                clock.records,
+                clock.keys,
+                clock.plan,
+                cluster._pricing(),
+            )
     return pack_results(keys, values)
 
 
@@ -112,6 +119,10 @@ class _Clock:
         self.start = self.last = time.perf_counter()
         self.phases: dict[str, float] = {}
         self.counts: dict = {}
+        # What the run report is made of, once a run started.
+        self.records: dict | None = None
+        self.keys: list = []
+        self.plan: Any = None
 
     def lap(self, phase: str) -> None:
         now = time.perf_counter()
@@ -199,6 +210,10 @@ def _run(
         raise
     finally:
         clock.counts.update(run.statistics().to_dict())
+        clock.records = run.records()
+        clock.records["dependencies"] = graph.dependencies
+        clock.keys = graph.keys
+        clock.plan = plan
 
 
 def plan_graph(graph: IngestedGraph, parallelism: int, batches_per_function: int) -> _core.Plan:

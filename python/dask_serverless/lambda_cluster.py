@@ -147,6 +147,14 @@ class LambdaCluster(ServerlessCluster):
             {"region": self.region, "endpoint_url": self.endpoint_url, "profile": self.profile}
         )
 
+    def _pricing_place(self) -> dict[str, Any]:
+        region = (self.deployment or {}).get("region") or self.region or "us-east-1"
+        return {
+            "region": region,
+            "architecture": self.architecture,
+            "on_aws": self.endpoint_url is None,
+        }
+
     def start(self) -> LambdaCluster:
         if self.running:
             return self

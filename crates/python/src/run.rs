@@ -363,6 +363,12 @@ impl ClientRun {
         column!(batch_columns, batches, "store_bytes_written", |record| {
             record.store.bytes_written
         });
+        column!(batch_columns, batches, "values_read", |record| record
+            .store
+            .values_read
+            .iter()
+            .map(|(task, _)| task.0)
+            .collect::<Vec<_>>());
         let task_columns = PyDict::new(py);
         column!(task_columns, tasks, "task", |record| record.task.0);
         column!(task_columns, tasks, "start_us", |record| record.start_us);

@@ -73,7 +73,7 @@ pub struct BatchRecord {
     /// Children it invoked, and the one it became.
     pub invoked: usize,
     pub became: Option<BatchId>,
-    /// Its store traffic (without the list of values read).
+    /// Its store traffic, with the values it read from the store.
     pub store: StoreTraffic,
     pub resources: BatchResources,
 }
@@ -381,10 +381,7 @@ impl ClientRun {
             loaded_bytes: report.loaded_bytes,
             invoked: report.invoked.len(),
             became: report.became,
-            store: StoreTraffic {
-                values_read: Vec::new(),
-                ..report.store.clone()
-            },
+            store: report.store.clone(),
             resources: (*report.resources).clone(),
         });
         let statistics = &mut self.statistics;
