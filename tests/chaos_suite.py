@@ -9,8 +9,15 @@ object, no worker process, no shared-memory directory. The table printed at the 
 row per class: rate, computes, wrong results, hangs, leftovers, injected faults (from the
 fault log every process appends to) and the time against the fault-free row.
 
+With ``--platform lambda`` the same computes run on a ``LambdaCluster`` against the local
+AWS-compatible endpoint (started per class, as the end-to-end tests do; its functions append to
+the same fault log), for the classes Lambda can suffer from a client's point of view (kill,
+duplicate, and both together, by default). After each class the account itself must be empty:
+no function, role, queue, bucket, log group or tagged resource left.
+
     python tests/chaos_suite.py                  # 200 random graphs per class
     python tests/chaos_suite.py --graphs 20      # shorter
+    python tests/chaos_suite.py --platform lambda --graphs 20
 """
 
 from __future__ import annotations
@@ -18,21 +25,31 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import os
 import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import dask
 from dask import delayed
 
-from dask_serverless import LocalCluster
+from dask_serverless import LambdaCluster, LocalCluster
+from dask_serverless._base import ServerlessCluster
 from dask_serverless.bench import build_demo, build_gemm, build_transpose_add, compare
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from aws_endpoint import CREDENTIALS, aws_endpoint  # noqa: E402
+
+# A Lambda cluster's functions cannot import this module (a test helper, not installed): its
+# tasks travel by value, also when the module is imported (by tests/test_chaos.py).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 #: Each fault class alone at the rate of the goal, and all together.
 CLASSES: list[tuple[str, str]] = [
@@ -44,7 +61,16 @@ CLASSES: list[tuple[str, str]] = [
     ("store", "store=0.05,latency=0.05"),
     ("cold", "cold=0.05"),
     ("all", "kill=0.05,duplicate=0.05,throttle=0.2,straggle=0.01"),
+    ("kill+duplicate", "kill=0.05,duplicate=0.05"),
 ]
+#: The classes each platform runs unless ``--classes`` says otherwise.
+DEFAULT_CLASSES = {
+    "local": ["none", "kill", "duplicate", "throttle", "straggle", "store", "cold", "all"],
+    "lambda": ["none", "kill", "duplicate", "kill+duplicate"],
+}
+#: The endpoint runs handlers with its own interpreter, this machine's Python.
+ENDPOINT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+REGION = "us-east-1"
 #: Allowed on top of 3 times the fault-free time: retries' backoff, late duplicates, a
 #: recovery's silence.
 RETRY_ALLOWANCE_S = 20.0
@@ -108,6 +134,103 @@ def _worker_processes(python: str) -> set[int]:
     return found
 
 
+def account_leftovers(url: str) -> list[str]:
+    """Everything in the endpoint's account that a cluster may create: functions, roles,
+    queues, buckets (and their objects), log groups, and anything tagged by dask-serverless."""
+    import boto3
+
+    def client(service: str) -> Any:
+        return boto3.client(service, endpoint_url=url, region_name=REGION)
+
+    found = [
+        f"function {function['FunctionName']}"
+        for function in client("lambda").list_functions()["Functions"]
+    ]
+    found += [f"role {role['RoleName']}" for role in client("iam").list_roles()["Roles"]]
+    found += [f"queue {queue}" for queue in client("sqs").list_queues().get("QueueUrls", [])]
+    s3 = client("s3")
+    for bucket in s3.list_buckets()["Buckets"]:
+        objects = s3.list_objects_v2(Bucket=bucket["Name"]).get("KeyCount", 0)
+        found.append(f"bucket {bucket['Name']} ({objects} objects)")
+    found += [
+        f"log group {group['logGroupName']}"
+        for group in client("logs").describe_log_groups()["logGroups"]
+    ]
+    tagged = client("resourcegroupstaggingapi").get_resources(
+        TagFilters=[{"Key": "dask-serverless:created-by"}]
+    )
+    found += [f"tagged {mapping['ResourceARN']}" for mapping in tagged["ResourceTagMappingList"]]
+    return found
+
+
+@contextlib.contextmanager
+def _credentials() -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def platform_cluster(
+    platform: str, spec: str, seed: int, concurrency: int, row: Row
+) -> Iterator[ServerlessCluster]:
+    """A running cluster of ``platform`` with the class's faults; on the way out, what it left
+    (beyond its store's objects, counted by the caller) is added to ``row.leftovers``."""
+    if platform == "local":
+        processes_before = _worker_processes(sys.executable)
+        cluster = LocalCluster(
+            max_concurrency=concurrency,
+            batches_per_function=2,
+            timeout_s=60,
+            chaos=spec or None,
+            chaos_seed=seed,
+        )
+        with cluster:
+            store_root = cluster._store_root
+            yield cluster
+        time.sleep(1.0)
+        processes = _worker_processes(sys.executable) - processes_before
+        if processes:
+            row.leftovers.append(f"{len(processes)} worker processes")
+        # The cluster's own shared-memory store (other clients on the machine are not ours).
+        if store_root is not None and os.path.exists(store_root):
+            row.leftovers.append(f"shared memory {store_root}")
+        return
+    # A fresh endpoint per class: its functions inherit the fault log named in this process's
+    # environment, and its account starts empty.
+    with _credentials(), aws_endpoint() as url:
+        lambda_cluster = LambdaCluster(
+            region=REGION,
+            endpoint_url=url,
+            memory_mb=1024,
+            timeout_s=60,
+            parallelism=concurrency,
+            batches_per_function=2,
+            python_version=ENDPOINT_PYTHON,
+            chaos=spec or None,
+            chaos_seed=seed,
+        )
+        with lambda_cluster:
+            yield lambda_cluster
+        row.leftovers += [f"in the account: {found}" for found in account_leftovers(url)]
+
+
+def _store_leftovers(cluster: ServerlessCluster) -> list[str]:
+    """The store's objects, but for a Lambda cluster's deployment package (which its bucket
+    holds until the cluster closes)."""
+    store = cluster._store
+    if store is None:
+        return []
+    return [key for key in store.list("") if not key.startswith("deployment/")]
+
+
 def run_class(
     name: str,
     spec: str,
@@ -115,28 +238,20 @@ def run_class(
     seed: int,
     limits: dict[str, float],
     concurrency: int,
+    platform: str = "local",
 ) -> Row:
     row = Row(name, spec)
     log = Path(tempfile.mkdtemp(prefix="chaos-log-")) / "faults"
     os.environ["DASK_SERVERLESS_CHAOS_LOG"] = str(log)
-    processes_before = _worker_processes(sys.executable)
     jobs: list[tuple[str, Callable[[], Any]]] = [
         (f"graph-{index}", lambda index=index: random_graph(seed * 100_000 + index))
         for index in range(graphs)
     ] + workloads()
     started = time.monotonic()
-    cluster = LocalCluster(
-        max_concurrency=concurrency,
-        batches_per_function=2,
-        timeout_s=60,
-        chaos=spec or None,
-        chaos_seed=seed,
-    )
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     hung = False
     labels: dict[str, str] = {}
-    with cluster:
-        store_root = cluster._store_root
+    with platform_cluster(platform, spec, seed, concurrency, row) as cluster:
         for label, build in jobs:
             collection = build()
             expected = dask.compute(collection, scheduler="sync")[0]
@@ -163,8 +278,7 @@ def run_class(
                 row.notes.append(f"{label}: wrong result")
         # Late duplicates arrive up to 2 s after their original.
         time.sleep(3.0)
-        store = cluster._store
-        left = store.list("") if store is not None and not hung else []
+        left = _store_leftovers(cluster) if not hung else []
         if left:
             computes = sorted({labels.get(key.split("/", 1)[0], "?") for key in left})
             row.leftovers.append(
@@ -172,13 +286,6 @@ def run_class(
             )
     row.seconds = time.monotonic() - started
     executor.shutdown(wait=not hung, cancel_futures=True)
-    time.sleep(1.0)
-    processes = _worker_processes(sys.executable) - processes_before
-    if processes:
-        row.leftovers.append(f"{len(processes)} worker processes")
-    # The cluster's own shared-memory store (other clients on the machine are not ours).
-    if store_root is not None and os.path.exists(store_root):
-        row.leftovers.append(f"shared memory {store_root}")
     if log.exists():
         for line in log.read_text().splitlines():
             row.faults[line.split(" ", 1)[0]] += 1
@@ -188,7 +295,7 @@ def run_class(
 def print_table(rows: list[Row]) -> None:
     baseline = next((row.seconds for row in rows if row.name == "none"), None)
     header = (
-        f"{'fault class':<11} {'spec':<52} {'computes':>8} {'wrong':>5} {'hangs':>5} "
+        f"{'fault class':<14} {'spec':<52} {'computes':>8} {'wrong':>5} {'hangs':>5} "
         f"{'failed':>6} {'leftovers':>9} {'time':>7} {'overhead':>8}  injected faults"
     )
     print(header)
@@ -197,7 +304,7 @@ def print_table(rows: list[Row]) -> None:
         overhead = f"{row.seconds / baseline - 1:+.0%}" if baseline else "-"
         faults = ", ".join(f"{fault} {count}" for fault, count in sorted(row.faults.items()))
         print(
-            f"{row.name:<11} {row.spec or '-':<52} {row.computes:>8} {row.wrong:>5} "
+            f"{row.name:<14} {row.spec or '-':<52} {row.computes:>8} {row.wrong:>5} "
             f"{row.hangs:>5} {row.failed:>6} {len(row.leftovers):>9} {row.seconds:>6.1f}s "
             f"{overhead:>8}  {faults or '-'}"
         )
@@ -210,20 +317,37 @@ def main(arguments: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--graphs", type=int, default=200, help="random graphs per class")
     parser.add_argument("--seed", type=int, default=1, help="seed of graphs and faults")
-    parser.add_argument("--concurrency", type=int, default=4, help="max_concurrency")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="max_concurrency (local), parallelism (lambda)"
+    )
+    parser.add_argument(
+        "--platform",
+        choices=sorted(DEFAULT_CLASSES),
+        default="local",
+        help="LocalCluster, or LambdaCluster on the local AWS-compatible endpoint",
+    )
     parser.add_argument(
         "--classes", nargs="*", help="only these classes (names of the first column)"
     )
     options = parser.parse_args(arguments)
-    chosen = [
-        (name, spec)
-        for name, spec in CLASSES
-        if not options.classes or name in options.classes or name == "none"
-    ]
+    wanted = options.classes or DEFAULT_CLASSES[options.platform]
+    unknown = set(wanted) - {name for name, _ in CLASSES}
+    if unknown:
+        parser.error(f"unknown classes {sorted(unknown)}: choose among {[n for n, _ in CLASSES]}")
+    chosen = [(name, spec) for name, spec in CLASSES if name in wanted or name == "none"]
     limits: dict[str, float] = {}
     rows = []
+    print(f"platform {options.platform}, seed {options.seed}, {options.graphs} graphs per class")
     for name, spec in chosen:
-        row = run_class(name, spec, options.graphs, options.seed, limits, options.concurrency)
+        row = run_class(
+            name,
+            spec,
+            options.graphs,
+            options.seed,
+            limits,
+            options.concurrency,
+            options.platform,
+        )
         rows.append(row)
         print(
             f"{name}: {row.computes} computes, {row.wrong} wrong, {row.hangs} hangs, "

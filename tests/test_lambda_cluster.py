@@ -7,9 +7,13 @@ the ``with`` block, the AWS API itself must show that nothing of the cluster rem
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import operator
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -108,6 +112,122 @@ def test_demo_and_tree_reduction_then_nothing_remains(endpoint):
             delayed(operator.truediv)(1, 0).compute()
         assert dask.compute(total, scheduler=cluster.get)[0] == sum(range(1024))
     assert remaining_resources(endpoint, cluster_id) == []
+
+
+CTRL_C_SCRIPT = """
+import json, os, signal, threading, time
+from dask import delayed
+from dask_serverless import LambdaCluster
+
+MARKERS = os.environ["TEST_MARKERS"]
+
+def step(previous, chain, index):
+    # Each task leaves a marker, named after it, holding when it started.
+    with open(os.path.join(MARKERS, f"{chain}-{index}"), "w") as marker:
+        marker.write(repr(time.time()))
+    time.sleep(0.3)
+    return previous + 1
+
+def markers():
+    return {name: float(open(os.path.join(MARKERS, name)).read()) for name in os.listdir(MARKERS)}
+
+def run_objects(cluster):
+    return [key for key in cluster._store.list("") if not key.startswith("deployment/")]
+
+with LambdaCluster(
+    region="us-east-1",
+    endpoint_url=os.environ["TEST_ENDPOINT"],
+    parallelism=4,
+    batches_per_function=2,
+    timeout_s=120,
+    python_version=os.environ["TEST_PYTHON"],
+) as cluster:
+    chains = []
+    for chain in range(4):
+        value = 0
+        for index in range(40):
+            value = delayed(step)(value, chain, index, dask_key_name=f"step-{chain}-{index}")
+        chains.append(value)
+    total = delayed(sum)(chains)
+    signalled = []
+    def interrupt():
+        # Once every chain runs (functions start cold), and a second later: mid-chain.
+        deadline = time.monotonic() + 60
+        while len({name.split("-")[0] for name in os.listdir(MARKERS)}) < 4:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        signalled.append(time.time())
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=interrupt, daemon=True).start()
+    report = {}
+    try:
+        total.compute()
+        report["outcome"] = "completed"
+    except KeyboardInterrupt:
+        report["outcome"] = "interrupted"
+    report["raised_after"] = time.time() - signalled[0]
+    report["signalled"] = signalled[0]
+    report["objects_at_once"] = run_objects(cluster)
+    # Functions look at the lease once a second of their tasks: give them time to stop, and
+    # any that did not to start more tasks.
+    time.sleep(5.0)
+    report["markers"] = markers()
+    report["objects_later"] = run_objects(cluster)
+    report["next_compute"] = delayed(sum)([delayed(abs)(-n) for n in range(5)]).compute()
+    report["objects_after_next_compute"] = run_objects(cluster)
+    time.sleep(2.0)
+    report["markers_at_the_end"] = len(markers())
+print("REPORT", json.dumps(report))
+"""
+
+
+def test_ctrl_c_stops_the_functions_at_their_next_task_boundary_and_deletes_the_run(
+    endpoint, tmp_path
+):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CTRL_C_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "TEST_ENDPOINT": endpoint,
+            "TEST_MARKERS": str(markers),
+            "TEST_PYTHON": ENDPOINT_PYTHON,
+        },
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.split("REPORT ", 1)[1])
+    assert report["outcome"] == "interrupted", report
+    # The compute raised promptly: the client stops the run without waiting for functions.
+    assert report["raised_after"] < 3.0, report["raised_after"]
+    started = report["markers"]
+    before = [name for name, at in started.items() if at <= report["signalled"]]
+    # Four chains ran side by side: every chain had started, none was near its end.
+    assert {name.split("-")[0] for name in before} == {"0", "1", "2", "3"}, json.dumps(report)
+    assert len(before) < 4 * 40 / 2, len(before)
+    # A function looks at the lease between tasks, once a second of its tasks: after the
+    # Ctrl-C a chain starts at most the tasks of that second and the one running (0.3 s
+    # each), then stops.
+    latest = max(started.values())
+    assert latest - report["signalled"] < 2.0, latest - report["signalled"]
+    late = [name for name, at in started.items() if at > report["signalled"]]
+    print(
+        f"raised {report['raised_after']:.2f} s after the SIGINT; {len(before)} tasks had "
+        f"started, {len(late)} started after, the last {latest - report['signalled']:.2f} s after"
+    )
+    assert len(late) <= 4 * 5, sorted(late)
+    # And they stay stopped.
+    assert report["markers_at_the_end"] == len(started)
+    # The run's objects are gone; the cluster computes again and leaves nothing either.
+    assert report["objects_later"] == [], report["objects_later"]
+    assert report["next_compute"] == 10
+    assert report["objects_after_next_compute"] == []
 
 
 def last_seen(url: str, cluster: LambdaCluster) -> int | None:
