@@ -3,7 +3,9 @@
 //! At most `max_in_flight` requests are in flight at once (a semaphore; 64 by default), so that
 //! a wide fan-out does not open thousands of connections. Throttles (`TooManyRequestsException`,
 //! 429), server errors (5xx) and connection failures are retried by the [`RetryPolicy`]
-//! (exponential backoff with full jitter); the SDK's own retries are off. Answers map onto
+//! (exponential backoff with full jitter); the SDK's own retries are off. A payload over
+//! Lambda's limit is refused before any request (not every Lambda-compatible endpoint checks
+//! it). Answers map onto
 //! [`PlatformError`]: `ResourceNotFoundException` is `NotFound`,
 //! `RequestEntityTooLargeException` is `PayloadTooLarge`, a handler error of a synchronous
 //! invocation is `FunctionError` with the `errorType` and `errorMessage` of its body.
@@ -92,6 +94,15 @@ impl LambdaInvoker {
         payload: Bytes,
         invocation_type: InvocationType,
     ) -> Result<InvokeOutput, PlatformError> {
+        let size = payload.len();
+        let limit = if invocation_type == InvocationType::Event {
+            ASYNCHRONOUS_PAYLOAD_LIMIT
+        } else {
+            SYNCHRONOUS_PAYLOAD_LIMIT
+        };
+        if size > limit {
+            return Err(PlatformError::PayloadTooLarge { size, limit });
+        }
         let _permit = self
             .permits
             .acquire()
@@ -100,12 +111,6 @@ impl LambdaInvoker {
                 endpoint: self.endpoint.clone(),
                 message: "the invoker is closed".to_string(),
             })?;
-        let size = payload.len();
-        let limit = if invocation_type == InvocationType::Event {
-            ASYNCHRONOUS_PAYLOAD_LIMIT
-        } else {
-            SYNCHRONOUS_PAYLOAD_LIMIT
-        };
         let what = format!("invocation of function '{function}'");
         let blob = Blob::new(payload.to_vec());
         let attempt = || {

@@ -158,6 +158,35 @@ async fn persistent_throttling_ends_with_throttled() {
 }
 
 #[tokio::test]
+async fn payloads_over_the_limits_are_refused_without_a_request() {
+    let server = scripted_server(vec![(202, None, "")]).await;
+    let invoker = LocalInvoker::new(&server.endpoint);
+    let error = invoker
+        .invoke_event("function", Bytes::from(vec![b' '; 1_048_577]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        PlatformError::PayloadTooLarge {
+            size: 1_048_577,
+            limit: 1_048_576
+        }
+    );
+    let error = invoker
+        .invoke_request_response("function", Bytes::from(vec![b' '; 6_291_457]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        PlatformError::PayloadTooLarge {
+            size: 6_291_457,
+            limit: 6_291_456
+        }
+    );
+    assert!(server.arrivals.lock().unwrap().is_empty(), "a request left");
+}
+
+#[tokio::test]
 async fn server_errors_and_strange_answers_are_reported() {
     let unavailable = scripted_server(vec![(
         503,
