@@ -11,8 +11,10 @@ use crate::{
 
 /// Invokes functions through the Lambda Invoke API at an HTTP endpoint
 /// (`POST /2015-03-31/functions/{name}/invocations`). Throttles (429) and connection failures are
-/// retried by its [`RetryPolicy`]. A payload over Lambda's limit ([`ASYNCHRONOUS_PAYLOAD_LIMIT`],
-/// [`SYNCHRONOUS_PAYLOAD_LIMIT`]) is refused before any request.
+/// retried by its [`RetryPolicy`]; clones share the record of progress that keeps throttled
+/// invocations retrying (see [`LastAccepted`](crate::LastAccepted)). A payload over Lambda's
+/// limit ([`ASYNCHRONOUS_PAYLOAD_LIMIT`], [`SYNCHRONOUS_PAYLOAD_LIMIT`]) is refused before any
+/// request.
 #[derive(Debug, Clone)]
 pub struct LocalInvoker {
     http: HttpClient,

@@ -15,6 +15,10 @@
 //! [`ChaosInvoker`] wraps any invoker with throttles and duplicate deliveries, for testing;
 //! the spec of such faults ([`ChaosSpec`], [`Chaos`]) is re-exported from
 //! `dask-serverless-chaos`.
+//!
+//! Retries follow one [`RetryPolicy`]: throttles are retried with capped, jittered exponential
+//! backoff and no cap on attempts while the client makes progress (see the `retry` module's
+//! documentation, and `docs/reliability.md`, "Throttling").
 
 pub mod chaos;
 mod error;
@@ -34,7 +38,7 @@ pub use dask_serverless_chaos::{Chaos, ChaosSpec, ChaosSpecError, Fault, KillPoi
 pub use error::PlatformError;
 pub use invoker::LocalInvoker;
 pub use queue::{BATCH_LIMIT, LocalQueue, message_batches, message_texts};
-pub use retry::RetryPolicy;
+pub use retry::{LastAccepted, RetryPolicy};
 
 /// Largest payload of a synchronous invocation, and of its response (Lambda's limit).
 pub const SYNCHRONOUS_PAYLOAD_LIMIT: usize = 6_291_456;
