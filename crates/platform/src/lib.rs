@@ -12,9 +12,9 @@
 //! also talk to anything that speaks them: [`LocalInvoker`] (the Lambda Invoke API) and
 //! [`LocalQueue`] (a subset of the SQS JSON protocol).
 //!
-//! [`ChaosInvoker`] wraps any invoker with throttles and duplicate deliveries, for testing;
-//! the spec of such faults ([`ChaosSpec`], [`Chaos`]) is re-exported from
-//! `dask-serverless-chaos`.
+//! [`ChaosInvoker`] wraps any invoker with throttles and duplicate deliveries, and
+//! [`ChaosResultChannel`] any result channel with transient failures, for testing; the spec of
+//! such faults ([`ChaosSpec`], [`Chaos`]) is re-exported from `dask-serverless-chaos`.
 //!
 //! Retries follow one [`RetryPolicy`]: throttles are retried with capped, jittered exponential
 //! backoff and no cap on attempts while the client makes progress (see the `retry` module's
@@ -33,7 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use chaos::ChaosInvoker;
+pub use chaos::{ChaosInvoker, ChaosResultChannel};
 pub use dask_serverless_chaos::{Chaos, ChaosSpec, ChaosSpecError, Fault, KillPoint};
 pub use error::PlatformError;
 pub use invoker::LocalInvoker;
