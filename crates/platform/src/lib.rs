@@ -19,8 +19,14 @@
 //! Retries follow one [`RetryPolicy`]: throttles are retried with capped, jittered exponential
 //! backoff and no cap on attempts while the client makes progress (see the `retry` module's
 //! documentation, and `docs/reliability.md`, "Throttling").
+//!
+//! Every backend passes the conformance suite (the `conformance` module, behind the
+//! `conformance` feature): this crate's tests run it against the local platform, the AWS
+//! backend's against MiniStack, each also under chaos.
 
 pub mod chaos;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod http;
 mod invoker;
