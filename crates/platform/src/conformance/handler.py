@@ -8,10 +8,15 @@ One event shape per behaviour:
 - ``{"send": body, "endpoint": url, "queue_url": url}``: sends ``body`` to the queue with the
   SQS JSON protocol (standard library only: no SDK is needed in the function), returns
   ``{"sent": body}``;
+- ``{"interval": token, "hold": seconds, "endpoint": url, "queue_url": url}``: runs for
+  ``seconds``, then sends and returns ``{"interval": token, "start": s, "end": s, "pid": n}``
+  (wall-clock seconds): when it ran, to count how many ran at once;
 - anything else: returns ``None``.
 """
 
 import json
+import os
+import time
 import urllib.request
 
 
@@ -34,6 +39,17 @@ def handle(event, context):
         return {"echo": event["echo"]}
     if "fail" in event:
         raise ValueError(event["fail"])
+    if "interval" in event:
+        start = time.time()
+        time.sleep(event["hold"])
+        interval = {
+            "interval": event["interval"],
+            "start": start,
+            "end": time.time(),
+            "pid": os.getpid(),
+        }
+        _send(event["endpoint"], event["queue_url"], json.dumps(interval))
+        return interval
     if "send" in event:
         _send(event["endpoint"], event["queue_url"], event["send"])
         return {"sent": event["send"]}
