@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_lambda::types::{DestinationConfig, Environment, FunctionCode, OnFailure, State};
-use dask_serverless_platform::RetryPolicy;
+use dask_serverless_platform::{LastAccepted, RetryPolicy};
 
 use crate::clients::Clients;
 use crate::error::{AwsError, Call, Failure, classify};
@@ -167,7 +167,14 @@ pub(crate) async fn create(
             }
         }
     };
-    let answer = match retry(&waits.role_propagation, &what, attempt).await {
+    let answer = match retry(
+        &waits.role_propagation,
+        &LastAccepted::new(),
+        &what,
+        attempt,
+    )
+    .await
+    {
         Ok(answer) => answer,
         Err(exhausted) if exhausted.error.code() == Some("ResourceConflictException") => {
             return Err(AwsError::AlreadyExists {
@@ -273,7 +280,7 @@ async fn wait_until_active(
             },
         }
     };
-    retry(policy, &what, attempt)
+    retry(policy, &LastAccepted::new(), &what, attempt)
         .await
         .map_err(|exhausted| exhausted.error)
 }

@@ -3,7 +3,11 @@
 //! At most `max_in_flight` requests are in flight at once (a semaphore; 64 by default), so that
 //! a wide fan-out does not open thousands of connections. Throttles (`TooManyRequestsException`,
 //! 429), server errors (5xx) and connection failures are retried by the [`RetryPolicy`]
-//! (exponential backoff with full jitter); the SDK's own retries are off. Answers map onto
+//! (exponential backoff with full jitter); the SDK's own retries are off. Throttles are retried
+//! with no cap on attempts while the invoker makes progress: until `throttle_patience` passes
+//! without any invocation through it, or through any of its clones (which share a
+//! [`LastAccepted`]), being accepted. A payload over Lambda's limit is refused before any
+//! request (not every Lambda-compatible endpoint checks it). Answers map onto
 //! [`PlatformError`]: `ResourceNotFoundException` is `NotFound`,
 //! `RequestEntityTooLargeException` is `PayloadTooLarge`, a handler error of a synchronous
 //! invocation is `FunctionError` with the `errorType` and `errorMessage` of its body.
@@ -23,7 +27,8 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use bytes::Bytes;
 use dask_serverless_platform::{
-    ASYNCHRONOUS_PAYLOAD_LIMIT, Invoker, PlatformError, RetryPolicy, SYNCHRONOUS_PAYLOAD_LIMIT,
+    ASYNCHRONOUS_PAYLOAD_LIMIT, Invoker, LastAccepted, PlatformError, RetryPolicy,
+    SYNCHRONOUS_PAYLOAD_LIMIT,
 };
 use tokio::sync::Semaphore;
 
@@ -42,6 +47,8 @@ pub struct LambdaInvoker {
     client: aws_sdk_lambda::Client,
     permits: Arc<Semaphore>,
     retry: RetryPolicy,
+    /// Shared by clones: the progress that keeps throttled invocations retrying.
+    last_accepted: LastAccepted,
     endpoint: String,
 }
 
@@ -61,6 +68,7 @@ impl LambdaInvoker {
             client: aws_sdk_lambda::Client::from_conf(lambda_config),
             permits: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
             retry: RetryPolicy::default(),
+            last_accepted: LastAccepted::new(),
             endpoint: endpoint(config, "lambda"),
         }
     }
@@ -92,6 +100,15 @@ impl LambdaInvoker {
         payload: Bytes,
         invocation_type: InvocationType,
     ) -> Result<InvokeOutput, PlatformError> {
+        let size = payload.len();
+        let limit = if invocation_type == InvocationType::Event {
+            ASYNCHRONOUS_PAYLOAD_LIMIT
+        } else {
+            SYNCHRONOUS_PAYLOAD_LIMIT
+        };
+        if size > limit {
+            return Err(PlatformError::PayloadTooLarge { size, limit });
+        }
         let _permit = self
             .permits
             .acquire()
@@ -100,12 +117,6 @@ impl LambdaInvoker {
                 endpoint: self.endpoint.clone(),
                 message: "the invoker is closed".to_string(),
             })?;
-        let size = payload.len();
-        let limit = if invocation_type == InvocationType::Event {
-            ASYNCHRONOUS_PAYLOAD_LIMIT
-        } else {
-            SYNCHRONOUS_PAYLOAD_LIMIT
-        };
         let what = format!("invocation of function '{function}'");
         let blob = Blob::new(payload.to_vec());
         let attempt = || {
@@ -116,7 +127,7 @@ impl LambdaInvoker {
                 .payload(blob.clone())
                 .send()
         };
-        with_retries(&self.retry, &what, attempt)
+        with_retries(&self.retry, &self.last_accepted, &what, attempt)
             .await
             .map_err(|exhausted| match &exhausted.error {
                 Failure::Service { code, .. } if code == "ResourceNotFoundException" => {

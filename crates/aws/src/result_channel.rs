@@ -11,7 +11,8 @@
 //! on-failure destination), in Lambda's destination shape: `requestContext`, `requestPayload`,
 //! `responseContext`, `responsePayload` with `errorType` and `errorMessage`.
 //!
-//! Throttles, server errors and connection failures are retried by the [`RetryPolicy`].
+//! Throttles, server errors and connection failures are retried by the [`RetryPolicy`];
+//! throttles while the queue's client (and its clones) makes progress.
 
 use std::time::Duration;
 
@@ -22,7 +23,8 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use bytes::Bytes;
 use dask_serverless_platform::{
-    BATCH_LIMIT, PlatformError, ResultChannel, RetryPolicy, message_batches, message_texts,
+    BATCH_LIMIT, LastAccepted, PlatformError, ResultChannel, RetryPolicy, message_batches,
+    message_texts,
 };
 
 use crate::config::{AwsSettings, CONNECT_TIMEOUT, endpoint, load_config};
@@ -40,6 +42,7 @@ pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     queue_url: String,
     retry: RetryPolicy,
+    last_accepted: LastAccepted,
     endpoint: String,
 }
 
@@ -59,6 +62,7 @@ impl SqsQueue {
             client: aws_sdk_sqs::Client::from_conf(sqs_config),
             queue_url: queue_url.into(),
             retry: RetryPolicy::default(),
+            last_accepted: LastAccepted::new(),
             endpoint: endpoint(config, "sqs"),
         }
     }
@@ -127,7 +131,7 @@ impl ResultChannel for SqsQueue {
                     .set_entries(Some(entries.clone()))
                     .send()
             };
-            let sent = with_retries(&self.retry, &what, attempt)
+            let sent = with_retries(&self.retry, &self.last_accepted, &what, attempt)
                 .await
                 .map_err(|exhausted| self.error(&what, exhausted))?;
             if !sent.failed().is_empty() {
@@ -161,7 +165,7 @@ impl ResultChannel for SqsQueue {
                 .wait_time_seconds(wait_seconds(max_wait))
                 .send()
         };
-        let received = with_retries(&self.retry, &what, attempt)
+        let received = with_retries(&self.retry, &self.last_accepted, &what, attempt)
             .await
             .map_err(|exhausted| self.error(&what, exhausted))?;
         let messages = received.messages();
@@ -188,7 +192,7 @@ impl ResultChannel for SqsQueue {
                 .set_entries(Some(entries.clone()))
                 .send()
         };
-        let deleted = with_retries(&self.retry, &what, attempt)
+        let deleted = with_retries(&self.retry, &self.last_accepted, &what, attempt)
             .await
             .map_err(|exhausted| self.error(&what, exhausted))?;
         for failed in deleted.failed() {

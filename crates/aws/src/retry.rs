@@ -7,15 +7,21 @@
 //! fix). An attempt that asks for another ([`Attempt::Again`]) gets one after
 //! `policy.delay(attempt, retry_after)` (full jitter below an exponential ceiling, at least the
 //! server's `Retry-After`; drawn from a seeded generator if the policy has a `jitter_seed`), if
-//! `policy.allows` it: fewer than `maximum_attempts` attempts, and the delay ends within the
-//! attempt's [`Budget`] since the first attempt. Otherwise the last error is returned, with the
-//! number of attempts and the time spent ([`Exhausted`]).
+//! the policy allows it within the attempt's [`Budget`]: for [`Budget::Throttle`], any number
+//! of attempts while the time without progress (since the later of the first attempt and the
+//! last success recorded in the caller's [`LastAccepted`], shared by the clones of a client)
+//! stays within `throttle_patience`; for the others, fewer than `maximum_attempts` attempts,
+//! and the delay ends within the budget since the first attempt (time and attempts spent
+//! throttled do not count: those count from the last throttle). Otherwise the last error is
+//! returned, with the number of attempts and the time spent ([`Exhausted`]). Every success is
+//! recorded in the [`LastAccepted`].
 //!
 //! Its users:
 //!
 //! * [`with_retries`], for the engine's hot calls (invocations; queue sends, receives and
 //!   deletes), whose SDK clients have their own retries switched off so that one policy governs
-//!   every backend. Retried: throttles (HTTP 429 or a throttling code) and server errors (5xx)
+//!   every backend. Retried: throttles (HTTP 429 or a throttling code) while the client makes
+//!   progress (`throttle_patience` without any accepted request ends them); server errors (5xx)
 //!   within `maximum_elapsed`; connection failures (nothing answered) within the short
 //!   `connection_elapsed`, so that an endpoint that is down is reported in seconds. Any other
 //!   error is returned at once.
@@ -29,7 +35,7 @@ use std::time::Duration;
 
 use aws_sdk_lambda::config::http::HttpResponse;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
-use dask_serverless_platform::{PlatformError, RetryPolicy};
+use dask_serverless_platform::{LastAccepted, PlatformError, RetryPolicy};
 use tokio::time::Instant;
 
 use crate::error::{Failure, classify, unreachable_advice};
@@ -37,7 +43,9 @@ use crate::error::{Failure, classify, unreachable_advice};
 /// Which time budget of the policy bounds the retries of an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Budget {
-    /// `maximum_elapsed`: throttles, server errors, waits.
+    /// `throttle_patience` without progress, any number of attempts: throttles.
+    Throttle,
+    /// `maximum_elapsed`: server errors, waits.
     Elapsed,
     /// `connection_elapsed`: nothing answered.
     Connection,
@@ -69,6 +77,7 @@ pub(crate) struct Exhausted<E> {
 /// documentation); `what` names the operation in logs.
 pub(crate) async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
+    last_accepted: &LastAccepted,
     what: &str,
     mut attempt: F,
 ) -> Result<T, Exhausted<E>>
@@ -79,26 +88,48 @@ where
 {
     let started = Instant::now();
     let mut attempts = 0;
+    // Time spent throttled consumes no other budget: those count from the last throttle.
+    let mut last_throttle = (started, 0);
     loop {
         attempts += 1;
         let error = match attempt().await {
-            Attempt::Done(Ok(value)) => return Ok(value),
+            Attempt::Done(Ok(value)) => {
+                last_accepted.record();
+                return Ok(value);
+            }
             Attempt::Done(Err(error)) => error,
             Attempt::Again {
                 error,
                 budget,
                 retry_after,
             } => {
-                let budget = match budget {
-                    Budget::Elapsed => policy.maximum_elapsed,
-                    Budget::Connection => policy.connection_elapsed,
-                };
                 let delay = policy.delay(attempts, retry_after);
-                if policy.allows(attempts, started.elapsed(), delay, budget) {
+                let (since, before) = last_throttle;
+                let allowed = match budget {
+                    Budget::Throttle => {
+                        policy.allows_throttled(last_accepted.stalled_since(started), delay)
+                    }
+                    Budget::Elapsed => policy.allows(
+                        attempts - before,
+                        since.elapsed(),
+                        delay,
+                        policy.maximum_elapsed,
+                    ),
+                    Budget::Connection => policy.allows(
+                        attempts - before,
+                        since.elapsed(),
+                        delay,
+                        policy.connection_elapsed,
+                    ),
+                };
+                if allowed {
                     tracing::debug!(
                         "{what}: not yet (attempt {attempts}: {error}); trying again in {delay:?}"
                     );
                     tokio::time::sleep(delay).await;
+                    if budget == Budget::Throttle {
+                        last_throttle = (Instant::now(), attempts);
+                    }
                     continue;
                 }
                 error
@@ -113,9 +144,10 @@ where
 }
 
 /// Runs the SDK call `operation` until it succeeds, fails for good, or the policy's bounds are
-/// reached (see the module documentation).
+/// reached (see the module documentation); successes are recorded in `last_accepted`.
 pub(crate) async fn with_retries<T, E, F, Fut>(
     policy: &RetryPolicy,
+    last_accepted: &LastAccepted,
     what: &str,
     mut operation: F,
 ) -> Result<T, Exhausted<Failure>>
@@ -124,7 +156,7 @@ where
     Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + StdError + 'static,
 {
-    retry(policy, what, || {
+    retry(policy, last_accepted, what, || {
         let call = operation();
         async move {
             let error = match call.await {
@@ -133,7 +165,7 @@ where
             };
             let failure = classify(&error);
             let (budget, retry_after) = match &failure {
-                Failure::Throttled { retry_after, .. } => (Budget::Elapsed, *retry_after),
+                Failure::Throttled { retry_after, .. } => (Budget::Throttle, *retry_after),
                 Failure::Server { .. } => (Budget::Elapsed, None),
                 Failure::Connect { .. } => (Budget::Connection, None),
                 _ => return Attempt::Done(Err(failure)),
@@ -237,7 +269,9 @@ mod tests {
             }
         };
         assert_eq!(
-            retry(&quick(5), "a test", third_time_lucky).await.unwrap(),
+            retry(&quick(5), &LastAccepted::new(), "a test", third_time_lucky)
+                .await
+                .unwrap(),
             "done"
         );
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
@@ -249,11 +283,15 @@ mod tests {
                 retry_after: None,
             }
         };
-        let exhausted = retry(&quick(4), "a test", never).await.unwrap_err();
+        let exhausted = retry(&quick(4), &LastAccepted::new(), "a test", never)
+            .await
+            .unwrap_err();
         assert_eq!((exhausted.error, exhausted.attempts), ("not yet", 4));
 
         let failing = || async { Attempt::<(), _>::Done(Err("for good")) };
-        let exhausted = retry(&quick(4), "a test", failing).await.unwrap_err();
+        let exhausted = retry(&quick(4), &LastAccepted::new(), "a test", failing)
+            .await
+            .unwrap_err();
         assert_eq!((exhausted.error, exhausted.attempts), ("for good", 1));
     }
 
@@ -270,7 +308,9 @@ mod tests {
                 retry_after: None,
             }
         };
-        let exhausted = retry(&policy, "a test", unanswered).await.unwrap_err();
+        let exhausted = retry(&policy, &LastAccepted::new(), "a test", unanswered)
+            .await
+            .unwrap_err();
         assert!(exhausted.attempts > 1);
         // The clock is paused: the time spent is the sum of the delays, none beyond the budget.
         assert!(
@@ -285,9 +325,111 @@ mod tests {
                 retry_after: Some(Duration::from_millis(50)),
             }
         };
-        let exhausted = retry(&quick(2), "a test", hinted).await.unwrap_err();
+        let exhausted = retry(&quick(2), &LastAccepted::new(), "a test", hinted)
+            .await
+            .unwrap_err();
         assert!(exhausted.elapsed >= Duration::from_millis(50));
         assert!(exhausted.elapsed <= Duration::from_millis(54));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttles_have_no_attempt_cap_and_end_after_patience_without_progress() {
+        let policy = RetryPolicy {
+            throttle_patience: Duration::from_secs(5),
+            ..quick(3)
+        };
+        // Forty throttles, far beyond `maximum_attempts`, then success.
+        let attempts = AtomicU32::new(0);
+        let counter = &attempts;
+        let throttled_forty_times = || async move {
+            if counter.fetch_add(1, Ordering::SeqCst) < 40 {
+                Attempt::Again {
+                    error: "throttled",
+                    budget: Budget::Throttle,
+                    retry_after: None,
+                }
+            } else {
+                Attempt::Done(Ok::<_, &str>("accepted"))
+            }
+        };
+        let last_accepted = LastAccepted::new();
+        let answer = retry(&policy, &last_accepted, "a test", throttled_forty_times).await;
+        assert_eq!(answer.unwrap(), "accepted");
+        assert_eq!(attempts.load(Ordering::SeqCst), 41);
+        assert!(
+            last_accepted.instant().is_some(),
+            "the success was recorded"
+        );
+
+        // Throttled for ever: retried until the patience passed without progress...
+        let forever = || async {
+            Attempt::<(), _>::Again {
+                error: "throttled",
+                budget: Budget::Throttle,
+                retry_after: Some(Duration::from_millis(100)),
+            }
+        };
+        let started = Instant::now();
+        let exhausted = retry(&policy, &LastAccepted::new(), "a test", forever)
+            .await
+            .unwrap_err();
+        assert!(exhausted.attempts > 40, "{} attempts", exhausted.attempts);
+        assert!(started.elapsed() <= Duration::from_secs(5));
+        assert!(started.elapsed() >= Duration::from_millis(4800));
+
+        // ...which a clone's accepted requests keep renewing.
+        let shared = LastAccepted::new();
+        let clone = shared.clone();
+        let progressing = async {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                clone.record();
+            }
+        };
+        let started = Instant::now();
+        let (exhausted, ()) = tokio::join!(retry(&policy, &shared, "a test", forever), progressing);
+        assert!(exhausted.is_err());
+        // Ten seconds of progress, then the five of patience.
+        assert!(
+            started.elapsed() >= Duration::from_millis(14_800),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() <= Duration::from_secs(15));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_spent_throttled_leaves_the_other_budgets_whole() {
+        let policy = RetryPolicy {
+            maximum_elapsed: Duration::from_secs(1),
+            ..quick(3)
+        };
+        // Throttled for ten seconds (about twenty attempts, far past the three allowed for
+        // server errors, and far past their second), then two server errors, then success.
+        let server_errors = AtomicU32::new(0);
+        let counter = &server_errors;
+        let started = Instant::now();
+        let sequence = || async move {
+            if started.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Attempt::Again {
+                    error: "throttled",
+                    budget: Budget::Throttle,
+                    retry_after: None,
+                };
+            }
+            if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                return Attempt::Again {
+                    error: "server error",
+                    budget: Budget::Elapsed,
+                    retry_after: None,
+                };
+            }
+            Attempt::Done(Ok::<_, &str>("done"))
+        };
+        let answer = retry(&policy, &LastAccepted::new(), "a test", sequence).await;
+        assert_eq!(answer.map_err(|exhausted| exhausted.error), Ok("done"));
+        assert_eq!(server_errors.load(Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -161,33 +161,65 @@ fn quick_retries(maximum_attempts: u32) -> RetryPolicy {
 }
 
 #[tokio::test]
-async fn throttles_are_retried_then_reported() {
+async fn throttles_are_retried_beyond_any_count_of_attempts_then_reported() {
     let throttled = Answer::error(429, "TooManyRequestsException", "Rate Exceeded.");
     let (script, endpoint) = Scripted::start(
-        vec![throttled.clone(), throttled.clone()],
+        vec![throttled.clone(); 30],
         Answer::new(202, ""),
         Duration::ZERO,
     )
     .await;
     let invoker = LambdaInvoker::new(&config(&endpoint).await).with_retry_policy(quick_retries(5));
     invoker.invoke_event("f", Bytes::from("{}")).await.unwrap();
-    assert_eq!(script.requests(), 3);
+    assert_eq!(script.requests(), 31);
 
+    // Throttled for ever: given up once the patience passed without progress.
     let (script, endpoint) = Scripted::start(Vec::new(), throttled, Duration::ZERO).await;
-    let invoker = LambdaInvoker::new(&config(&endpoint).await).with_retry_policy(quick_retries(4));
+    let patience = Duration::from_millis(300);
+    let policy = RetryPolicy {
+        throttle_patience: patience,
+        ..quick_retries(4)
+    };
+    let invoker = LambdaInvoker::new(&config(&endpoint).await).with_retry_policy(policy);
+    let started = std::time::Instant::now();
     let error = invoker
         .invoke_event("f", Bytes::from("{}"))
         .await
         .unwrap_err();
+    assert!(started.elapsed() >= patience - Duration::from_millis(60));
     let PlatformError::Throttled {
         attempts, message, ..
     } = &error
     else {
         panic!("expected a throttle, got {error:?}");
     };
-    assert_eq!(*attempts, 4);
+    assert!(*attempts > 4, "{attempts} attempts");
     assert_eq!(message, "Rate Exceeded.");
-    assert_eq!(script.requests(), 4);
+    assert_eq!(script.requests(), *attempts as usize);
+}
+
+#[tokio::test]
+async fn a_dropped_invocation_stops_retrying() {
+    let throttled = Answer::error(429, "TooManyRequestsException", "Rate Exceeded.");
+    let (script, endpoint) = Scripted::start(Vec::new(), throttled, Duration::ZERO).await;
+    let invoker = LambdaInvoker::new(&config(&endpoint).await).with_retry_policy(quick_retries(3));
+    let invocation =
+        tokio::spawn(async move { invoker.invoke_event("f", Bytes::from("{}")).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while script.requests() < 10 {
+        assert!(std::time::Instant::now() < deadline, "the retries stopped");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    invocation.abort();
+    assert!(invocation.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after_drop = script.requests();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        script.requests(),
+        after_drop,
+        "requests went on after the drop"
+    );
 }
 
 #[tokio::test]

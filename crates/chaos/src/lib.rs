@@ -12,10 +12,11 @@
 //! | `throttle` | an invocation is refused (429) in a burst, and retried with backoff | the invoker wrapper |
 //! | `store` | a store operation fails transiently (503 SlowDown), and the client retries it | the store wrapper |
 //! | `latency` | a store operation takes `latency_ms` longer (default 200) | the store wrapper |
+//! | `channel` | a result channel send or receive fails transiently (a 500), and the client retries it | the result channel wrapper |
 //!
 //! Each rate is the probability of the fault per opportunity: per invocation for `kill`,
 //! `straggle` and `cold`; per asynchronous invocation for `duplicate` and `throttle`; per store
-//! operation for `store` and `latency`.
+//! operation for `store` and `latency`; per try of a send or receive for `channel`.
 //!
 //! **Replay.** A [`Chaos`] is a spec with a seed. Every decision is a [`Chaos::draw`] from a hash
 //! of the seed and a *stable identity* of the opportunity (the run, the batch, the attempt, the
@@ -52,10 +53,11 @@ pub enum Fault {
     Store,
     Latency,
     Cold,
+    Channel,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::Kill,
         Fault::Duplicate,
         Fault::Throttle,
@@ -63,6 +65,7 @@ impl Fault {
         Fault::Store,
         Fault::Latency,
         Fault::Cold,
+        Fault::Channel,
     ];
 
     /// The fault's name in a spec.
@@ -75,6 +78,7 @@ impl Fault {
             Fault::Store => "store",
             Fault::Latency => "latency",
             Fault::Cold => "cold",
+            Fault::Channel => "channel",
         }
     }
 
@@ -134,6 +138,9 @@ pub struct ChaosSpec {
     pub cold: f64,
     /// The mean cold-start delay, in milliseconds.
     pub cold_ms: u64,
+    /// Absent from specs serialized before the class existed.
+    #[serde(default)]
+    pub channel: f64,
 }
 
 impl Default for ChaosSpec {
@@ -150,6 +157,7 @@ impl Default for ChaosSpec {
             latency_ms: 200,
             cold: 0.0,
             cold_ms: 500,
+            channel: 0.0,
         }
     }
 }
@@ -162,7 +170,7 @@ pub struct ChaosSpecError {
     pub reason: String,
 }
 
-const NAMES: &str = "kill, duplicate, throttle, straggle, store, latency, cold (rates from 0 to 1), \
+const NAMES: &str = "kill, duplicate, throttle, straggle, store, latency, cold, channel (rates from 0 to 1), \
                      slowdown, latency_ms, cold_ms";
 
 impl FromStr for ChaosSpec {
@@ -223,6 +231,7 @@ impl FromStr for ChaosSpec {
                 "store" => spec.store = rate()?,
                 "latency" => spec.latency = rate()?,
                 "cold" => spec.cold = rate()?,
+                "channel" => spec.channel = rate()?,
                 "slowdown" if (1.0..=1000.0).contains(&number) => spec.slowdown = number,
                 "slowdown" => {
                     return Err(error(format!(
@@ -254,6 +263,7 @@ impl fmt::Display for ChaosSpec {
             ("store", self.store),
             ("latency", self.latency),
             ("cold", self.cold),
+            ("channel", self.channel),
         ] {
             if rate > 0.0 {
                 items.push(format!("{name}={rate}"));
@@ -275,7 +285,7 @@ impl fmt::Display for ChaosSpec {
 /// How many faults of each class were injected.
 #[derive(Debug, Default)]
 pub struct ChaosCounters {
-    counts: [AtomicU64; 7],
+    counts: [AtomicU64; 8],
 }
 
 impl ChaosCounters {
@@ -466,9 +476,10 @@ mod tests {
             spec.to_string(),
             "kill=0.05,duplicate=0.05,throttle=0.2,straggle=0.01"
         );
-        let full: ChaosSpec = " store=0.1, latency=0.2,latency_ms=50,cold=1,cold_ms=30,slowdown=3 "
-            .parse()
-            .unwrap();
+        let full: ChaosSpec =
+            " store=0.1, latency=0.2,latency_ms=50,cold=1,cold_ms=30,slowdown=3,channel=0.3 "
+                .parse()
+                .unwrap();
         assert_eq!(full.to_string().parse::<ChaosSpec>().unwrap(), full);
         assert_eq!("".parse::<ChaosSpec>().unwrap(), ChaosSpec::default());
     }

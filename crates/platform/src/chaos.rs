@@ -1,7 +1,7 @@
-//! [`ChaosInvoker`]: any invoker, with throttles in bursts and duplicate deliveries (a testing
-//! aid).
+//! Fault injection around the platform traits (a testing aid): [`ChaosInvoker`] throttles and
+//! duplicates invocations, [`ChaosResultChannel`] makes sends and receives fail transiently.
 //!
-//! What the wrapper plays (rates from a [`ChaosSpec`](dask_serverless_chaos::ChaosSpec)):
+//! What [`ChaosInvoker`] plays (rates from a [`ChaosSpec`](dask_serverless_chaos::ChaosSpec)):
 //!
 //! * **Throttles.** A `throttle` fraction of invocations is refused with a 429 at its first try;
 //!   a refused try is followed by another refusal with probability one half or the rate,
@@ -16,6 +16,15 @@
 //! batch and the attempt), how many times this wrapper invoked that payload before, and the
 //! try: the same work replays the same faults. Backoff delays are jittered from the thread's
 //! generator, as in production: they change timings, never decisions.
+//!
+//! What [`ChaosResultChannel`] plays: a `channel` fraction of the tries of a send or a receive
+//! fails transiently (SQS's 500 `InternalError`) before reaching the channel, so a failed try
+//! loses and sends nothing. The wrapper stands for the channel *and its client's retries* (the
+//! backends retry server errors): a failed try waits a backoff ([`RetryPolicy::delay`]) and
+//! tries again, up to the policy's `maximum_attempts` tries, and only an operation whose every
+//! try failed reaches the caller, as [`PlatformError::Unavailable`]. Decisions draw from the
+//! seed, the operation (`send` or `receive`), how many of them this wrapper made before, and
+//! the try.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +34,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dask_serverless_chaos::{Chaos, Fault};
 
-use crate::{Invoker, PlatformError, RetryPolicy};
+use crate::{Invoker, PlatformError, ResultChannel, RetryPolicy};
 
 /// An invoker whose invocations are throttled in bursts and delivered twice now and then.
 #[derive(Debug)]
@@ -137,6 +146,91 @@ impl<I: Invoker + ?Sized + 'static> Invoker for ChaosInvoker<I> {
     }
 }
 
+/// A result channel whose sends and receives fail transiently now and then (see the module
+/// documentation).
+#[derive(Debug)]
+pub struct ChaosResultChannel<C: ?Sized> {
+    chaos: Chaos,
+    retry: RetryPolicy,
+    occurrences: Mutex<HashMap<&'static str, u64>>,
+    inner: Arc<C>,
+}
+
+impl<C: ResultChannel + ?Sized> ChaosResultChannel<C> {
+    pub fn new(inner: Arc<C>, chaos: Chaos) -> Self {
+        ChaosResultChannel {
+            chaos,
+            retry: RetryPolicy::default(),
+            occurrences: Mutex::default(),
+            inner,
+        }
+    }
+
+    /// This wrapper with its own tries and backoff.
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn chaos(&self) -> &Chaos {
+        &self.chaos
+    }
+
+    /// Plays the failed tries of one operation: `Ok` once a try passes.
+    async fn before(&self, operation: &'static str) -> Result<(), PlatformError> {
+        let rate = self.chaos.spec().channel;
+        if rate == 0.0 {
+            return Ok(());
+        }
+        let occurrence = {
+            let mut occurrences = self
+                .occurrences
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let count = occurrences.entry(operation).or_default();
+            *count += 1;
+            count.to_string()
+        };
+        let tries = self.retry.maximum_attempts.max(1);
+        for attempt in 1..=tries {
+            let attempt_text = attempt.to_string();
+            let identity = [
+                operation,
+                occurrence.as_str(),
+                "channel",
+                attempt_text.as_str(),
+            ];
+            if !self.chaos.happens(rate, &identity) {
+                return Ok(());
+            }
+            self.chaos
+                .record(Fault::Channel, &format!("{operation} try {attempt}"));
+            if attempt < tries {
+                tokio::time::sleep(self.retry.delay(attempt, None)).await;
+            }
+        }
+        Err(PlatformError::Unavailable {
+            endpoint: "the result channel".to_string(),
+            message: format!(
+                "HTTP 500 InternalError (injected): the {operation} failed on each of {tries} tries"
+            ),
+        })
+    }
+}
+
+#[async_trait]
+impl<C: ResultChannel + ?Sized> ResultChannel for ChaosResultChannel<C> {
+    async fn send(&self, messages: Vec<Bytes>) -> Result<(), PlatformError> {
+        self.before("send").await?;
+        self.inner.send(messages).await
+    }
+
+    async fn receive(&self, max_wait: Duration) -> Result<Vec<Bytes>, PlatformError> {
+        self.before("receive").await?;
+        self.inner.receive(max_wait).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,6 +299,67 @@ mod tests {
         let events = inner.events.lock().unwrap();
         let distinct: std::collections::BTreeSet<&Bytes> = events.iter().collect();
         assert_eq!(distinct.len(), 200);
+    }
+
+    /// Keeps what is sent, and counts the tries that reach it.
+    #[derive(Debug, Default)]
+    struct RecordingChannel {
+        messages: Mutex<Vec<Bytes>>,
+        tries: AtomicU64,
+    }
+
+    #[async_trait]
+    impl ResultChannel for RecordingChannel {
+        async fn send(&self, messages: Vec<Bytes>) -> Result<(), PlatformError> {
+            self.tries.fetch_add(1, Ordering::Relaxed);
+            self.messages.lock().unwrap().extend(messages);
+            Ok(())
+        }
+
+        async fn receive(&self, _: Duration) -> Result<Vec<Bytes>, PlatformError> {
+            self.tries.fetch_add(1, Ordering::Relaxed);
+            Ok(std::mem::take(&mut *self.messages.lock().unwrap()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn channel_failures_are_retried_and_lose_nothing() {
+        let inner = Arc::new(RecordingChannel::default());
+        let channel = ChaosResultChannel::new(
+            Arc::clone(&inner),
+            Chaos::parse("channel=0.5;seed=3").unwrap(),
+        );
+        let started = tokio::time::Instant::now();
+        for index in 0..100 {
+            let message = Bytes::from(format!("message {index}"));
+            channel.send(vec![message]).await.unwrap();
+        }
+        let received = channel.receive(Duration::ZERO).await.unwrap();
+        assert_eq!(received.len(), 100, "every message, once");
+        // Failed tries never reach the channel: one try of each operation does.
+        assert_eq!(inner.tries.load(Ordering::Relaxed), 101);
+        let failures = channel.chaos().counters().get(Fault::Channel);
+        assert!((60..160).contains(&failures), "{failures} failed tries");
+        assert!(started.elapsed() > Duration::from_secs(1), "no backoff");
+
+        // Past the policy's tries, the failure reaches the caller, and nothing was sent.
+        let inner = Arc::new(RecordingChannel::default());
+        let channel =
+            ChaosResultChannel::new(Arc::clone(&inner), Chaos::parse("channel=1").unwrap())
+                .with_retry_policy(RetryPolicy {
+                    maximum_attempts: 3,
+                    ..RetryPolicy::default()
+                });
+        let error = channel
+            .send(vec![Bytes::from_static(b"lost")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, PlatformError::Unavailable { message, .. } if message.contains("each of 3 tries")),
+            "{error:?}"
+        );
+        assert_eq!(inner.tries.load(Ordering::Relaxed), 0);
+        assert_eq!(channel.chaos().counters().get(Fault::Channel), 3);
     }
 
     #[tokio::test(start_paused = true)]

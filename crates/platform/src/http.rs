@@ -1,13 +1,18 @@
 //! The HTTP exchange shared by the local backends: one POST, retried by the [`RetryPolicy`], and
 //! AWS error answers decoded into their type and message.
+//!
+//! Every successful answer is recorded in the client's [`LastAccepted`] (shared by its
+//! clones): the progress that keeps a throttled request of the same client retrying.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
-use crate::{PlatformError, RetryPolicy};
+use crate::{LastAccepted, PlatformError, RetryPolicy};
 
 /// How long a connection may take to open; local platforms answer at once.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -17,6 +22,7 @@ pub(crate) struct HttpClient {
     client: reqwest::Client,
     pub(crate) endpoint: String,
     pub(crate) retry: RetryPolicy,
+    pub(crate) last_accepted: LastAccepted,
 }
 
 /// A complete HTTP answer.
@@ -77,11 +83,13 @@ impl HttpClient {
             client,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             retry: RetryPolicy::default(),
+            last_accepted: LastAccepted::new(),
         }
     }
 
-    /// POSTs `body` to `path`, retrying throttles and connection failures. A throttle that
-    /// outlasts the retries is [`PlatformError::Throttled`]; any other answer is returned.
+    /// POSTs `body` to `path`, retrying throttles (while the client makes progress) and
+    /// connection failures (briefly). A throttle that outlasts the retries is
+    /// [`PlatformError::Throttled`]; any other answer is returned.
     pub(crate) async fn post(
         &self,
         what: &str,
@@ -92,6 +100,8 @@ impl HttpClient {
         let url = format!("{}{path}", self.endpoint);
         let started = Instant::now();
         let mut attempt = 0;
+        // Time spent throttled consumes no connection budget: it counts from the last throttle.
+        let mut last_throttle = (started, 0);
         loop {
             attempt += 1;
             let mut request = self.client.post(&url).body(body.clone());
@@ -112,6 +122,9 @@ impl HttpClient {
                         body,
                     };
                     if status != StatusCode::TOO_MANY_REQUESTS {
+                        if status.is_success() {
+                            self.last_accepted.record();
+                        }
                         return Ok(answer);
                     }
                     let retry_after = answer
@@ -121,12 +134,8 @@ impl HttpClient {
                         .and_then(|value| value.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
                     let delay = self.retry.delay(attempt, retry_after);
-                    if !self.retry.allows(
-                        attempt,
-                        started.elapsed(),
-                        delay,
-                        self.retry.maximum_elapsed,
-                    ) {
+                    let stalled = self.last_accepted.stalled_since(started);
+                    if !self.retry.allows_throttled(stalled, delay) {
                         return Err(PlatformError::Throttled {
                             what: what.to_string(),
                             attempts: attempt,
@@ -136,6 +145,7 @@ impl HttpClient {
                     }
                     tracing::debug!("{what} throttled (attempt {attempt}); retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
+                    last_throttle = (Instant::now(), attempt);
                     continue;
                 }
                 Err(error) => error,
@@ -144,9 +154,10 @@ impl HttpClient {
                 return Err(self.failure(what, started, &error));
             }
             let delay = self.retry.delay(attempt, None);
+            let (since, before) = last_throttle;
             if !self.retry.allows(
-                attempt,
-                started.elapsed(),
+                attempt - before,
+                since.elapsed(),
                 delay,
                 self.retry.connection_elapsed,
             ) {

@@ -11,7 +11,10 @@ use crate::{
 
 /// Invokes functions through the Lambda Invoke API at an HTTP endpoint
 /// (`POST /2015-03-31/functions/{name}/invocations`). Throttles (429) and connection failures are
-/// retried by its [`RetryPolicy`].
+/// retried by its [`RetryPolicy`]; clones share the record of progress that keeps throttled
+/// invocations retrying (see [`LastAccepted`](crate::LastAccepted)). A payload over Lambda's
+/// limit ([`ASYNCHRONOUS_PAYLOAD_LIMIT`], [`SYNCHRONOUS_PAYLOAD_LIMIT`]) is refused before any
+/// request.
 #[derive(Debug, Clone)]
 pub struct LocalInvoker {
     http: HttpClient,
@@ -41,6 +44,14 @@ impl LocalInvoker {
         invocation_type: &str,
     ) -> Result<Answer, PlatformError> {
         let size = payload.len();
+        let limit = if invocation_type == "Event" {
+            ASYNCHRONOUS_PAYLOAD_LIMIT
+        } else {
+            SYNCHRONOUS_PAYLOAD_LIMIT
+        };
+        if size > limit {
+            return Err(PlatformError::PayloadTooLarge { size, limit });
+        }
         let what = format!("invocation of function '{function}'");
         let answer = self
             .http
@@ -65,14 +76,7 @@ impl LocalInvoker {
                 }
             }
             (StatusCode::PAYLOAD_TOO_LARGE, _) | (_, "RequestEntityTooLargeException") => {
-                PlatformError::PayloadTooLarge {
-                    size,
-                    limit: if invocation_type == "Event" {
-                        ASYNCHRONOUS_PAYLOAD_LIMIT
-                    } else {
-                        SYNCHRONOUS_PAYLOAD_LIMIT
-                    },
-                }
+                PlatformError::PayloadTooLarge { size, limit }
             }
             (status, _) if status.is_server_error() => PlatformError::Unavailable {
                 endpoint: self.http.endpoint.clone(),

@@ -12,11 +12,21 @@
 //! also talk to anything that speaks them: [`LocalInvoker`] (the Lambda Invoke API) and
 //! [`LocalQueue`] (a subset of the SQS JSON protocol).
 //!
-//! [`ChaosInvoker`] wraps any invoker with throttles and duplicate deliveries, for testing;
-//! the spec of such faults ([`ChaosSpec`], [`Chaos`]) is re-exported from
-//! `dask-serverless-chaos`.
+//! [`ChaosInvoker`] wraps any invoker with throttles and duplicate deliveries, and
+//! [`ChaosResultChannel`] any result channel with transient failures, for testing; the spec of
+//! such faults ([`ChaosSpec`], [`Chaos`]) is re-exported from `dask-serverless-chaos`.
+//!
+//! Retries follow one [`RetryPolicy`]: throttles are retried with capped, jittered exponential
+//! backoff and no cap on attempts while the client makes progress (see the `retry` module's
+//! documentation, and `docs/reliability.md`, "Throttling").
+//!
+//! Every backend passes the conformance suite (the `conformance` module, behind the
+//! `conformance` feature): this crate's tests run it against the local platform, the AWS
+//! backend's against MiniStack, each also under chaos.
 
 pub mod chaos;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod http;
 mod invoker;
@@ -29,12 +39,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use chaos::ChaosInvoker;
+pub use chaos::{ChaosInvoker, ChaosResultChannel};
 pub use dask_serverless_chaos::{Chaos, ChaosSpec, ChaosSpecError, Fault, KillPoint};
 pub use error::PlatformError;
 pub use invoker::LocalInvoker;
 pub use queue::{BATCH_LIMIT, LocalQueue, message_batches, message_texts};
-pub use retry::RetryPolicy;
+pub use retry::{LastAccepted, RetryPolicy};
 
 /// Largest payload of a synchronous invocation, and of its response (Lambda's limit).
 pub const SYNCHRONOUS_PAYLOAD_LIMIT: usize = 6_291_456;

@@ -1,29 +1,61 @@
 //! When and how long to wait before trying a request again.
 //!
-//! Two things are retried: throttles (HTTP 429) and connection failures (the request never
-//! reached the server, so repeating it cannot run anything twice). Delays grow exponentially with
-//! full jitter (a uniform draw between zero and `initial_backoff * 2^attempt`, capped at
-//! `maximum_backoff`), so that many throttled callers spread out; a `Retry-After` from the server
-//! is added to the drawn delay, so it is honoured as a minimum. Both kinds are bounded in attempts
-//! and in total time; connection failures get a short budget, so a local platform that is not running
-//! is reported within a couple of seconds.
+//! Three things are retried, each with its own bound:
+//!
+//! * **Throttles** (HTTP 429, `TooManyRequestsException`): the platform is short of capacity
+//!   (its request rate, or its concurrency while functions run). They are retried with no cap on
+//!   attempts, as long as the run makes progress: the invocation gives up, with
+//!   [`PlatformError::Throttled`](crate::PlatformError::Throttled), only once
+//!   [`RetryPolicy::throttle_patience`] (15 minutes by default) passed *without progress*, that
+//!   is without any request through the same client, or any of its clones, being accepted since
+//!   the later of the throttled request's first attempt and the last accepted request (a
+//!   [`LastAccepted`], shared by the clones). Fifteen minutes is Lambda's longest function run:
+//!   capacity held by running functions frees within it, so a platform that accepted nothing
+//!   for that long will not free any by itself (a reserved concurrency of zero, an account limit
+//!   held by another workload), and saying so beats waiting forever.
+//! * **Connection failures** (the request never reached the server, so repeating it cannot run
+//!   anything twice): a short budget of attempts and time (`connection_elapsed`, 1.5 s), so that
+//!   a platform that is not running is reported within a couple of seconds.
+//! * **Server errors**, where a backend retries them (the AWS backend does, the local platform's
+//!   client does not: its server errors mean it is shutting down): `maximum_attempts` and
+//!   `maximum_elapsed`.
+//!
+//! Time and attempts spent throttled count against no other budget: after a throttle, the
+//! budgets of connection failures and server errors start afresh.
+//!
+//! Nothing retries after its caller lost interest: the retries are the loop of the invoking
+//! future, so dropping the future (a run that ended, a function that timed out) stops them at
+//! once — no request leaves after the drop.
+//!
+//! Delays grow exponentially with full jitter (a uniform draw between zero and
+//! `initial_backoff * 2^attempt`, capped at `maximum_backoff`), so that many throttled callers
+//! spread out; a `Retry-After` from the server is added to the drawn delay, so it is honoured as
+//! a minimum.
 //!
 //! The jitter is drawn from the thread's generator, unless the policy has a `jitter_seed`: then
 //! the delay of each attempt is a fixed draw of a generator seeded with it, so that a test (or a
 //! replay) gets the same delays on every run. A seed is for tests: callers sharing a seeded policy
 //! all wait alike, which is what jitter is there to avoid.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// Bounds and pace of retries.
+use tokio::time::Instant;
+
+/// Bounds and pace of retries (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Most attempts of one request, the first included.
+    /// Most attempts of one request, the first included, for connection failures and server
+    /// errors (throttles have no cap on attempts).
     pub maximum_attempts: u32,
     pub initial_backoff: Duration,
     pub maximum_backoff: Duration,
-    /// No retry starts after this much time since the first attempt.
+    /// For server errors: no retry starts after this much time since the first attempt.
     pub maximum_elapsed: Duration,
+    /// For throttles: no retry starts once this much time passed without progress (no request
+    /// of the client or its clones accepted since the later of the first attempt and the last
+    /// accepted request; see [`LastAccepted`]).
+    pub throttle_patience: Duration,
     /// Time budget for retrying connection failures.
     pub connection_elapsed: Duration,
     /// Seed of the jitter: `None` (the default) draws from the thread's generator; a seed makes
@@ -38,6 +70,7 @@ impl Default for RetryPolicy {
             initial_backoff: Duration::from_millis(50),
             maximum_backoff: Duration::from_secs(2),
             maximum_elapsed: Duration::from_secs(60),
+            throttle_patience: Duration::from_secs(15 * 60),
             connection_elapsed: Duration::from_millis(1500),
             jitter_seed: None,
         }
@@ -49,6 +82,7 @@ impl RetryPolicy {
     pub fn never() -> Self {
         Self {
             maximum_attempts: 1,
+            throttle_patience: Duration::ZERO,
             ..Self::default()
         }
     }
@@ -96,6 +130,46 @@ impl RetryPolicy {
     ) -> bool {
         attempt < self.maximum_attempts && elapsed + delay <= budget
     }
+
+    /// Whether a throttled request may try again after the coming `delay`, when `stalled` has
+    /// passed without progress (see [`LastAccepted::stalled_since`]): attempts do not count.
+    pub fn allows_throttled(&self, stalled: Duration, delay: Duration) -> bool {
+        stalled + delay <= self.throttle_patience
+    }
+}
+
+/// When a request through a client, or through any of its clones, was last accepted by the
+/// platform: the progress that keeps throttled requests retrying (see the module
+/// documentation). Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct LastAccepted {
+    instant: Arc<Mutex<Option<Instant>>>,
+}
+
+impl LastAccepted {
+    /// Nothing accepted yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A request was accepted now.
+    pub fn record(&self) {
+        *self.instant.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// The instant of the last accepted request, if any.
+    pub fn instant(&self) -> Option<Instant> {
+        *self.instant.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long a request whose first attempt was at `started` has waited without progress:
+    /// the time since the later of `started` and the last accepted request.
+    pub fn stalled_since(&self, started: Instant) -> Duration {
+        let since = self
+            .instant()
+            .map_or(started, |accepted| accepted.max(started));
+        since.elapsed()
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +210,35 @@ mod tests {
             policy.maximum_elapsed
         ));
         assert!(!RetryPolicy::never().allows(1, Duration::ZERO, Duration::ZERO, Duration::MAX));
+    }
+
+    #[test]
+    fn throttles_are_bounded_by_time_without_progress_only() {
+        let policy = RetryPolicy::default();
+        // However many attempts were made, a throttle is retried while progress is recent.
+        assert!(policy.allows_throttled(Duration::from_secs(14 * 60), policy.maximum_backoff));
+        assert!(!policy.allows_throttled(Duration::from_secs(15 * 60), Duration::from_millis(1)));
+        assert!(!RetryPolicy::never().allows_throttled(Duration::ZERO, Duration::from_millis(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_accepted_request_is_shared_by_clones_and_restarts_the_stall() {
+        let last_accepted = LastAccepted::new();
+        let clone = last_accepted.clone();
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // Nothing accepted: the stall counts from the request's first attempt.
+        assert_eq!(
+            last_accepted.stalled_since(started),
+            Duration::from_secs(10)
+        );
+        clone.record();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(last_accepted.stalled_since(started), Duration::from_secs(3));
+        // A request that started after the last acceptance counts from its own start.
+        let later = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(clone.stalled_since(later), Duration::from_secs(1));
     }
 
     #[test]

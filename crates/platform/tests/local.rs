@@ -63,6 +63,7 @@ async fn scripted_server(script: Vec<Scripted>) -> ScriptedServer {
 
 const THROTTLED: &str = r#"{"Type":"User","message":"Rate Exceeded."}"#;
 
+/// Connection failures keep their short budget (1.5 s), whatever the patience for throttles.
 #[tokio::test]
 async fn connection_refused_fails_fast_with_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -121,30 +122,153 @@ async fn throttles_are_retried_honouring_retry_after() {
     }
 }
 
-#[tokio::test]
-async fn persistent_throttling_ends_with_throttled() {
-    let server = scripted_server(vec![(429, Some(0), THROTTLED)]).await;
-    let policy = RetryPolicy {
-        maximum_attempts: 4,
+/// Quick backoff (1 to 10 ms), with the default bounds otherwise.
+fn quick_backoff() -> RetryPolicy {
+    RetryPolicy {
         initial_backoff: Duration::from_millis(1),
+        maximum_backoff: Duration::from_millis(10),
         ..RetryPolicy::default()
     }
-    .with_jitter_seed(4);
-    let error = LocalInvoker::new(&server.endpoint)
+    .with_jitter_seed(4)
+}
+
+#[tokio::test]
+async fn throttles_are_retried_beyond_any_count_of_attempts() {
+    let mut script = vec![(429, None, THROTTLED); 30];
+    script.push((202, None, ""));
+    let server = scripted_server(script).await;
+    let policy = quick_backoff();
+    assert!(policy.maximum_attempts < 30, "the test needs a smaller cap");
+    LocalInvoker::new(&server.endpoint)
         .with_retry_policy(policy)
         .invoke_event("function", Bytes::from_static(b"{}"))
         .await
+        .unwrap();
+    assert_eq!(server.arrivals.lock().unwrap().len(), 31);
+}
+
+#[tokio::test]
+async fn a_dropped_invocation_stops_retrying() {
+    let server = scripted_server(vec![(429, None, THROTTLED)]).await;
+    let invoker = LocalInvoker::new(&server.endpoint).with_retry_policy(quick_backoff());
+    let invocation = tokio::spawn(async move {
+        invoker
+            .invoke_event("function", Bytes::from_static(b"{}"))
+            .await
+    });
+    let arrivals = || server.arrivals.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while arrivals() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the throttled invocation stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    invocation.abort();
+    assert!(invocation.await.unwrap_err().is_cancelled());
+    // A request already on its way may still land; none may leave after that.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after_drop = arrivals();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(arrivals(), after_drop, "requests went on after the drop");
+}
+
+/// A server throttling every invocation of the function `busy` and accepting the others'.
+async fn busy_server() -> (String, Arc<Mutex<u64>>) {
+    let busy_requests = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&busy_requests);
+    let router = Router::new().route(
+        "/2015-03-31/functions/{function}/invocations",
+        axum::routing::post(
+            move |axum::extract::Path(function): axum::extract::Path<String>| {
+                let counted = Arc::clone(&counted);
+                async move {
+                    if function != "busy" {
+                        return StatusCode::ACCEPTED.into_response();
+                    }
+                    *counted.lock().unwrap() += 1;
+                    let mut response: Response =
+                        (StatusCode::TOO_MANY_REQUESTS, THROTTLED).into_response();
+                    response.headers_mut().insert(
+                        "x-amzn-ErrorType",
+                        HeaderValue::from_static("TooManyRequestsException"),
+                    );
+                    response
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (endpoint, busy_requests)
+}
+
+#[tokio::test]
+async fn throttles_end_only_after_the_patience_passed_without_progress() {
+    let (endpoint, busy_requests) = busy_server().await;
+    let patience = Duration::from_millis(500);
+    let policy = RetryPolicy {
+        throttle_patience: patience,
+        ..quick_backoff()
+    };
+
+    // Nothing accepted: the invocation gives up after the patience, however many attempts.
+    let invoker = LocalInvoker::new(&endpoint).with_retry_policy(policy.clone());
+    let started = Instant::now();
+    let error = invoker
+        .invoke_event("busy", Bytes::from_static(b"{}"))
+        .await
         .unwrap_err();
+    let waited = started.elapsed();
     let PlatformError::Throttled {
         attempts, message, ..
     } = &error
     else {
         panic!("{error:?}");
     };
-    assert_eq!(*attempts, 4);
     assert_eq!(message, "Rate Exceeded.");
-    assert_eq!(server.arrivals.lock().unwrap().len(), 4);
+    assert!(*attempts > policy.maximum_attempts, "{attempts} attempts");
+    assert_eq!(u64::from(*attempts), *busy_requests.lock().unwrap());
+    assert!(waited >= patience - Duration::from_millis(20), "{waited:?}");
+    assert!(waited < patience + Duration::from_secs(1), "{waited:?}");
 
+    // A clone's accepted invocations are progress: the throttled one waits them out, then
+    // its patience.
+    let invoker = LocalInvoker::new(&endpoint).with_retry_policy(policy);
+    let clone = invoker.clone();
+    let progress = Duration::from_millis(1500);
+    let started = Instant::now();
+    let (throttled, ()) = tokio::join!(
+        invoker.invoke_event("busy", Bytes::from_static(b"{}")),
+        async {
+            while started.elapsed() < progress {
+                clone
+                    .invoke_event("free", Bytes::from_static(b"{}"))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    );
+    let waited = started.elapsed();
+    assert!(
+        matches!(throttled, Err(PlatformError::Throttled { .. })),
+        "{throttled:?}"
+    );
+    assert!(
+        waited >= progress + patience - Duration::from_millis(150),
+        "gave up after {waited:?}, while a clone made progress"
+    );
+    assert!(
+        waited < progress + patience + Duration::from_secs(1),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_retries_means_one_attempt() {
     let never = scripted_server(vec![(429, None, THROTTLED)]).await;
     let error = LocalInvoker::new(&never.endpoint)
         .with_retry_policy(RetryPolicy::never())
@@ -155,6 +279,36 @@ async fn persistent_throttling_ends_with_throttled() {
         matches!(error, PlatformError::Throttled { attempts: 1, .. }),
         "{error:?}"
     );
+    assert_eq!(never.arrivals.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn payloads_over_the_limits_are_refused_without_a_request() {
+    let server = scripted_server(vec![(202, None, "")]).await;
+    let invoker = LocalInvoker::new(&server.endpoint);
+    let error = invoker
+        .invoke_event("function", Bytes::from(vec![b' '; 1_048_577]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        PlatformError::PayloadTooLarge {
+            size: 1_048_577,
+            limit: 1_048_576
+        }
+    );
+    let error = invoker
+        .invoke_request_response("function", Bytes::from(vec![b' '; 6_291_457]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        PlatformError::PayloadTooLarge {
+            size: 6_291_457,
+            limit: 6_291_456
+        }
+    );
+    assert!(server.arrivals.lock().unwrap().is_empty(), "a request left");
 }
 
 #[tokio::test]

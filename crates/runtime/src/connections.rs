@@ -10,9 +10,9 @@
 //! Connections are cached per process: a warm function reuses them across invocations.
 //!
 //! A run that carries a chaos setting ([`RunContext::chaos`], or else the process's
-//! `DASK_SERVERLESS_CHAOS`) gets its store wrapped in a [`ChaosStore`] and its invoker in a
-//! [`ChaosInvoker`], on the client as in its functions: faults for testing (see
-//! `docs/reliability.md`, "The chaos suite").
+//! `DASK_SERVERLESS_CHAOS`) gets its store wrapped in a [`ChaosStore`], its invoker in a
+//! [`ChaosInvoker`] and its result channel in a [`ChaosResultChannel`], on the client as in its
+//! functions: faults for testing (see `docs/reliability.md`, "The chaos suite").
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use dask_serverless_core::{PlatformAddress, RunContext};
 use dask_serverless_platform::{
-    Chaos, ChaosInvoker, Invoker, LocalInvoker, LocalQueue, ResultChannel,
+    Chaos, ChaosInvoker, ChaosResultChannel, Invoker, LocalInvoker, LocalQueue, ResultChannel,
 };
 use dask_serverless_store::{ChaosStore, SharedMemoryStore, Store};
 
@@ -133,15 +133,16 @@ impl Connections {
         Ok(connections.with_chaos(chaos_of(context)?.map(|chaos| chaos.scoped(party))))
     }
 
-    /// These connections with `chaos`'s faults injected into the store and the invoker.
+    /// These connections with `chaos`'s faults injected into the store, the invoker and the
+    /// result channel.
     pub fn with_chaos(self, chaos: Option<Chaos>) -> Connections {
         let Some(chaos) = chaos else {
             return self;
         };
         Connections {
             store: Arc::new(ChaosStore::new(self.store, chaos.clone())),
-            invoker: Arc::new(ChaosInvoker::new(self.invoker, chaos)),
-            channel: self.channel,
+            invoker: Arc::new(ChaosInvoker::new(self.invoker, chaos.clone())),
+            channel: Arc::new(ChaosResultChannel::new(self.channel, chaos)),
         }
     }
 }
