@@ -131,3 +131,27 @@ def test_lambda_cluster_under_kills_and_duplicates_equals_sync_and_leaves_nothin
     assert in_functions["duplicate"] > 0, f"no duplicate by a function: {dict(in_functions)}"
     assert in_client["duplicate"] > 0, f"no duplicate by the client: {dict(in_client)}"
     assert in_client["kill"] == 0, dict(in_client)
+
+
+@pytest.mark.timeout(240)
+def test_the_client_outlasts_store_failures_that_outlast_the_backend_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a failure rate of 25%, one store operation in 256 fails on each of the backend's four
+    tries: about one compute in five would fail in the client. A function's failure is redone
+    by the client; the client's own operations (uploads, the lease, fetching results, deleting
+    the run) are tried again for up to a minute, so that no compute fails whose tasks all
+    ran."""
+    log = tmp_path / "faults"
+    monkeypatch.setenv("DASK_SERVERLESS_CHAOS_LOG", str(log))
+    with LocalCluster(
+        max_concurrency=2, batches_per_function=2, timeout_s=60, chaos="store=0.25", chaos_seed=5
+    ) as cluster:
+        for seed in range(8):
+            collection = random_graph(seed)
+            expected = dask.compute(collection, scheduler="sync")[0]
+            actual = dask.compute(collection, scheduler=cluster.get)[0]
+            check = compare(expected, actual)
+            assert not check.failed, check
+        assert cluster._store.list("") == []
+    assert _injected(log)["store"] > 50, dict(_injected(log))

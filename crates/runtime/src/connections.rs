@@ -22,7 +22,7 @@ use dask_serverless_core::{PlatformAddress, RunContext};
 use dask_serverless_platform::{
     Chaos, ChaosInvoker, ChaosResultChannel, Invoker, LocalInvoker, LocalQueue, ResultChannel,
 };
-use dask_serverless_store::{ChaosStore, SharedMemoryStore, Store};
+use dask_serverless_store::{ChaosStore, PatientStore, SharedMemoryStore, Store};
 
 use crate::RuntimeError;
 
@@ -98,8 +98,12 @@ pub struct Connections {
 impl Connections {
     /// Opens (or reuses, within this process) the connections a run context names, for the
     /// client.
+    /// The client's store is patient (see [`PatientStore`]): the client has nobody to redo its
+    /// work, so a transient store failure is tried again for longer than in a function.
     pub async fn for_context(context: &RunContext) -> Result<Connections, RuntimeError> {
-        Self::for_party(context, "client").await
+        let mut connections = Self::for_party(context, "client").await?;
+        connections.store = Arc::new(PatientStore::new(connections.store));
+        Ok(connections)
     }
 
     /// The connections of one party of a run: the client, or an invocation (`party` names it:

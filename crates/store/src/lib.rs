@@ -44,6 +44,7 @@ mod error;
 pub mod frame;
 mod key;
 mod memory;
+mod patient;
 mod payload;
 #[cfg(feature = "redis")]
 mod redis_store;
@@ -58,6 +59,7 @@ pub use chaos::ChaosStore;
 pub use error::StoreError;
 pub use key::{MAX_KEY_LENGTH, MAX_MEMBER_LENGTH, MAX_SEGMENT_LENGTH, validate_key};
 pub use memory::MemoryStore;
+pub use patient::{PATIENCE, PatientStore};
 pub use payload::Payload;
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisOptions, RedisStore};
