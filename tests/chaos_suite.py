@@ -32,7 +32,8 @@ import dask
 from dask import delayed
 
 from dask_serverless import LocalCluster
-from dask_serverless.bench import build_demo, build_gemm, build_transpose_add, compare
+from dask_serverless.benchmark.checking import compare
+from dask_serverless.benchmark.workloads import build_demo, build_gemm, build_transpose_add
 
 #: Each fault class alone at the rate of the goal, and all together.
 CLASSES: list[tuple[str, str]] = [

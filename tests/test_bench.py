@@ -11,13 +11,10 @@ import numpy as np
 import pytest
 
 from dask_serverless import LocalCluster
-from dask_serverless.bench import (
-    CSV_COLUMNS,
-    compare,
-    evaluate_targets,
-    synthetic_dependencies,
-    target,
-)
+from dask_serverless.benchmark.checking import compare
+from dask_serverless.benchmark.report import CSV_COLUMNS
+from dask_serverless.benchmark.targets import evaluate_targets, target
+from dask_serverless.benchmark.workloads import synthetic_dependencies
 
 
 def read_rows(path) -> list[dict]:
