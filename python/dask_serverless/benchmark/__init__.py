@@ -44,16 +44,27 @@ The modules
 Each depends only on those above it:
 
 * :mod:`~dask_serverless.benchmark.workloads`: the catalogue (``Workload``, ``Built``, the
-  builders, ``WORKLOADS``) and the synthetic graph of the engine alone;
+  builders, ``WORKLOADS``, ``workload(name)``) and the synthetic graph of the engine alone;
 * :mod:`~dask_serverless.benchmark.checking`: a result against the reference (``compare``,
   ``Check``, ``worst``);
 * :mod:`~dask_serverless.benchmark.formatting`: numbers as text, ``-`` when not measured;
-* :mod:`~dask_serverless.benchmark.measuring`: one compute timed, a workload's runs on every
-  scheduler (``measure_workload``), the schedulers started once (``open_schedulers``), the
-  results;
+* :mod:`~dask_serverless.benchmark.measuring`: one compute timed (``measure_run``, a
+  ``RunResult`` with ``as_row()``), a workload's runs on every scheduler (``measure_workload``),
+  the schedulers started once (``open_schedulers``), the results;
 * :mod:`~dask_serverless.benchmark.engine`: the engine alone (``measure_engine``), the only
   module that uses private modules of dask-serverless;
 * :mod:`~dask_serverless.benchmark.targets`: the targets, PASS or MISS;
 * :mod:`~dask_serverless.benchmark.report`: tables, CSV, Markdown, the machine;
 * :mod:`~dask_serverless.benchmark.cli`: options and ``main``.
+
+Code that runs other experiments on the same workloads (memory sizes, concurrency limits)
+takes the catalogue and ``measure_run`` and none of the command line::
+
+    from dask_serverless import LocalCluster
+    from dask_serverless.benchmark.measuring import measure_run
+    from dask_serverless.benchmark.workloads import workload
+
+    built = workload("demo").build(True)
+    with LocalCluster(max_concurrency=4, memory_mb=2048) as cluster:
+        row = measure_run(built.collection, cluster.get, cluster=cluster).as_row()
 """

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -129,7 +128,7 @@ def run_workloads(
     results_by_name: dict[str, WorkloadResult] = {}
     for workload in workloads:
         print(f"\n== {workload.name} ==")
-        missing = [name for name in workload.requires if importlib.util.find_spec(name) is None]
+        missing = workload.missing_requirements()
         if missing:
             print(f"  skipped: {', '.join(missing)} not installed")
             continue

@@ -1,9 +1,14 @@
-"""Measuring: a workload's runs on every scheduler, the schedulers' session, the results.
+"""Measuring: one compute timed, a workload's runs on every scheduler, the schedulers' session.
 
-* :func:`compute` times one ``dask.compute(obj, scheduler=...)`` with ``time.perf_counter()``:
-  graph optimization, our ingest, plan and upload, the run and fetching the result all count.
-
-* :func:`measure_workload` is the loop over one built workload: the reference (Dask's
+* :func:`measure_run` is the unit: one ``dask.compute(obj, scheduler=...)`` timed with
+  ``time.perf_counter()`` (graph optimization, our ingest, plan and upload, the run and fetching
+  the result all count), checked against a reference result when one is given, with
+  ``cluster.last_run`` when the scheduler is a serverless cluster. It prints nothing and does not
+  raise when the compute does: a :class:`RunResult` says what happened, and
+  :meth:`RunResult.as_row` flattens it to one row of a table (``pandas.DataFrame(rows)``). Code
+  that measures other settings (memory sizes, concurrency limits) builds its own
+  ``LocalCluster`` and calls it with ``cluster.get``.
+* :func:`measure_workload` is the harness's loop over one built workload: the reference (Dask's
   ``sync``, computed once untimed when ``sync`` is not timed), one untimed warm-up run of each
   scheduler, then the timed runs alternating between the schedulers (run 1 on every scheduler,
   then run 2, ...), so that a slow moment of the machine does not land on one scheduler only.
@@ -28,11 +33,11 @@ per-task figures derived from them); a number the engine does not report stays `
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from statistics import median
-from typing import Any
+from typing import Any, Protocol
 
 import dask
 from dask import delayed
@@ -72,6 +77,103 @@ LAST_RUN_KEYS = (
 PER_TASK_KEYS = ("invocations_per_task", "store_operations_per_task", "store_bytes_per_task")
 
 
+def per_task_statistics(values: Mapping[str, Any]) -> dict[str, float | None]:
+    """:data:`PER_TASK_KEYS` from values of :data:`LAST_RUN_KEYS` (one run's, or medians)."""
+    tasks = values.get("tasks")
+
+    def per_task(amount: float | None) -> float | None:
+        return amount / tasks if amount is not None and tasks else None
+
+    written, read = values.get("store_bytes_written"), values.get("store_bytes_read")
+    return {
+        "invocations_per_task": per_task(values.get("invocations")),
+        "store_operations_per_task": per_task(values.get("store_operations")),
+        "store_bytes_per_task": per_task(
+            written + read if written is not None and read is not None else None
+        ),
+    }
+
+
+class ReportsRuns(Protocol):
+    """A cluster of dask-serverless (``LocalCluster``, ``LambdaCluster``): it leaves the cost of
+    each compute on ``last_run``."""
+
+    last_run: dict | None
+
+
+@dataclass
+class RunResult:
+    """One timed compute of a Dask object on one scheduler."""
+
+    # None when the compute raised.
+    seconds: float | None
+    # None when no reference was given, or the compute raised.
+    check: Check | None = None
+    # ``cluster.last_run`` after the compute; None when no cluster was given, empty when the
+    # cluster reported nothing for this compute.
+    last_run: dict | None = None
+    # ``TypeName: message`` of the exception the compute raised.
+    error: str | None = None
+    # The result itself (not in :meth:`as_row`): a reference for the next runs.
+    value: Any = field(default=None, repr=False)
+
+    @property
+    def failed(self) -> bool:
+        """The compute raised, or its result differs from the reference."""
+        return self.error is not None or (self.check is not None and self.check.failed)
+
+    def as_row(self) -> dict[str, Any]:
+        """The run as one flat row: ``seconds``, ``check`` (status), ``max_relative_difference``,
+        ``error``, every key of :data:`LAST_RUN_KEYS` (None when not reported), the per-task
+        figures, and whatever else ``last_run`` holds."""
+        last_run = self.last_run or {}
+        return {
+            "seconds": self.seconds,
+            "check": self.check.status if self.check else None,
+            "max_relative_difference": self.check.max_relative_difference if self.check else None,
+            "error": self.error,
+            **dict.fromkeys(LAST_RUN_KEYS),
+            **last_run,
+            **per_task_statistics(last_run),
+        }
+
+
+def compute(collection: Any, scheduler: Any) -> tuple[Any, float]:
+    """``dask.compute`` of one object on ``scheduler``, and its wall seconds; raises what the
+    compute raises."""
+    started = time.perf_counter()
+    (value,) = dask.compute(collection, scheduler=scheduler)
+    return value, time.perf_counter() - started
+
+
+def measure_run(
+    collection: Any,
+    scheduler: Any,
+    *,
+    reference: Any = None,
+    cluster: ReportsRuns | None = None,
+) -> RunResult:
+    """Time one compute of ``collection`` (a :class:`Built`'s ``collection``) on ``scheduler``
+    (what ``dask.compute`` takes as ``scheduler=``: a name, ``cluster.get``, a ``Client``).
+
+    ``reference``: the expected result (None: not checked). ``cluster``: the dask-serverless
+    cluster behind ``scheduler``, whose ``last_run`` the result keeps. An exception of the
+    compute is kept in ``error``; ``KeyboardInterrupt`` goes through. The first compute on a
+    fresh cluster also pays for workers importing Dask: :func:`measure_workload` discards one
+    warm-up run of each scheduler, and so should other callers."""
+    before = cluster.last_run if cluster is not None else None
+    try:
+        value, seconds = compute(collection, scheduler)
+    except Exception as error:  # noqa: BLE001 - the caller reports it
+        return RunResult(None, error=f"{type(error).__name__}: {error}")
+    check = compare(reference, value) if reference is not None else None
+    last_run = None
+    if cluster is not None:
+        # A compute that did not reach the cluster leaves the previous run's report there.
+        last_run = dict(cluster.last_run or {}) if cluster.last_run is not before else {}
+    return RunResult(seconds, check, last_run, value=value)
+
+
 @dataclass
 class SchedulerResult:
     """Every run of one workload on one scheduler."""
@@ -82,6 +184,15 @@ class SchedulerResult:
     # ``cluster.last_run`` after each run (ours only).
     last_runs: list[dict] = field(default_factory=list)
     error: str | None = None
+
+    def add(self, run: RunResult) -> None:
+        """Keep a run that succeeded."""
+        assert run.seconds is not None, "a failed run sets error instead"
+        self.seconds.append(run.seconds)
+        if run.check is not None:
+            self.checks.append(run.check)
+        if run.last_run is not None:
+            self.last_runs.append(run.last_run)
 
     @property
     def median(self) -> float | None:
@@ -104,17 +215,7 @@ class SchedulerResult:
     def engine_statistics(self) -> dict[str, float | None]:
         """Medians over the runs of ``last_run``, and the per-task figures."""
         values = {key: self.last_run_median(key) for key in LAST_RUN_KEYS}
-        tasks = values["tasks"]
-
-        def per_task(amount: float | None) -> float | None:
-            return amount / tasks if amount is not None and tasks else None
-
-        written, read = values["store_bytes_written"], values["store_bytes_read"]
-        values["invocations_per_task"] = per_task(values["invocations"])
-        values["store_operations_per_task"] = per_task(values["store_operations"])
-        values["store_bytes_per_task"] = per_task(
-            written + read if written is not None and read is not None else None
-        )
+        values.update(per_task_statistics(values))
         return values
 
 
@@ -189,14 +290,6 @@ def open_schedulers(names: Sequence[str]) -> Iterator[Session]:
         yield Session(schedulers, cluster, start_seconds)
 
 
-def compute(collection: Any, scheduler: Any) -> tuple[Any, float]:
-    """``dask.compute`` of one object on ``scheduler``, and its wall seconds; raises what the
-    compute raises."""
-    started = time.perf_counter()
-    (value,) = dask.compute(collection, scheduler=scheduler)
-    return value, time.perf_counter() - started
-
-
 def measure_workload(
     workload: Workload,
     built: Built,
@@ -230,29 +323,26 @@ def measure_workload(
         except Exception as error:  # noqa: BLE001 - reported; the timed runs say it again
             results[name].error = f"{type(error).__name__}: {error}"
             print(f"  warm-up    {name:<11} !!! FAILED: {results[name].error}")
-    for run in range(1, runs + 1):
+    for number in range(1, runs + 1):
         for name, scheduler in schedulers.items():
             result = results[name]
             if result.error is not None:
                 continue
-            try:
-                value, seconds = compute(built.collection, scheduler)
-            except Exception as error:  # noqa: BLE001 - reported; the other schedulers go on
-                result.error = f"{type(error).__name__}: {error}"
-                print(f"  run {run}/{runs}  {name:<11} !!! FAILED: {result.error}")
+            cluster = session.cluster if name == OURS else None
+            run = measure_run(built.collection, scheduler, reference=reference, cluster=cluster)
+            if run.seconds is None:
+                result.error = run.error
+                print(f"  run {number}/{runs}  {name:<11} !!! FAILED: {result.error}")
                 continue
             if reference is None and name == REFERENCE:
-                reference = value
-            check = compare(reference, value) if reference is not None else None
-            result.seconds.append(seconds)
-            if check is not None:
-                result.checks.append(check)
-            if name == OURS:
-                result.last_runs.append(dict(getattr(session.cluster, "last_run", None) or {}))
+                reference = run.value
+                run.check = compare(reference, run.value)
+            result.add(run)
+            seconds, check = run.seconds, run.check
             rate = f"  {built.tasks / seconds:12,.0f} tasks/s" if built.tasks else ""
             shown = str(check) if check is not None else "not checked: no reference"
             loud = "  !!! " if check is not None and check.failed else "  "
-            print(f"  run {run}/{runs}  {name:<11} {seconds:9.3f} s{rate}{loud}{shown}")
+            print(f"  run {number}/{runs}  {name:<11} {seconds:9.3f} s{rate}{loud}{shown}")
     return WorkloadResult(workload.name, built, results)
 
 

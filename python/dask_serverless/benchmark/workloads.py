@@ -12,6 +12,10 @@ One entry, ``zero-work``, computes no Dask object (its ``build`` is ``None``): i
 measurement of the engine alone (:mod:`dask_serverless.benchmark.engine`), which plans the
 trivial graph and :func:`synthetic_dependencies`.
 
+Code that reuses the catalogue (an experiment over memory sizes and concurrency limits, say)
+looks a workload up with :func:`workload`, checks :meth:`Workload.missing_requirements` and
+calls ``build``; :func:`dask_serverless.benchmark.measuring.measure_run` times one compute.
+
 Task functions defined here (:func:`noop`) are found by name in worker processes: this module
 must stay importable (never run as ``__main__``).
 """
@@ -19,6 +23,7 @@ must stay importable (never run as ``__main__``).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import operator
 import random
 from collections.abc import Callable
@@ -46,7 +51,12 @@ class Workload:
     summary: str
     # None for a measurement of the engine itself, which computes no Dask object.
     build: Callable[[bool], Built] | None
+    # Modules the workload imports beyond Dask and NumPy.
     requires: tuple[str, ...] = ()
+
+    def missing_requirements(self) -> list[str]:
+        """The required modules that are not installed: the workload cannot be built."""
+        return [name for name in self.requires if importlib.util.find_spec(name) is None]
 
 
 def random_square(seed: int, side: int, chunk: int) -> da.Array:
@@ -194,7 +204,18 @@ WORKLOADS = (
         None,
     ),
 )
-WORKLOAD_NAMES = tuple(workload.name for workload in WORKLOADS)
+WORKLOAD_NAMES = tuple(entry.name for entry in WORKLOADS)
+_BY_NAME = {entry.name: entry for entry in WORKLOADS}
+
+
+def workload(name: str) -> Workload:
+    """The catalogue's workload of this name; a ``KeyError`` names the known ones."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown workload {name!r}; choose from {', '.join(WORKLOAD_NAMES)}"
+        ) from None
 
 
 def synthetic_dependencies(chains: int, length: int, seed: int = 42) -> tuple[list, list[int]]:
