@@ -42,7 +42,8 @@ from dask import delayed
 
 from dask_serverless import LambdaCluster, LocalCluster
 from dask_serverless._base import ServerlessCluster
-from dask_serverless.bench import build_demo, build_gemm, build_transpose_add, compare
+from dask_serverless.benchmark.checking import compare
+from dask_serverless.benchmark.workloads import build_demo, build_gemm, build_transpose_add
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from aws_endpoint import CREDENTIALS, aws_endpoint  # noqa: E402

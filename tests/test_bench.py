@@ -7,17 +7,17 @@ import operator
 import subprocess
 import sys
 
+import dask
 import numpy as np
 import pytest
+from dask import delayed
 
 from dask_serverless import LocalCluster
-from dask_serverless.bench import (
-    CSV_COLUMNS,
-    compare,
-    evaluate_targets,
-    synthetic_dependencies,
-    target,
-)
+from dask_serverless.benchmark.checking import compare
+from dask_serverless.benchmark.measuring import LAST_RUN_KEYS, PER_TASK_KEYS, measure_run
+from dask_serverless.benchmark.report import CSV_COLUMNS
+from dask_serverless.benchmark.targets import evaluate_targets, target
+from dask_serverless.benchmark.workloads import WORKLOAD_NAMES, synthetic_dependencies, workload
 
 
 def read_rows(path) -> list[dict]:
@@ -160,3 +160,34 @@ def test_the_report_has_the_wide_summary_and_a_warm_up(tmp_path):
     summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
     assert "| workload | runs | sync s | serverless s |" in summary
     assert "| tree-1024 | 1 |" in summary
+
+
+def test_the_catalogue_is_usable_without_the_command_line():
+    assert workload("tree-1024").name == "tree-1024"
+    assert workload("zero-work").build is None
+    with pytest.raises(KeyError, match="choose from demo"):
+        workload("no-such-workload")
+    assert all(workload(name).name == name for name in WORKLOAD_NAMES)
+
+
+def test_one_run_measured_alone_is_one_row(cluster):
+    """What an experiment over cluster settings uses: one compute, checked, as a flat row."""
+    built = workload("tree-1024").build(True)
+    (reference,) = dask.compute(built.collection, scheduler="sync")
+    run = measure_run(built.collection, cluster.get, reference=reference, cluster=cluster)
+    assert not run.failed
+    row = run.as_row()
+    assert row["check"] == "equal" and row["error"] is None and row["seconds"] > 0
+    assert set(LAST_RUN_KEYS) | set(PER_TASK_KEYS) <= set(row)
+    # 1,024 leaves and 1,023 additions.
+    assert row["tasks"] == 2_047 and 0 < row["invocations_per_task"] < 1
+    assert "value" not in row
+
+    wrong = measure_run(delayed(operator.add)(1, 1), cluster.get, reference=3, cluster=cluster)
+    assert wrong.failed and wrong.as_row()["check"] == "mismatch"
+    failed = measure_run(delayed(operator.truediv)(1, 0), cluster.get, cluster=cluster)
+    assert failed.failed and failed.seconds is None
+    assert failed.error is not None and failed.error.startswith("ZeroDivisionError")
+    # Without a cluster there is no run report, and no reference means no check.
+    plain = measure_run(built.collection, "sync")
+    assert plain.last_run is None and plain.check is None and plain.value == reference

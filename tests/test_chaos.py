@@ -18,7 +18,8 @@ import dask
 import pytest
 
 from dask_serverless import LambdaCluster, LocalCluster
-from dask_serverless.bench import build_demo, compare
+from dask_serverless.benchmark.checking import compare
+from dask_serverless.benchmark.workloads import build_demo
 
 sys.path.insert(0, os.path.dirname(__file__))
 from aws_endpoint import CREDENTIALS, aws_endpoint  # noqa: E402
