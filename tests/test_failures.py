@@ -173,6 +173,32 @@ def test_ctrl_c_stops_a_compute_within_a_second_and_leaves_nothing():
     assert lines  # parsed
 
 
+def test_ctrl_c_stops_a_compute_whose_invocations_are_throttled_without_end():
+    # Every invocation is refused with a 429 and tried again forever: the client is inside
+    # native code, waiting out throttles, when the signal comes.
+    result = run_script(
+        """
+        import os, signal, threading, time
+        from dask import delayed
+        from dask_serverless import LocalCluster
+
+        with LocalCluster(max_concurrency=2, chaos="throttle=1", chaos_seed=1) as cluster:
+            values = [delayed(abs)(-i, dask_key_name=f"abs-{i}") for i in range(4)]
+            threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+            started = time.monotonic()
+            try:
+                delayed(sum)(values).compute()
+            except KeyboardInterrupt:
+                print("interrupted after", round(time.monotonic() - started - 2.0, 2))
+            print("objects left", cluster._store.list(""))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    seconds = float(result.stdout.split("interrupted after ")[1].split()[0])
+    assert seconds < 1.0, result.stdout
+    assert "objects left []" in result.stdout, result.stdout
+
+
 def test_a_forked_child_gets_a_clear_error_and_exits():
     result = run_script(
         """

@@ -24,6 +24,33 @@ mod run;
 mod store;
 
 /// The process-wide runtime that every blocking call runs on.
+/// How often a long native call looks whether the caller was interrupted.
+const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs `future` on the runtime without the GIL, looking every [`SIGNAL_CHECK`] whether the
+/// caller was interrupted (Ctrl-C): then the future is dropped, which stops what it was doing
+/// (an invocation waiting out throttles, a store operation tried again), and the signal's
+/// exception (`KeyboardInterrupt`) is raised.
+pub(crate) fn block_on_interruptible<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    py.detach(|| {
+        runtime().block_on(async move {
+            let mut future = std::pin::pin!(future);
+            loop {
+                tokio::select! {
+                    output = &mut future => return Ok(output),
+                    () = tokio::time::sleep(SIGNAL_CHECK) => {
+                        Python::attach(|py| py.check_signals())?;
+                    }
+                }
+            }
+        })
+    })
+}
+
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {

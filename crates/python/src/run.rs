@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::buffer::{Buffer, buffers};
 use crate::error::{configuration_error, run_failure, runtime_error};
 use crate::plan::Plan;
-use crate::runtime;
+use crate::{block_on_interruptible, runtime};
 
 /// A warning a task raised, to re-emit in the caller.
 #[pyclass(frozen, module = "dask_serverless._core")]
@@ -239,16 +239,14 @@ impl ClientRun {
     /// Stores a batch's pickled tasks beside its spec.
     fn put_batch(&mut self, py: Python<'_>, batch: u32, tasks: Vec<u8>) -> PyResult<()> {
         let inner = &mut self.inner;
-        py.detach(|| runtime().block_on(inner.put_batch(BatchId(batch), Bytes::from(tasks))))
+        block_on_interruptible(py, inner.put_batch(BatchId(batch), Bytes::from(tasks)))?
             .map_err(runtime_error)
     }
 
     /// Starts the run; returns the first events.
     fn start(&mut self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let inner = &mut self.inner;
-        let events = py
-            .detach(|| runtime().block_on(inner.start()))
-            .map_err(runtime_error)?;
+        let events = block_on_interruptible(py, inner.start())?.map_err(runtime_error)?;
         self.events(py, events)
     }
 
@@ -257,18 +255,15 @@ impl ClientRun {
     fn poll(&mut self, py: Python<'_>, timeout_s: f64) -> PyResult<Vec<Py<PyAny>>> {
         let wait = seconds("timeout_s", timeout_s)?;
         let inner = &mut self.inner;
-        let events = py
-            .detach(|| runtime().block_on(inner.poll(wait)))
-            .map_err(runtime_error)?;
+        let events = block_on_interruptible(py, inner.poll(wait))?.map_err(runtime_error)?;
         self.events(py, events)
     }
 
     /// A value's pickle parts (zero-copy, writable buffers); only outputs can be fetched.
     fn fetch(&mut self, py: Python<'_>, task: u32) -> PyResult<Vec<Py<Buffer>>> {
         let inner = &mut self.inner;
-        let parts = py
-            .detach(|| runtime().block_on(inner.fetch(TaskId(task))))
-            .map_err(runtime_error)?;
+        let parts =
+            block_on_interruptible(py, inner.fetch(TaskId(task)))?.map_err(runtime_error)?;
         buffers(py, parts)
     }
 
