@@ -62,6 +62,14 @@ servers: $(MINISTACK) ## Install the servers the tests start (redis-server, the 
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get install redis-server"; exit 1; }
 
+# A headless browser for the report page tests: Debian's chromium, driven by Playwright
+# (requirements-dev.txt) through its executable path; Playwright's own browsers are never
+# downloaded.
+.PHONY: browser
+browser: ## Install the browser the report page tests drive (Debian's chromium)
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@command -v chromium >/dev/null || { echo "chromium is missing: apt-get install chromium"; exit 1; }
+
 .PHONY: install
 install: $(STAMP_FULL) ## Create .venv with the package, every backend and the dev tools
 	@$(PYTHON) -c "import dask_serverless._core" && echo "dask_serverless installed in $(VENV) (command: $(VENV)/bin/dask-serverless)"
@@ -87,7 +95,7 @@ dask-suite: install ## Dask's own tests on our scheduler and on Dask's default; 
 	$(PYTHON) tests/dask_suite/run.py $(SUITE_ARGS)
 
 .PHONY: test
-test: install servers ## Run every Rust and Python test
+test: install servers browser ## Run every Rust and Python test
 	cargo test --workspace --no-fail-fast
 	$(PYTHON) -m pytest -q
 

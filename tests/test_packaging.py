@@ -19,6 +19,8 @@ def test_package_holds_the_handler_and_pinned_requirements(tmp_path):
     assert any(name.startswith("numpy/") for name in names)
     assert any(name.startswith("dask/") for name in names)
     assert not any(name.startswith("boto3/") for name in names)
+    # The report's pages and tables are the client's: functions get no Bokeh, no pandas.
+    assert not any(name.startswith(("bokeh/", "pandas/", "playwright/")) for name in names)
     assert package.unzipped_bytes < packaging.UNZIPPED_LIMIT_BYTES
     assert any(requirement.startswith("dask==") for requirement in package.requirements)
     # Built once, then reused from the cache.

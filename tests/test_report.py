@@ -51,7 +51,7 @@ def test_a_report_has_a_row_per_task_and_per_invocation(cluster):
     assert tasks["inputs_from_store"].sum() >= loaded
     text = repr(report)
     assert "tasks in" in text and "cost: $" in text and "invocations on" in text
-    assert "<ul>" in report._repr_html_()
+    assert "<table>" in report._repr_html_() and "cost" in report._repr_html_()
     summary = report.to_dict()
     assert summary["cost_dollars"] == pytest.approx(report.cost.total)
     assert summary["instances"] >= 1

@@ -33,12 +33,14 @@ from dask_serverless.errors import (
 if TYPE_CHECKING:
     from dask_serverless.cluster import LocalCluster
     from dask_serverless.lambda_cluster import LambdaCluster
+    from dask_serverless.report_page import performance_report
 
 # The clusters import Dask: they load on first use, so that the `dask-serverless` command
 # starts without it.
 _LAZY = {
     "LocalCluster": "dask_serverless.cluster",
     "LambdaCluster": "dask_serverless.lambda_cluster",
+    "performance_report": "dask_serverless.report_page",
 }
 
 
@@ -72,5 +74,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "UnsupportedGraphError",
+    "performance_report",
 ]
 __version__ = "0.1.0"

@@ -27,6 +27,7 @@ exit does not touch the parent's platform.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import threading
@@ -114,6 +115,37 @@ class ServerlessCluster:
     def _stop_functions(self) -> None:
         """Stops every function of the current run (it is the only one)."""
         raise NotImplementedError
+
+    def _display_settings(self) -> list[tuple[str, str]]:
+        """The settings worth showing, as (name, value) pairs."""
+        return [("memory_mb", str(self.memory_mb)), ("timeout_s", f"{self.timeout_s:g}")]
+
+    def _repr_html_(self) -> str:
+        """The cluster's state, settings and latest compute, as an HTML fragment (Jupyter)."""
+        rows = [("state", "running" if self.running else "stopped"), *self._display_settings()]
+        last = self.last_run
+        if last is not None:
+            state = "succeeded" if last.succeeded else "failed"
+            rows.append(
+                (
+                    "last compute",
+                    f"{state} in {last.total_seconds:.3f} s: {last.get('tasks', 0)} tasks, "
+                    f"{last.get('invocations', 0)} invocations",
+                )
+            )
+            try:
+                rows.append(("last compute's cost", f"${last.cost.total:.6f}"))
+            except ValueError as error:  # a region or architecture the price table lacks
+                rows.append(("last compute's cost", f"unknown ({error})"))
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
+            f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+            for name, value in rows
+        )
+        return (
+            f"<div class='dask-serverless-cluster'><strong>{type(self).__name__}</strong>"
+            f"<table>{body}</table></div>"
+        )
 
     @property
     def running(self) -> bool:

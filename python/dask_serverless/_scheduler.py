@@ -15,8 +15,9 @@ task's own exception (with the function's traceback as a note), or one of
 :mod:`dask_serverless.errors`. Outputs that are literals are returned as the caller's own
 objects, without a run.
 
-Each compute leaves its cost on ``cluster.last_run``: the time of each phase and what the
-batches reported (invocations, store operations and bytes).
+Each compute leaves its report on ``cluster.last_run`` (:mod:`dask_serverless.report`): the
+time of each phase and what the batches reported (invocations, store operations and bytes),
+and offers it to the open ``performance_report`` blocks.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dask_serverless._ingest import IngestedGraph, flat_keys, ingest, pack_resul
 from dask_serverless._serialize import dumps_tasks, loads
 from dask_serverless._validate import check_integer
 from dask_serverless.errors import SerializationError
-from dask_serverless.report import RunReport
+from dask_serverless.report import RunReport, record
 
 if TYPE_CHECKING:
     from dask_serverless._base import ServerlessCluster
@@ -96,6 +97,7 @@ def compute(
                 clock.plan,
                 cluster._pricing(),
             )
+            record(cluster.last_run)
     return pack_results(keys, values)
 
 

@@ -273,6 +273,15 @@ class LocalCluster(ServerlessCluster):
             f"{state})"
         )
 
+    def _display_settings(self) -> list[tuple[str, str]]:
+        return [
+            ("max_concurrency", str(self.max_concurrency)),
+            *super()._display_settings(),
+            ("batches_per_function", str(self.batches_per_function)),
+            ("threads_per_function", str(self.threads_per_function)),
+            ("store", self.store_address or "shared memory (private to the cluster)"),
+        ]
+
     def _worker_environment(self) -> dict[str, str]:
         paths = [path for path in sys.path if path and os.path.isdir(path)]
         environment = {

@@ -242,6 +242,20 @@ class LambdaCluster(ServerlessCluster):
             f"memory_mb={self.memory_mb}, timeout_s={self.timeout_s:g}, {state})"
         )
 
+    def _display_settings(self) -> list[tuple[str, str]]:
+        region = (self.deployment or {}).get("region") or self.region or "default"
+        concurrency = self.max_concurrency
+        return [
+            ("cluster_id", self.cluster_id),
+            ("region", str(region)),
+            ("endpoint_url", self.endpoint_url or "AWS (the region's own)"),
+            *super()._display_settings(),
+            ("max_concurrency", "unreserved" if concurrency is None else str(concurrency)),
+            ("architecture", self.architecture),
+            ("python_version", self.python_version),
+            ("store", self.store_address or "the cluster's S3 bucket"),
+        ]
+
 
 def _aws_deployer(settings: str) -> Any:
     deployer_class = getattr(_core, "AwsDeployer", None)

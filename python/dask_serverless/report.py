@@ -11,10 +11,25 @@ counts) and adds the records the functions sent with their reports:
   to initialize and time waited before starting, start, end and duration, CPU user and kernel
   seconds and the share of the time the CPU was idle, peak memory, batches and tasks, store
   operations and bytes, invocations it made);
-* ``report.cost``: the run's bill as AWS would send it (see :class:`Cost`).
+* ``report.phases``: one row per span of an invocation's time spent outside its tasks (see
+  :data:`PHASE_DESCRIPTIONS`): waiting for a function, a cold start, loading a batch, storing
+  an output, finishing a batch. With the tasks they cover each invocation from its event to
+  its last report;
+* ``report.cost``: the run's bill as AWS would send it (see :class:`Cost`);
+* ``report.explanation``: the plan's own account of how it cut the graph (``Plan.explain()``).
 
 The records cost the functions nothing they would not do anyway: a few counters read per
 batch, carried in the reports already sent.
+
+**Phases are derived, not measured.** A function reports, per batch, when the batch started
+(its spec was asked for) and when its report was sent, and per task when it started and how long
+it computed. The time between those marks is named by what the function does there (see
+:data:`PHASE_DESCRIPTIONS`); it is never split further than the marks allow.
+
+**Pages.** ``report.save_html(path)`` writes the compute as one self-contained HTML page (a
+task stream, the summary, the plan's explanation: :mod:`dask_serverless.report_page`), and
+:func:`dask_serverless.performance_report` writes one page for the computes run inside a
+``with`` block. Every report is offered to the blocks open when it is made (:func:`record`).
 """
 
 from __future__ import annotations
@@ -22,6 +37,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,6 +47,25 @@ from typing import Any
 
 #: Phases of a compute, in order, as the summary names them (``<phase>_seconds``).
 PHASES = ("ingest", "plan", "upload", "run", "fetch")
+
+#: The spans of an invocation's time outside its tasks (``report.phases``), in the order they
+#: happen, with what the function does in each. Each is the time between two marks the function
+#: records; what falls between the same marks is named with it.
+PHASE_DESCRIPTIONS = {
+    "waiting": "the invocation's event waited between its invoker sending it and a function "
+    "taking it (less the cold start, when the instance was starting meanwhile)",
+    "cold start": "a new function instance started before its first invocation",
+    "loading": "from the batch's start to its first task: claiming the batch, reading its spec "
+    "and tasks, reading and unpickling its inputs",
+    "storing": "from the end of a task whose output leaves the function to the next task: "
+    "pickling the output and writing it to the store",
+    "between tasks": "from the end of a task kept in memory to the next task (progress "
+    "messages, stop checks)",
+    "finishing": "from the batch's last task to its report: storing the last output, marking "
+    "the batch done, fan-in, invoking released children, sending the report",
+    "no task recorded": "a batch run whose tasks another invocation reported first (a "
+    "duplicate delivery or a backup), or that ran no task",
+}
 
 
 def price_table() -> dict:
@@ -164,6 +200,7 @@ class RunReport(Mapping[str, Any]):
         self._keys = keys or []
         self._plan = plan
         self.pricing = pricing or Pricing()
+        self._explanation: str | None = None
 
     # -- the summary, as the dict ``last_run`` was -----------------------------------------
 
@@ -274,6 +311,76 @@ class RunReport(Mapping[str, Any]):
         return frame[columns]
 
     @cached_property
+    def phases(self) -> Any:
+        """One row per span of an invocation's time outside its tasks: ``invocation``,
+        ``instance``, ``batch`` (``<NA>`` for waiting and cold starts), ``phase`` (one of
+        :data:`PHASE_DESCRIPTIONS`), ``start_s``, ``end_s`` and ``duration_s`` (seconds from
+        the start of the run's first batch, as ``report.tasks`` counts them). Spans shorter
+        than a microsecond are left out."""
+        import pandas as pd
+
+        columns = ["invocation", "instance", "batch", "phase", "start_s", "end_s", "duration_s"]
+        batches = self._records["batches"]
+        if not batches.get("batch"):
+            return pd.DataFrame(columns=columns)
+        tasks = self.tasks
+        runs: dict[tuple[Any, Any], list[tuple[float, float, int]]] = {}
+        for invocation, batch, start, duration, stored in zip(
+            tasks["invocation"],
+            tasks["batch"],
+            tasks["start_s"],
+            tasks["duration_s"],
+            tasks["stored_bytes"],
+            strict=True,
+        ):
+            runs.setdefault((invocation, batch), []).append(
+                (float(start), float(start) + float(duration), int(stored))
+            )
+        origin = self._start_us()
+        rows: list[tuple[Any, ...]] = []
+
+        def span(invocation, instance, batch, phase, start, end) -> None:
+            if end - start >= 1e-6:
+                rows.append((invocation, instance, batch, phase, start, end, end - start))
+
+        for invocation, instance, batch, start_us, end_us, init_us, wait_us in zip(
+            batches["invocation"],
+            batches["instance"],
+            batches["batch"],
+            batches["start_us"],
+            batches["end_us"],
+            batches["init_us"],
+            batches["wait_us"],
+            strict=True,
+        ):
+            start = (start_us - origin) / 1e6
+            end = (end_us - origin) / 1e6
+            init = 0.0 if _missing(init_us) else init_us / 1e6
+            if not _missing(wait_us):
+                span(invocation, instance, None, "waiting", start - wait_us / 1e6, start - init)
+            span(invocation, instance, None, "cold start", start - init, start)
+            ran = sorted(runs.get((invocation, batch), []))
+            if not ran:
+                span(invocation, instance, batch, "no task recorded", start, end)
+                continue
+            span(invocation, instance, batch, "loading", start, ran[0][0])
+            for (_, previous_end, stored), (next_start, _, _) in zip(ran, ran[1:], strict=False):
+                phase = "storing" if stored > 0 else "between tasks"
+                span(invocation, instance, batch, phase, previous_end, next_start)
+            span(invocation, instance, batch, "finishing", ran[-1][1], end)
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["batch"] = frame["batch"].astype("Int64")
+        return frame
+
+    @property
+    def explanation(self) -> str | None:
+        """The plan's own account of the graph it cut (``Plan.explain()``); ``None`` when the
+        compute stopped before planning or needed no run."""
+        if self._explanation is None and self._plan is not None:
+            self._explanation = self._plan.explain()
+        return self._explanation
+
+    @cached_property
     def cost(self) -> Cost:
         """The run's bill (see :class:`Cost`)."""
         return compute_cost(
@@ -332,9 +439,37 @@ class RunReport(Mapping[str, Any]):
         return "\n".join(self._lines())
 
     def _repr_html_(self) -> str:
+        """The key figures as an HTML fragment (Jupyter shows it); ``save_html`` writes the
+        full page, with the task stream."""
         lines = self._lines()
-        body = "".join(f"<li>{html.escape(line.strip())}</li>" for line in lines[1:])
-        return f"<div><strong>{html.escape(lines[0])}</strong><ul>{body}</ul></div>"
+        rows = []
+        for line in lines[1:]:
+            name, _, value = line.strip().partition(": ")
+            if not value:
+                name, value = "work", name
+            rows.append(
+                f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
+                f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+            )
+        return (
+            f"<div class='dask-serverless-run-report'><strong>{html.escape(lines[0])}</strong>"
+            f"<table>{''.join(rows)}</table>"
+            "<small>report.save_html(path) writes the task stream</small></div>"
+        )
+
+    def to_html(self, title: str | None = None) -> str:
+        """This compute as one self-contained HTML page (see
+        :mod:`dask_serverless.report_page`)."""
+        from dask_serverless.report_page import render_page
+
+        return render_page([self], title=title)
+
+    def save_html(self, path: str | os.PathLike[str], title: str | None = None) -> str:
+        """Write :meth:`to_html` to ``path``; returns the path written."""
+        target = os.fspath(path)
+        with open(target, "w", encoding="utf-8") as page:
+            page.write(self.to_html(title))
+        return target
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -387,6 +522,34 @@ class RunReport(Mapping[str, Any]):
     def _dependencies(self, number: int) -> list[int]:
         dependencies = self._records.get("dependencies")
         return list(dependencies[number]) if dependencies else []
+
+
+# -- recording: the computes of open ``performance_report`` blocks -----------------------------
+
+_recorders: list[list[RunReport]] = []
+_recorders_lock = threading.Lock()
+
+
+def record(report: RunReport) -> None:
+    """Offer a compute's report to every open recorder (``performance_report`` blocks of any
+    thread: computes on any of this process's clusters are recorded, as Dask records every
+    compute of its scheduler)."""
+    with _recorders_lock:
+        for recorder in _recorders:
+            recorder.append(report)
+
+
+def start_recording() -> list[RunReport]:
+    """A new recorder: the list that the reports of the next computes are appended to."""
+    recorder: list[RunReport] = []
+    with _recorders_lock:
+        _recorders.append(recorder)
+    return recorder
+
+
+def stop_recording(recorder: list[RunReport]) -> None:
+    with _recorders_lock:
+        _recorders[:] = [other for other in _recorders if other is not recorder]
 
 
 def _prefix(key: Any) -> str | None:
