@@ -49,6 +49,10 @@ def test_a_report_has_a_row_per_task_and_per_invocation(cluster):
     assert loaded > 0
     # Each value loaded is the input of one task at least.
     assert tasks["inputs_from_store"].sum() >= loaded
+    # Functions say when each step after a batch's tasks ended: the time is split by them.
+    phases = set(report.phases["phase"])
+    assert {"loading", "marking done", "fan-in", "reporting"} <= phases, phases
+    assert "finishing" not in phases, phases
     text = repr(report)
     assert "tasks in" in text and "cost: $" in text and "invocations on" in text
     assert "<table>" in report._repr_html_() and "cost" in report._repr_html_()

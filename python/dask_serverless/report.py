@@ -45,6 +45,11 @@ from functools import cached_property
 from importlib import resources
 from typing import Any
 
+#: The steps after a batch's tasks, by the index of the mark that ends them in a batch's
+#: ``(computed, marked, fanned in, invoked)`` marks: the gap up to ``computed`` is the last
+#: output's storing.
+FINISHING_STEPS = (("storing", 0), ("marking done", 1), ("fan-in", 2), ("invoking", 3))
+
 #: Phases of a compute, in order, as the summary names them (``<phase>_seconds``).
 PHASES = ("ingest", "plan", "upload", "run", "fetch")
 
@@ -61,8 +66,13 @@ PHASE_DESCRIPTIONS = {
     "pickling the output and writing it to the store",
     "between tasks": "from the end of a task kept in memory to the next task (progress "
     "messages, stop checks)",
-    "finishing": "from the batch's last task to its report: storing the last output, marking "
-    "the batch done, fan-in, invoking released children, sending the report",
+    "marking done": "writing the batch's done mark (the first attempt to write it wins)",
+    "fan-in": "adding the batch to its children's fan-in sets",
+    "invoking": "invoking the children the fan-ins released (but the one the function becomes)",
+    "reporting": "sending the batch's report (and, after its last batch, ending the invocation)",
+    "finishing": "from the batch's last task to its report, where the function did not say "
+    "when each step ended: storing the last output, marking the batch done, fan-in, invoking "
+    "released children, sending the report",
     "no task recorded": "a batch run whose tasks another invocation reported first (a "
     "duplicate delivery or a backup), or that ran no task",
 }
@@ -338,6 +348,19 @@ class RunReport(Mapping[str, Any]):
             )
         origin = self._start_us()
         rows: list[tuple[Any, ...]] = []
+        # When each batch's steps ended, where the function said (0: the step did not happen).
+        steps: dict[tuple[Any, Any], tuple[int, ...]] = {}
+        if "computed_us" in batches:
+            for key in zip(
+                batches["invocation"],
+                batches["batch"],
+                batches["computed_us"],
+                batches["marked_us"],
+                batches["fanned_in_us"],
+                batches["invoked_us"],
+                strict=True,
+            ):
+                steps.setdefault((key[0], key[1]), tuple(int(mark) for mark in key[2:]))
 
         def span(invocation, instance, batch, phase, start, end) -> None:
             if end - start >= 1e-6:
@@ -367,7 +390,29 @@ class RunReport(Mapping[str, Any]):
             for (_, previous_end, stored), (next_start, _, _) in zip(ran, ran[1:], strict=False):
                 phase = "storing" if stored > 0 else "between tasks"
                 span(invocation, instance, batch, phase, previous_end, next_start)
-            span(invocation, instance, batch, "finishing", ran[-1][1], end)
+            finished = ran[-1][1]
+            step_ends = (
+                [
+                    (phase, (marks[index] - origin) / 1e6)
+                    for phase, index in FINISHING_STEPS
+                    if marks[index] > 0
+                ]
+                if (marks := steps.get((invocation, batch)))
+                else []
+            )
+            if not step_ends:
+                span(invocation, instance, batch, "finishing", finished, end)
+                continue
+            if ran[-1][2] == 0:
+                # The last output stays in memory: nothing is stored after it.
+                step_ends = [
+                    ("between tasks" if phase == "storing" else phase, mark)
+                    for phase, mark in step_ends
+                ]
+            for phase, mark in [*step_ends, ("reporting", end)]:
+                step_end = max(mark, finished)
+                span(invocation, instance, batch, phase, finished, step_end)
+                finished = step_end
         frame = pd.DataFrame(rows, columns=columns)
         frame["batch"] = frame["batch"].astype("Int64")
         return frame

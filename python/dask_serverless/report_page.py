@@ -53,6 +53,10 @@ PHASE_COLORS = {
     "loading": "#c6dbef",
     "storing": "#fdd0a2",
     "between tasks": "#e5e5e5",
+    "marking done": "#a1d99b",
+    "fan-in": "#9ecae1",
+    "invoking": "#dadaeb",
+    "reporting": "#c7e9c0",
     "finishing": "#c7e9c0",
     "no task recorded": "#fcbba1",
 }

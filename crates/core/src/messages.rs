@@ -324,6 +324,28 @@ pub struct BatchResources {
     /// Messages and requests sent on the result channel for this batch.
     #[serde(default)]
     pub messages_sent: u64,
+    /// When the batch's steps ended (µs since the Unix epoch, 0: the step did not happen):
+    /// its inputs loaded (the tasks start), its tasks done, its done mark written, its fan-ins
+    /// answered, its children invoked. With `start_us` and `end_us` they split the batch into
+    /// loading, computing, marking done, fan-in, invoking and reporting.
+    #[serde(default, skip_serializing_if = "BatchSteps::is_empty")]
+    pub steps: BatchSteps,
+}
+
+/// See [`BatchResources::steps`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSteps {
+    pub loaded_us: u64,
+    pub computed_us: u64,
+    pub marked_us: u64,
+    pub fanned_in_us: u64,
+    pub invoked_us: u64,
+}
+
+impl BatchSteps {
+    pub fn is_empty(&self) -> bool {
+        *self == BatchSteps::default()
+    }
 }
 
 /// Tasks of a batch that is still running, sent at most every few tenths of a second so

@@ -358,6 +358,26 @@ impl ClientRun {
         column!(batch_columns, batches, "store_bytes_written", |record| {
             record.store.bytes_written
         });
+        column!(batch_columns, batches, "loaded_us", |record| record
+            .resources
+            .steps
+            .loaded_us);
+        column!(batch_columns, batches, "computed_us", |record| record
+            .resources
+            .steps
+            .computed_us);
+        column!(batch_columns, batches, "marked_us", |record| record
+            .resources
+            .steps
+            .marked_us);
+        column!(batch_columns, batches, "fanned_in_us", |record| record
+            .resources
+            .steps
+            .fanned_in_us);
+        column!(batch_columns, batches, "invoked_us", |record| record
+            .resources
+            .steps
+            .invoked_us);
         column!(batch_columns, batches, "values_read", |record| record
             .store
             .values_read

@@ -10,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    BatchResources, BatchSpec, Executor, ExecutorAction, ExecutorEvent, InvocationEvent,
+    BatchResources, BatchSpec, BatchSteps, Executor, ExecutorAction, ExecutorEvent, InvocationEvent,
     ProgressReport, Report, RunContext, StoreTraffic, TaskError, TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::TaskId;
@@ -68,6 +68,8 @@ pub struct InvocationSession {
     batch_started: (u64, ProcessUsage),
     /// Messages sent on the result channel for the current batch.
     messages_sent: u64,
+    /// When the current batch's steps ended.
+    steps: BatchSteps,
     /// Whether a batch was reported finished already: only the first carries the wait.
     reported_a_batch: bool,
 }
@@ -132,6 +134,7 @@ impl InvocationSession {
             invoked_at_us: invocation.invoked_at_us,
             batch_started: (now_micros(), process::usage()),
             messages_sent: 0,
+            steps: BatchSteps::default(),
             reported_a_batch: false,
             faults,
             context: invocation.run,
@@ -170,6 +173,7 @@ impl InvocationSession {
                 }
                 ExecutorAction::MarkDone { key, content } => {
                     let event = self.mark_done(&key, content).await;
+                    self.steps.marked_us = now_micros();
                     if let Some(faults) = &self.faults {
                         faults.at(KillPoint::BeforeFanIns);
                     }
@@ -199,6 +203,7 @@ impl InvocationSession {
                     self.feed(event);
                 }
                 ExecutorAction::RunTasks => {
+                    self.steps.loaded_us = now_micros();
                     let spec = self.executor.spec().cloned();
                     let tasks = self.loaded_tasks.take();
                     if let (Some(spec), Some(tasks)) = (spec, tasks) {
@@ -218,6 +223,7 @@ impl InvocationSession {
                         batch.extend(self.actions.pop_front());
                     }
                     self.fan_in(batch).await;
+                    self.steps.fanned_in_us = now_micros();
                 }
                 invoke @ ExecutorAction::Invoke { .. } => {
                     if let Some(faults) = &self.faults {
@@ -228,6 +234,7 @@ impl InvocationSession {
                         batch.extend(self.actions.pop_front());
                     }
                     self.invoke(batch).await;
+                    self.steps.invoked_us = now_micros();
                 }
                 ExecutorAction::Report(report) => self.report(report).await,
                 ExecutorAction::Retain { tasks } => return HostStep::Retain { tasks },
@@ -316,6 +323,7 @@ impl InvocationSession {
 
     /// The host ran every other task of the batch.
     pub fn tasks_finished(&mut self, records: Vec<TaskRecord>, warnings: Vec<TaskWarning>) {
+        self.steps.computed_us = now_micros();
         self.feed(ExecutorEvent::TasksFinished { records, warnings });
     }
 
@@ -610,6 +618,7 @@ impl InvocationSession {
             init_us,
             wait_us,
             messages_sent: std::mem::take(&mut self.messages_sent),
+            steps: std::mem::take(&mut self.steps),
         }
     }
 }
