@@ -21,10 +21,12 @@ counts) and adds the records the functions sent with their reports:
 The records cost the functions nothing they would not do anyway: a few counters read per
 batch, carried in the reports already sent.
 
-**Phases are derived, not measured.** A function reports, per batch, when the batch started
-(its spec was asked for) and when its report was sent, and per task when it started and how long
-it computed. The time between those marks is named by what the function does there (see
-:data:`PHASE_DESCRIPTIONS`); it is never split further than the marks allow.
+**Phases come from marks.** A function reports, per batch, when the batch started (its spec
+was asked for), when its tasks were done, its done mark written, its fan-ins answered, its
+children invoked, and when its report was sent; per task, when it started and how long it
+computed. The time between those marks is named by what the function does there (see
+:data:`PHASE_DESCRIPTIONS`); it is never split further than the marks allow (a report without
+the step marks shows the end of its batch as ``finishing``).
 
 **Pages.** ``report.save_html(path)`` writes the compute as one self-contained HTML page (a
 task stream, the summary, the plan's explanation: :mod:`dask_serverless.report_page`), and
