@@ -67,6 +67,9 @@ def remaining_resources(url: str, cluster_id: str) -> list[str]:
     for role in client("iam", url).list_roles()["Roles"]:
         if cluster_id in role["RoleName"]:
             found.append(role["Arn"])
+    for group in client("logs", url).describe_log_groups()["logGroups"]:
+        if cluster_id in group["logGroupName"]:
+            found.append(group["logGroupName"])
     tagged = client("resourcegroupstaggingapi", url).get_resources(
         TagFilters=[{"Key": "dask-serverless:cluster", "Values": [cluster_id]}]
     )
@@ -111,6 +114,51 @@ def test_demo_and_tree_reduction_then_nothing_remains(endpoint):
         with pytest.raises(ZeroDivisionError):
             delayed(operator.truediv)(1, 0).compute()
         assert dask.compute(total, scheduler=cluster.get)[0] == sum(range(1024))
+        # The function's log group exists since its first invocation.
+        log_group = f"/aws/lambda/{cluster.deployment['function_name']}"
+        assert log_group in remaining_resources(endpoint, cluster_id)
+    assert remaining_resources(endpoint, cluster_id) == []
+
+
+def test_get_logs_reads_each_invocations_output_from_the_log_group(endpoint):
+    def shout(number):
+        import sys
+
+        print(f"task {number} says hello on stdout")
+        print(f"task {number} says hello on stderr", file=sys.stderr)
+        return number + 1
+
+    with LambdaCluster(
+        region="us-east-1",
+        endpoint_url=endpoint,
+        memory_mb=512,
+        timeout_s=60,
+        parallelism=2,
+        python_version=ENDPOINT_PYTHON,
+    ) as cluster:
+        assert len(cluster.get_logs()) == 0, "no compute yet, no logs"
+        values = [delayed(shout)(number) for number in range(4)]
+        assert dask.compute(*values) == (1, 2, 3, 4)
+        logs = cluster.get_logs()
+        tasks = cluster.last_run.tasks.set_index("key")
+        for number, value in enumerate(values):
+            invocation = tasks.loc[str(value.key), "invocation"]
+            text = logs[invocation]
+            assert f"task {number} says hello on stdout\n" in text, repr(logs)
+            assert f"task {number} says hello on stderr\n" in text, repr(logs)
+            assert f"REPORT RequestId: {invocation}" in text, repr(logs)
+            others = [logs[other] for other in logs if other != invocation]
+            assert not any(f"task {number} says" in other for other in others), repr(logs)
+        assert set(cluster.last_run.invocations["invocation"]) <= set(logs)
+        # Only the latest compute's invocations.
+        assert dask.compute(delayed(sum)([1, 2]))[0] == 3
+        latest = cluster.get_logs()
+        assert len(latest) > 0
+        assert not any("says hello" in text for text in latest.values()), repr(latest)
+        log_group = f"/aws/lambda/{cluster.deployment['function_name']}"
+        cluster_id = cluster.cluster_id
+        assert log_group in remaining_resources(endpoint, cluster_id)
+    # Closing deleted the log group with everything else.
     assert remaining_resources(endpoint, cluster_id) == []
 
 
@@ -251,6 +299,9 @@ def test_cleanup_spares_a_cluster_seen_recently_and_deletes_it_when_told(endpoin
     )
     cluster.start()
     cluster_id = cluster.cluster_id
+    # A compute: the function's log group exists.
+    assert delayed(operator.add)(1, 2).compute(scheduler=cluster.get) == 3
+    log_group = f"/aws/lambda/dask-serverless-{cluster_id}"
     # Simulate a client that died a moment ago without closing: no more renewals, no
     # finalizer.
     assert cluster._renewal is not None
@@ -277,8 +328,9 @@ def test_cleanup_spares_a_cluster_seen_recently_and_deletes_it_when_told(endpoin
     )
     assert dry_run.dry_run and dry_run.skipped == {}
     assert f"function dask-serverless-{cluster_id}" in dry_run.deleted
+    assert f"log group {log_group}" in dry_run.deleted
     assert f"would delete function dask-serverless-{cluster_id}" in str(dry_run).splitlines()
-    assert remaining_resources(endpoint, cluster_id)
+    assert log_group in remaining_resources(endpoint, cluster_id)
 
     report = cleanup(
         region="us-east-1",
@@ -287,6 +339,7 @@ def test_cleanup_spares_a_cluster_seen_recently_and_deletes_it_when_told(endpoin
         older_than=datetime.timedelta(0),
     )
     assert f"function dask-serverless-{cluster_id}" in report.deleted
+    assert f"log group {log_group}" in report.deleted
     assert report.skipped == {}
     assert remaining_resources(endpoint, cluster_id) == []
     assert str(cleanup(region="us-east-1", endpoint_url=endpoint)) == "nothing to delete"

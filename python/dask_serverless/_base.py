@@ -1,7 +1,8 @@
 """What every cluster shares: the Dask scheduler ``get``, the run lifecycle and the switch of
 Dask's default scheduler inside ``with``.
 
-A subclass provides ``start()``, ``close()`` and ``_stop_functions()``, sets ``_context``
+A subclass provides ``start()``, ``close()``, ``_stop_functions()`` and ``_invocation_logs()``
+(what the functions printed, per invocation, from a moment on), sets ``_context``
 (where functions find the platform and the store, as the native ``RunContext`` JSON minus the
 run id) and ``_store`` (a native store handle used to delete the objects of runs that did not
 stop in time).
@@ -31,6 +32,7 @@ import html
 import json
 import os
 import threading
+import time
 from typing import Any
 
 import dask
@@ -39,7 +41,7 @@ import dask.local
 from dask_serverless import _core
 from dask_serverless._scheduler import compute
 from dask_serverless.errors import ServerlessError
-from dask_serverless.report import Pricing, RunReport
+from dask_serverless.report import Pricing, RunLogs, RunReport
 
 #: How long a failed compute waits for its other running clusters before stopping them.
 FAILED_DRAIN_SECONDS = 1.0
@@ -90,6 +92,8 @@ class ServerlessCluster:
         #: from the call to the started run), tasks, batches, invocations, store operations and
         #: bytes; with ``.tasks``, ``.invocations`` and ``.cost``.
         self.last_run: RunReport | None = None
+        #: When the latest compute started (Unix seconds): its invocations are those since.
+        self._last_compute_started: float | None = None
 
     def start(self) -> ServerlessCluster:
         raise NotImplementedError
@@ -145,6 +149,33 @@ class ServerlessCluster:
         return (
             f"<div class='dask-serverless-cluster'><strong>{type(self).__name__}</strong>"
             f"<table>{body}</table></div>"
+        )
+
+    def _invocation_logs(self, since: float) -> list[Any]:
+        """What the functions printed in the invocations since ``since`` (Unix seconds), as
+        native ``InvocationLog`` records in the order they started."""
+        raise NotImplementedError
+
+    def get_logs(self) -> RunLogs:
+        """What the functions printed (standard output and error) during the latest compute,
+        per invocation: a mapping from invocation id (as in ``last_run.invocations``) to its
+        text, in the order the invocations started. Empty before the first compute.
+
+        On the local platform each invocation keeps its last 64 KiB (its workers' output is
+        not printed in this process unless the cluster is ``verbose``); on AWS Lambda the text
+        comes from the function's CloudWatch Logs group, which the cluster deletes when it
+        closes: read the logs inside the ``with`` block."""
+        self._require_running()
+        since = self._last_compute_started
+        if since is None:
+            return RunLogs([])
+        # Lambda's clock may be a little behind this one: the platform reads a little earlier,
+        # and an invocation that started before `since` is the compute's only if it reported.
+        reported = self.last_run._invocation_ids() if self.last_run is not None else set()
+        return RunLogs(
+            record
+            for record in self._invocation_logs(since)
+            if record.started >= since or record.invocation_id in reported
         )
 
     @property
@@ -210,6 +241,7 @@ class ServerlessCluster:
             return dask.local.get_sync(dsk, keys, **kwargs)
         with self._lock:
             _computing.active = True
+            self._last_compute_started = time.time()
             try:
                 return compute(self, dsk, keys, **kwargs)
             finally:

@@ -125,6 +125,10 @@ class LocalCluster(ServerlessCluster):
         still return Dask's results; see ``docs/reliability.md``, "The chaos suite".
     chaos_seed:
         The seed of the faults: the same seed and computes inject the same faults.
+    verbose:
+        Print what the functions print (their workers' standard output and error) on this
+        process's standard error as it comes, each line prefixed by function and worker.
+        Either way it is kept per invocation: ``cluster.get_logs()`` after a compute.
 
     ``workers``, ``clusters_per_worker`` and ``threads_per_worker`` are the former names of
     ``max_concurrency``, ``batches_per_function`` and ``threads_per_function``; they still
@@ -145,6 +149,7 @@ class LocalCluster(ServerlessCluster):
         store: str | None = None,
         chaos: str | None = None,
         chaos_seed: int = 0,
+        verbose: bool = False,
         **former_names: Any,
     ) -> None:
         renamed = renamed_keywords(
@@ -173,6 +178,7 @@ class LocalCluster(ServerlessCluster):
         )
         self.python = check_executable("python", python or sys.executable)
         self.prewarm = bool(prewarm)
+        self.verbose = bool(verbose)
         self.store_address = _store_address(store)
         super().__init__(chaos=chaos, chaos_seed=chaos_seed)
         self._platform: Any = None
@@ -201,7 +207,7 @@ class LocalCluster(ServerlessCluster):
             address = self.store_address
             store = _core.Store.open(address)
         try:
-            platform = _core.LocalPlatform()
+            platform = _core.LocalPlatform(verbose=self.verbose)
         except BaseException:
             _destroy_store(store)
             raise
@@ -253,6 +259,9 @@ class LocalCluster(ServerlessCluster):
         if self._platform is not None:
             self._platform.stop_invocations(FUNCTION_NAME)
 
+    def _invocation_logs(self, since: float) -> list[Any]:
+        return self._platform.invocation_logs(FUNCTION_NAME, since)
+
     def _forget_after_fork(self) -> None:
         # The platform's threads and workers belong to the parent: never close them from here.
         if self._finalizer is not None:
@@ -287,6 +296,9 @@ class LocalCluster(ServerlessCluster):
         environment = {
             "PYTHONPATH": os.pathsep.join(paths),
             "PYTHONHASHSEED": hash_seed(),
+            # What a task prints reaches the platform at once, so it is kept with the
+            # invocation that printed it (a pipe would otherwise hold it until a buffer fills).
+            "PYTHONUNBUFFERED": "1",
         }
         for name in ("PATH", "HOME", "LANG", "DASK_SERVERLESS_CHAOS_LOG", *THREAD_VARIABLES):
             if name in os.environ:

@@ -15,6 +15,10 @@ fifteen renewal periods; ``0`` for every cluster). A renewal that fails is logge
 again at the next period; closing the cluster (or its garbage collection, or the interpreter's
 exit) stops the thread before the resources are deleted.
 
+What the function prints goes to its CloudWatch Logs group, ``/aws/lambda/<function>``, which
+Lambda creates at the first invocation; ``cluster.get_logs()`` reads the latest compute's
+invocations from it, and the cluster deletes it with everything else when it closes.
+
 Credentials and region come the standard AWS way (environment, profile, SSO). With
 ``endpoint_url`` every call goes to an AWS-compatible endpoint instead.
 """
@@ -136,6 +140,8 @@ class LambdaCluster(ServerlessCluster):
         self.deployment: dict | None = None
         self._finalizer: Any = None
         self._renewal: _LastSeenRenewal | None = None
+        self._deployer: Any = None
+        self._record: str | None = None
 
     @property
     def parallelism(self) -> int:
@@ -177,6 +183,8 @@ class LambdaCluster(ServerlessCluster):
             "environment": {
                 "DASK_SERVERLESS_CLUSTER": self.cluster_id,
                 "PYTHONHASHSEED": hash_seed(),
+                # What a task prints is logged at once, within the invocation that printed it.
+                "PYTHONUNBUFFERED": "1",
             },
         }
         try:
@@ -189,6 +197,7 @@ class LambdaCluster(ServerlessCluster):
         self._renewal = _LastSeenRenewal(deployer, record, self.cluster_id, RENEWAL_PERIOD_S)
         self._finalizer = weakref.finalize(self, _destroy, deployer, record, self._renewal)
         self._register_started()
+        self._deployer, self._record = deployer, record
         self.deployment = json.loads(record)
         region = self.deployment["region"]
         store = self.store_address or _s3_address(
@@ -214,6 +223,7 @@ class LambdaCluster(ServerlessCluster):
         self._unregister_started()
         self._context = None
         self._store = None
+        self._deployer = self._record = None
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
@@ -225,6 +235,9 @@ class LambdaCluster(ServerlessCluster):
         # Lambda functions cannot be killed: with the run's clusters deleted, each one finds the
         # run gone at its next cluster and stops.
         return None
+
+    def _invocation_logs(self, since: float) -> list[Any]:
+        return self._deployer.invocation_logs(self._record, since)
 
     def _forget_after_fork(self) -> None:
         # The deployment is the parent's: a forked child must never delete it at exit.

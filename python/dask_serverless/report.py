@@ -18,6 +18,9 @@ counts) and adds the records the functions sent with their reports:
 * ``report.cost``: the run's bill as AWS would send it (see :class:`Cost`);
 * ``report.explanation``: the plan's own account of how it cut the graph (``Plan.explain()``).
 
+What the functions printed is not in the report: ``cluster.get_logs()`` reads it from the
+platform (a :class:`RunLogs`, invocation id to text).
+
 The records cost the functions nothing they would not do anyway: a few counters read per
 batch, carried in the reports already sent.
 
@@ -36,12 +39,13 @@ task stream, the summary, the plan's explanation: :mod:`dask_serverless.report_p
 
 from __future__ import annotations
 
+import datetime
 import html
 import json
 import math
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -526,6 +530,10 @@ class RunReport(Mapping[str, Any]):
         )
         return min(starts) if starts else 0
 
+    def _invocation_ids(self) -> set[str]:
+        """The invocations that reported a batch."""
+        return set(self._records["batches"].get("invocation", []))
+
     def _batch_invocations(self) -> dict[int, str]:
         """The invocation whose report of each batch came first (the one that counted)."""
         batches = self._records["batches"]
@@ -597,6 +605,53 @@ def start_recording() -> list[RunReport]:
 def stop_recording(recorder: list[RunReport]) -> None:
     with _recorders_lock:
         _recorders[:] = [other for other in _recorders if other is not recorder]
+
+
+class RunLogs(Mapping[str, str]):
+    """What the functions printed (standard output and error) during a compute, per
+    invocation: ``logs[invocation_id]`` is the text of that invocation, the ids as in
+    ``last_run.invocations["invocation"]``, in the order the invocations started.
+
+    ``logs.started(invocation_id)`` is when it started (Unix seconds) and
+    ``logs.omitted_bytes(invocation_id)`` how many bytes it wrote before those kept (the local
+    platform keeps the last 64 KiB of each invocation). Printed, the logs read as one text, a
+    header line per invocation."""
+
+    def __init__(self, records: Iterable[Any]) -> None:
+        self._text: dict[str, str] = {}
+        self._started: dict[str, float] = {}
+        self._omitted: dict[str, int] = {}
+        for record in records:
+            invocation = record.invocation_id
+            self._text[invocation] = self._text.get(invocation, "") + record.text
+            self._started.setdefault(invocation, record.started)
+            self._omitted[invocation] = self._omitted.get(invocation, 0) + record.omitted_bytes
+
+    def __getitem__(self, invocation_id: str) -> str:
+        return self._text[invocation_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._text)
+
+    def __len__(self) -> int:
+        return len(self._text)
+
+    def started(self, invocation_id: str) -> float:
+        return self._started[invocation_id]
+
+    def omitted_bytes(self, invocation_id: str) -> int:
+        return self._omitted[invocation_id]
+
+    def __repr__(self) -> str:
+        lines = [f"RunLogs: {len(self)} invocations"]
+        for invocation, text in self._text.items():
+            started = datetime.datetime.fromtimestamp(self._started[invocation])
+            header = f"--- invocation {invocation}, started {started.isoformat(sep=' ')}"
+            if self._omitted[invocation]:
+                header += f" ({self._omitted[invocation]} earlier bytes not kept)"
+            lines.append(header)
+            lines.extend(text.rstrip("\n").splitlines() if text else ["(no output)"])
+        return "\n".join(lines)
 
 
 def _prefix(key: Any) -> str | None:

@@ -1,5 +1,5 @@
 //! [`Clients`]: the SDK clients of one region that the resource modules (`role`, `bucket`,
-//! `queue`, `function`, `tagging`) share, made once per [`Deployer`](crate::Deployer).
+//! `queue`, `function`, `logs`, `tagging`) share, made once per [`Deployer`](crate::Deployer).
 //!
 //! # Model
 //!
@@ -26,6 +26,7 @@ pub(crate) struct Clients {
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) sqs: aws_sdk_sqs::Client,
     pub(crate) lambda: aws_sdk_lambda::Client,
+    pub(crate) logs: aws_sdk_cloudwatchlogs::Client,
     pub(crate) tagging: aws_sdk_resourcegroupstagging::Client,
 }
 
@@ -43,6 +44,7 @@ impl Clients {
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             sqs: aws_sdk_sqs::Client::new(config),
             lambda: aws_sdk_lambda::Client::new(config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(config),
             tagging: aws_sdk_resourcegroupstagging::Client::new(config),
         })
     }

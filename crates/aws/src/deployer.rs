@@ -15,7 +15,8 @@
 //! 2. the S3 bucket, then the deployment zip in it (`bucket`);
 //! 3. the SQS queue (`queue`);
 //! 4. the Lambda function, which needs all three, and its asynchronous invocation config
-//!    (`function`).
+//!    (`function`). Its log group is Lambda's to create, at the first invocation (never during
+//!    a deployment, so a rollback has none to delete); [`Deployer::destroy`] deletes it.
 //!
 //! # Rollback
 //!
@@ -30,7 +31,8 @@
 //! [`Deployer::destroy`] deletes the resources a [`Deployment`] names; [`Deployer::cleanup`]
 //! deletes those [`Deployer::leftovers`] finds by tag, without a record: the functions, queues
 //! and buckets of the region through the Resource Groups Tagging API (`tagging`), and the roles
-//! of the region (`role`), each with its tags. With a cluster id the tag is
+//! of the region (`role`), each with its tags; then the log groups of the clusters found (and of
+//! the cluster named), by name, as Lambda creates them untagged (`logs`). With a cluster id the tag is
 //! `dask-serverless:cluster`, without one `dask-serverless:created-by`: every cluster of the
 //! region. The found resources are then judged cluster by cluster (the `last_seen` module): a
 //! cluster whose client was seen less than `older_than` ago is skipped as a whole, the others
@@ -41,6 +43,7 @@
 //! already gone is reported as such, not as an error; if any deletion failed, the result is
 //! [`AwsError::CleanupIncomplete`], naming what was deleted and what was not.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
@@ -49,10 +52,11 @@ use crate::clients::Clients;
 use crate::config::{AwsSettings, caller_identity, load_config};
 use crate::error::AwsError;
 use crate::last_seen::{CleanupReport, FoundResource, Leftovers, judge};
+use crate::logs::InvocationLog;
 use crate::names::{CLUSTER_TAG, CREATED_BY_TAG, CREATED_BY_VALUE, ClusterId, ResourceNames};
 use crate::resource::{DestroyReport, Outcome, Resource, ResourceKind};
 use crate::spec::{Deployment, DeploymentSpec};
-use crate::{bucket, function, queue, role, tagging};
+use crate::{bucket, function, logs, queue, role, tagging};
 
 /// Creates and deletes clusters' resources in one region (see the module documentation).
 #[derive(Debug, Clone)]
@@ -210,6 +214,18 @@ impl Deployer {
         function::mark_seen(&self.clients, &deployment.function_arn, now).await
     }
 
+    /// What `deployment`'s function printed in the invocations that started at `since` or later
+    /// (by AWS's clock, read from [`CLOCK_MARGIN`](crate::CLOCK_MARGIN) earlier), one
+    /// [`InvocationLog`] per invocation in the order they started (see the `logs` module).
+    pub async fn invocation_logs(
+        &self,
+        deployment: &Deployment,
+        since: SystemTime,
+    ) -> Result<Vec<InvocationLog>, AwsError> {
+        self.check_region(deployment)?;
+        logs::invocation_logs(&self.clients, &deployment.function_name, since).await
+    }
+
     /// The resources of `cluster` (every cluster if `None`) found in this region by their tags,
     /// judged now: those of clusters whose client was seen less than `older_than` ago are
     /// skipped, the others are to delete.
@@ -247,6 +263,19 @@ impl Deployer {
             );
         }
         found.extend(role::find_by_tag(clients, key, &value).await?);
+        // Log groups have no tags: those of the clusters found, and of the cluster named.
+        let mut clusters: BTreeSet<String> = found
+            .iter()
+            .filter_map(|found| found.cluster.clone())
+            .collect();
+        clusters.extend(cluster.as_ref().map(ToString::to_string));
+        for (cluster, log_group) in logs::existing(clients, &clusters).await? {
+            found.push(FoundResource {
+                resource: log_group,
+                cluster: Some(cluster),
+                last_seen: None,
+            });
+        }
         Ok(found)
     }
 
@@ -284,6 +313,7 @@ impl Deployer {
                     function::delete_event_invoke_config(clients, &resource).await
                 }
                 ResourceKind::Function => function::delete(clients, &resource).await,
+                ResourceKind::LogGroup => logs::delete(clients, &resource).await,
                 ResourceKind::Queue => queue::delete(clients, &resource).await,
                 ResourceKind::Bucket => bucket::delete(clients, &resource, &mut report).await,
                 ResourceKind::RolePolicy => match resource.name.split_once('/') {

@@ -12,12 +12,14 @@
 //! | S3 bucket | `dask-serverless-<cluster>-<account>` | the deployment zip (`deployment/code.zip`) and the runs' data |
 //! | SQS queue | `dask-serverless-<cluster>` | the result channel, and the on-failure destination of asynchronous invocations |
 //! | Lambda function | `dask-serverless-<cluster>` | runs the handler; asynchronous invocations are never retried by Lambda |
+//! | CloudWatch Logs group | `/aws/lambda/dask-serverless-<cluster>` | the function's output, per invocation; created by Lambda at the first invocation, untagged |
 //!
-//! Every resource carries the tags `dask-serverless:cluster = <cluster>`,
+//! Every resource but the log group carries the tags `dask-serverless:cluster = <cluster>`,
 //! `dask-serverless:created-by = dask-serverless` and `dask-serverless:region = <region>`, so [`Deployer::cleanup`] finds what a crashed
 //! client left behind, and `dask-serverless:last-seen = <Unix seconds>`, which a live client
 //! renews on its function ([`Deployer::mark_seen`]) so that a cleanup leaves its cluster alone
-//! (see the `last_seen` module). A deployment that fails half-way deletes what it had created before it
+//! (see the `last_seen` module). The log group has no tags (Lambda creates it): a cleanup
+//! finds it by the name of a cluster's function (see the `logs` module). A deployment that fails half-way deletes what it had created before it
 //! returns the error: a failed `deploy` leaves nothing.
 //!
 //! The engine then talks to the cluster through two backends of `dask-serverless-platform`'s
@@ -46,6 +48,7 @@
 //! | `bucket` | the S3 bucket and the deployment package in it |
 //! | `queue` | the SQS queue |
 //! | `function` | the Lambda function and its asynchronous invocation config |
+//! | `logs` | the function's log group: what each invocation printed ([`InvocationLog`]), its deletion |
 //! | `deployer` | [`Deployer`]: deploy with rollback, destroy, clean up leftovers |
 //! | `invoker` | [`LambdaInvoker`] |
 //! | `result_channel` | [`SqsQueue`] |
@@ -63,8 +66,9 @@
 //!
 //! [`DEPLOYER_POLICY`] is the least the caller needs to deploy, use, destroy and clean up
 //! clusters: actions on resources named `dask-serverless-*` only (roles under the path
-//! `/dask-serverless/`), plus the three calls that take no resource (`sts:GetCallerIdentity`,
-//! `tag:GetResources`, `iam:ListRoles`). `iam:PassRole` is limited to handing the cluster's role
+//! `/dask-serverless/`, log groups `/aws/lambda/dask-serverless-*`), plus four calls that list
+//! or identify rather than act on a resource (`sts:GetCallerIdentity`, `tag:GetResources`,
+//! `iam:ListRoles`, `logs:DescribeLogGroups`). `iam:PassRole` is limited to handing the cluster's role
 //! to Lambda. Role ARNs are given with and without the `/dask-serverless/` path: AWS authorizes
 //! role actions on the ARN with its path, some AWS-compatible servers on the bare name. The tests deploy, invoke, destroy and clean up as a user holding exactly this
 //! policy, on a local target that evaluates IAM policies.
@@ -93,6 +97,7 @@ mod tagging;
 
 mod bucket;
 mod function;
+mod logs;
 mod queue;
 mod role;
 
@@ -109,6 +114,7 @@ pub use invoker::LambdaInvoker;
 pub use last_seen::{
     CleanupReport, DEFAULT_OLDER_THAN, Leftovers, SkippedCluster, format_duration, parse_duration,
 };
+pub use logs::{CLOCK_MARGIN, InvocationLog};
 pub use names::{
     CLUSTER_TAG, CREATED_BY_TAG, CREATED_BY_VALUE, ClusterId, LAST_SEEN_TAG, REGION_TAG, ROLE_PATH,
 };

@@ -3,14 +3,15 @@
 //!
 //! # Model
 //!
-//! A cluster is made of six kinds of [`Resource`], the [`ResourceKind`]s. Their order is the
+//! A cluster is made of seven kinds of [`Resource`], the [`ResourceKind`]s. Their order is the
 //! deletion order: what uses another resource goes before it (the function's asynchronous
-//! invocation config names the queue; the function runs with the role and was loaded from the
-//! bucket). Deploying creates them in about the reverse order (see the `deployer` module);
+//! invocation config names the queue; the function writes to its log group, runs with the role
+//! and was loaded from the bucket). Deploying creates them in about the reverse order (see the `deployer` module);
 //! every deletion, rollback and cleanup sorts the resources it has by kind first.
 //!
 //! A resource is named the way its deletion call needs: a queue by its URL, an inline policy as
-//! `role/policy`, the asynchronous invocation config by its function's name.
+//! `role/policy`, the asynchronous invocation config by its function's name, a log group by
+//! its name (`/aws/lambda/<function>`, which Lambda creates at the first invocation).
 //!
 //! This module depends on nothing else of the crate, so that every other module (errors
 //! included) can name resources.
@@ -26,6 +27,8 @@ pub enum ResourceKind {
     /// The asynchronous invocation config of a function (named by the function).
     EventInvokeConfig,
     Function,
+    /// The function's CloudWatch Logs group, created by Lambda.
+    LogGroup,
     /// A queue, named by its URL.
     Queue,
     Bucket,
@@ -39,6 +42,7 @@ impl ResourceKind {
         match self {
             Self::EventInvokeConfig => "event invoke config of function",
             Self::Function => "function",
+            Self::LogGroup => "log group",
             Self::Queue => "queue",
             Self::Bucket => "bucket",
             Self::RolePolicy => "inline policy",
@@ -61,6 +65,10 @@ impl Resource {
 
     pub fn event_invoke_config(function: &str) -> Self {
         Self::new(ResourceKind::EventInvokeConfig, function)
+    }
+
+    pub fn log_group(name: &str) -> Self {
+        Self::new(ResourceKind::LogGroup, name)
     }
 
     pub fn queue(url: &str) -> Self {
@@ -145,6 +153,7 @@ mod tests {
             Resource::role_policy("r", "p"),
             Resource::function("f"),
             Resource::queue("q"),
+            Resource::log_group("/aws/lambda/f"),
             Resource::event_invoke_config("f"),
         ];
         resources.sort_by_key(|resource| resource.kind);
@@ -154,6 +163,7 @@ mod tests {
             [
                 ResourceKind::EventInvokeConfig,
                 ResourceKind::Function,
+                ResourceKind::LogGroup,
                 ResourceKind::Queue,
                 ResourceKind::Bucket,
                 ResourceKind::RolePolicy,

@@ -220,10 +220,17 @@ impl Deployment {
         vec![
             Resource::event_invoke_config(&self.function_name),
             Resource::function(&self.function_name),
+            Resource::log_group(&self.log_group()),
             Resource::queue(&self.queue_url),
             Resource::bucket(&self.bucket),
             Resource::role(&self.role_name),
         ]
+    }
+
+    /// The function's log group (see the `logs` module): Lambda creates it at the first
+    /// invocation.
+    pub fn log_group(&self) -> String {
+        crate::logs::log_group_name(&self.function_name)
     }
 
     /// Settings reaching this deployment (with the default profile).

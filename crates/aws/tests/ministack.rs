@@ -13,8 +13,8 @@ use aws_config::SdkConfig;
 use bytes::Bytes;
 use common::{MiniStack, free_port, loader_with, spec};
 use dask_serverless_aws::{
-    AwsError, AwsSettings, ClusterId, DEFAULT_OLDER_THAN, Deployer, Deployment, LAST_SEEN_TAG,
-    LambdaInvoker, ResourceKind, SqsQueue, load_config_from,
+    AwsError, AwsSettings, ClusterId, DEFAULT_OLDER_THAN, Deployer, Deployment, InvocationLog,
+    LAST_SEEN_TAG, LambdaInvoker, ResourceKind, SqsQueue, load_config_from,
 };
 use dask_serverless_platform::{Invoker, PlatformError, ResultChannel, RetryPolicy};
 use serde_json::{Value, json};
@@ -88,6 +88,18 @@ async fn assert_gone(config: &SdkConfig, deployment: &Deployment) {
         !queues.queue_urls().contains(&deployment.queue_url),
         "queue {} remains",
         deployment.queue_url
+    );
+    let logs = aws_sdk_cloudwatchlogs::Client::new(config);
+    let groups = logs
+        .describe_log_groups()
+        .log_group_name_prefix(deployment.log_group())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        groups.log_groups().is_empty(),
+        "log group {} remains",
+        deployment.log_group()
     );
     let tagging = aws_sdk_resourcegroupstagging::Client::new(config);
     let tagged = tagging
@@ -181,6 +193,7 @@ async fn deploy_invoke_receive_and_destroy() {
 
     // Asynchronous invocations run, and reply on the result channel.
     let queue = SqsQueue::new(&config, &deployment.queue_url);
+    let started = SystemTime::now();
     for token in 0..3 {
         let payload = json!({"reply_to": deployment.queue_url, "token": token});
         invoker
@@ -223,6 +236,50 @@ async fn deploy_invoke_receive_and_destroy() {
         "{record}"
     );
 
+    // What each invocation printed, from the function's log group, cut per invocation.
+    let logs = deployer
+        .invocation_logs(&deployment, started)
+        .await
+        .unwrap();
+    let printed: Vec<&InvocationLog> = logs
+        .iter()
+        .filter(|log| log.text.contains("printed for token"))
+        .collect();
+    assert_eq!(printed.len(), 3, "{logs:#?}");
+    for token in 0..3 {
+        let line = format!("printed for token {token} on stdout\n");
+        let log = printed
+            .iter()
+            .find(|log| log.text.contains(&line))
+            .unwrap_or_else(|| panic!("no invocation printed {line:?}: {logs:#?}"));
+        // Both streams, under the invocation that printed them, and nothing of the others.
+        assert!(
+            log.text
+                .contains(&format!("printed for token {token} on stderr\n")),
+            "{log:#?}"
+        );
+        assert_eq!(log.text.matches("printed for token").count(), 2, "{log:#?}");
+        assert!(!log.text.contains("START RequestId"), "{log:#?}");
+        assert!(
+            log.text
+                .contains(&format!("REPORT RequestId: {}", log.request_id)),
+            "{log:#?}"
+        );
+        assert!(log.started >= started - dask_serverless_aws::CLOCK_MARGIN);
+    }
+    let ids: BTreeSet<&str> = logs.iter().map(|log| log.request_id.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        logs.len(),
+        "one record per invocation: {logs:#?}"
+    );
+    // Invocations before the moment asked for are left out.
+    let later = deployer
+        .invocation_logs(&deployment, SystemTime::now() + Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(later.is_empty(), "{later:#?}");
+
     // Destroy deletes everything, then finds everything gone.
     let report = deployer.destroy(&deployment).await.unwrap();
     let kinds: BTreeSet<ResourceKind> = report
@@ -235,6 +292,7 @@ async fn deploy_invoke_receive_and_destroy() {
         BTreeSet::from([
             ResourceKind::EventInvokeConfig,
             ResourceKind::Function,
+            ResourceKind::LogGroup,
             ResourceKind::Queue,
             ResourceKind::Bucket,
             ResourceKind::RolePolicy,
@@ -244,9 +302,17 @@ async fn deploy_invoke_receive_and_destroy() {
     );
     assert_eq!(report.objects_deleted, 1, "{report}");
     assert_gone(&config, &deployment).await;
+    // Its logs went with it.
+    assert!(
+        deployer
+            .invocation_logs(&deployment, started)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let again = deployer.destroy(&deployment).await.unwrap();
     assert!(again.deleted.is_empty(), "{again}");
-    assert_eq!(again.already_gone.len(), 5, "{again}");
+    assert_eq!(again.already_gone.len(), 6, "{again}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,20 +420,30 @@ async fn cleanup_finds_leftovers_by_tag_cluster_by_cluster() {
         BTreeSet::from([
             "event invoke config of function dask-serverless-alpha".to_string(),
             "function dask-serverless-alpha".to_string(),
+            // Found by name (Lambda made it untagged at the invocation above).
+            "log group /aws/lambda/dask-serverless-alpha".to_string(),
             format!("queue {}", first.queue_url),
             format!("bucket {}", first.bucket),
             "role dask-serverless-alpha".to_string(),
         ])
     );
     let found = deployer.leftovers(None, EVERY_CLUSTER).await.unwrap();
-    assert_eq!(found.to_delete.len(), 10);
+    assert_eq!(found.to_delete.len(), 11);
 
     let report = deployer
         .cleanup(Some("alpha"), EVERY_CLUSTER)
         .await
         .unwrap();
     assert!(report.skipped.is_empty(), "{report}");
-    assert!(report.deleted.deleted.len() >= 5, "{report}");
+    assert!(report.deleted.deleted.len() >= 6, "{report}");
+    assert!(
+        report
+            .deleted
+            .deleted
+            .iter()
+            .any(|resource| resource.kind == ResourceKind::LogGroup),
+        "{report}"
+    );
     assert!(
         report
             .deleted
@@ -558,9 +634,18 @@ async fn cleanup_leaves_clusters_seen_recently_alone() {
         .unwrap();
     assert_eq!(report.skipped.len(), 1, "{report}");
     assert!(report.deleted.deleted.is_empty(), "{report}");
-    // ... zero is.
+    // ... zero is: its log group too, made by the invocation above (and spared with the rest
+    // of the cluster while it was live).
     let report = deployer.cleanup(Some("live"), EVERY_CLUSTER).await.unwrap();
-    assert_eq!(report.deleted.deleted.len(), 6, "{report}");
+    assert_eq!(report.deleted.deleted.len(), 7, "{report}");
+    assert!(
+        report
+            .deleted
+            .deleted
+            .iter()
+            .any(|resource| resource.name == live.log_group()),
+        "{report}"
+    );
     assert_gone(&config, &live).await;
 
     // A mark of another region's deployment is refused.
@@ -913,9 +998,19 @@ async fn the_documented_policy_is_enough_for_the_whole_lifecycle() {
         .unwrap();
     let received = receive_at_least(&queue, 2, Duration::from_secs(60)).await;
     assert_eq!(received.len(), 2, "{received:?}");
+    let logs = deployer
+        .invocation_logs(&deployment, UNIX_EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 2, "{logs:#?}");
     deployer.destroy(&deployment).await.unwrap();
+    assert_gone(&admin, &deployment).await;
 
     let deployment = deployer.deploy(&spec).await.unwrap();
+    invoker
+        .invoke_request_response(&deployment.function_name, Bytes::from("{}"))
+        .await
+        .unwrap();
     deployer
         .mark_seen(&deployment, SystemTime::now())
         .await
@@ -924,7 +1019,8 @@ async fn the_documented_policy_is_enough_for_the_whole_lifecycle() {
     assert_eq!(report.skipped.len(), 1, "{report}");
     assert!(report.deleted.deleted.is_empty(), "{report}");
     let report = deployer.cleanup(None, EVERY_CLUSTER).await.unwrap();
-    assert_eq!(report.deleted.deleted.len(), 6, "{report}");
+    assert_eq!(report.deleted.deleted.len(), 7, "{report}");
+    assert_gone(&admin, &deployment).await;
     let found = deployer.leftovers(None, EVERY_CLUSTER).await.unwrap();
     assert!(found.to_delete.is_empty(), "{found:?}");
 }

@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dask_serverless_local_platform::{LocalPlatform, LocalPlatformConfig};
+use dask_serverless_local_platform::{LocalPlatform, LocalPlatformConfig, WorkerOutputCopy};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -347,7 +347,9 @@ async fn run_local_platform(arguments: LocalPlatformArguments) -> anyhow::Result
     let config = LocalPlatformConfig {
         bind: SocketAddr::new(arguments.bind, arguments.port),
         python: arguments.python,
-        worker_log: arguments.worker_log,
+        worker_output: arguments
+            .worker_log
+            .map_or(WorkerOutputCopy::StandardError, WorkerOutputCopy::File),
         environment,
     };
     let platform = LocalPlatform::start(config).await?;

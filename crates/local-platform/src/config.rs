@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::LocalPlatformError;
+use crate::output::WorkerOutputCopy;
 
 /// Largest request payload of a synchronous (`RequestResponse`) invocation, and largest response.
 pub const SYNCHRONOUS_PAYLOAD_LIMIT: usize = 6_291_456;
@@ -32,9 +33,11 @@ pub struct LocalPlatformConfig {
     pub bind: SocketAddr,
     /// Python interpreter used for functions created over HTTP without a `Command`.
     pub python: PathBuf,
-    /// File that receives the workers' standard output and error; `None` forwards them to the
-    /// local platform's standard error. Every line is prefixed by function name and worker id.
-    pub worker_log: Option<PathBuf>,
+    /// Where the workers' standard output and error are copied as they come, every line
+    /// prefixed by function name and worker id: the platform's standard error (the default),
+    /// a file, or nowhere. Either way each invocation's output is kept (see
+    /// [`LocalPlatformHandle::invocation_logs`](crate::LocalPlatformHandle::invocation_logs)).
+    pub worker_output: WorkerOutputCopy,
     /// Variables added to the environment of every function's workers (after the function's
     /// own): how `dask-serverless local-platform --chaos` hands its faults to the functions.
     pub environment: Vec<(String, String)>,
@@ -45,7 +48,7 @@ impl Default for LocalPlatformConfig {
         Self {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             python: PathBuf::from("python3"),
-            worker_log: None,
+            worker_output: WorkerOutputCopy::default(),
             environment: Vec::new(),
         }
     }

@@ -41,12 +41,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, oneshot};
 
 use crate::config::{FunctionConfig, function_arn};
+use crate::output::{CurrentOutput, OutputHistory};
 use crate::platform::Shared;
 use crate::statistics::{Counter, Counters};
 use crate::worker::{OutputTail, kill_process_group};
@@ -73,6 +74,8 @@ pub(crate) enum Caller {
 #[derive(Debug)]
 pub(crate) struct Invocation {
     pub(crate) request_id: String,
+    /// When the platform accepted it.
+    pub(crate) submitted: SystemTime,
     pub(crate) payload: Bytes,
     pub(crate) caller: Caller,
 }
@@ -190,6 +193,9 @@ pub(crate) struct Worker {
     pub(crate) initialization_error: Option<String>,
     /// The last lines the process wrote, for initialization failures.
     pub(crate) output_tail: Arc<OutputTail>,
+    /// The invocation its output goes to: the last one assigned to it (see the `output`
+    /// module).
+    pub(crate) current_output: Arc<CurrentOutput>,
 }
 
 impl Worker {
@@ -237,6 +243,8 @@ pub(crate) struct Function {
     pub(crate) arn: String,
     pub(crate) state: Mutex<FunctionState>,
     pub(crate) statistics: Counters,
+    /// What its last invocations printed.
+    pub(crate) outputs: OutputHistory,
     progress_directory: PathBuf,
 }
 
@@ -247,6 +255,7 @@ impl Function {
             config,
             state: Mutex::new(FunctionState::default()),
             statistics: Counters::default(),
+            outputs: OutputHistory::default(),
             progress_directory: progress_directory.to_path_buf(),
         }
     }
@@ -310,6 +319,11 @@ impl Function {
             .find(|worker| worker.phase == WorkerPhase::Idle)
         {
             worker.phase = WorkerPhase::Busy;
+            worker.current_output.switch_to(self.outputs.record(
+                &invocation.request_id,
+                invocation.submitted,
+                worker.id,
+            ));
             worker.assignment = Some(Assignment {
                 invocation,
                 deadline: None,
@@ -325,6 +339,13 @@ impl Function {
         let progress_path = self
             .progress_directory
             .join(format!("{}-{}.progress", self.config.name, id));
+        // What the new worker prints while it starts counts with the invocation it starts for.
+        let current_output = Arc::new(CurrentOutput::default());
+        current_output.switch_to(self.outputs.record(
+            &invocation.request_id,
+            invocation.submitted,
+            id,
+        ));
         state.workers.insert(
             id,
             Worker {
@@ -341,6 +362,7 @@ impl Function {
                 progress_path,
                 initialization_error: None,
                 output_tail: Arc::new(OutputTail::default()),
+                current_output,
             },
         );
         launches.push(id);

@@ -187,6 +187,7 @@ async fn invoke(
         InvocationType::Event => {
             let invocation = Invocation {
                 request_id: request_id.clone(),
+                submitted: std::time::SystemTime::now(),
                 payload,
                 caller: Caller::Event,
             };
@@ -201,6 +202,7 @@ async fn invoke(
             let (sender, receiver) = oneshot::channel();
             let invocation = Invocation {
                 request_id: request_id.clone(),
+                submitted: std::time::SystemTime::now(),
                 payload,
                 caller: Caller::Waiting(sender),
             };

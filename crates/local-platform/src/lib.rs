@@ -8,7 +8,9 @@
 //! synchronous calls; asynchronous calls wait in a queue), payload sizes (413), response size
 //! (`Function.ResponseSizeTooLarge`), timeout (`Sandbox.Timedout`), memory size
 //! (`Runtime.OutOfMemory`), crashes (`Runtime.ExitError`) and initialization failures
-//! (`Runtime.InitError`). Failed asynchronous invocations are delivered as destination records to
+//! (`Runtime.InitError`). What workers print is kept per invocation, as CloudWatch Logs keeps a
+//! Lambda function's output (and copied live to standard error, a file, or nowhere). Failed
+//! asynchronous invocations are delivered as destination records to
 //! an on-failure queue of the built-in queue service, which speaks a subset of the SQS JSON
 //! protocol.
 //!
@@ -29,7 +31,8 @@
 //! ```
 //!
 //! Module map: [`config`] (functions and limits), `platform` (registry, start, shutdown),
-//! `function` (worker phases and invocation lifecycle), `worker` (processes), `lifeline` (worker
+//! `function` (worker phases and invocation lifecycle), `worker` (processes), [`output`] (what
+//! workers print, kept per invocation and copied live), `lifeline` (worker
 //! process groups die with the platform's process), [`leftovers`] (what dead clients left on
 //! disk, and its removal), `runtime_api`, `invoke_api`, `limits` (timeout and memory
 //! enforcement), `queue` (queue service), `destination` (failure records), `statistics`.
@@ -42,6 +45,7 @@ mod invoke_api;
 pub mod leftovers;
 mod lifeline;
 mod limits;
+pub mod output;
 mod platform;
 mod queue;
 mod runtime_api;
@@ -54,6 +58,7 @@ pub use config::{
     ASYNCHRONOUS_PAYLOAD_LIMIT, FunctionConfig, LocalPlatformConfig, QUEUE_MESSAGE_LIMIT,
     SYNCHRONOUS_PAYLOAD_LIMIT,
 };
+pub use output::{InvocationLog, WorkerOutputCopy};
 pub use platform::{LocalPlatform, LocalPlatformHandle};
 pub use statistics::PlatformStatistics;
 

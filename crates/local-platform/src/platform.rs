@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -28,9 +28,10 @@ use crate::LocalPlatformError;
 use crate::config::{FunctionConfig, LocalPlatformConfig};
 use crate::function::Function;
 use crate::leftovers::OwnerMark;
+use crate::output::{InvocationLog, OutputCopy};
 use crate::queue::QueueService;
 use crate::statistics::{Counters, PlatformStatistics, add_gauges};
-use crate::worker::{WorkerOutput, abandon, kill_process_group};
+use crate::worker::{abandon, kill_process_group};
 
 /// How long deletion and shutdown wait for killed workers to be reaped.
 const REAP_WAIT: Duration = Duration::from_secs(10);
@@ -43,7 +44,7 @@ pub(crate) struct Shared {
     functions: Mutex<HashMap<String, Arc<Function>>>,
     pub(crate) queues: QueueService,
     pub(crate) statistics: Counters,
-    pub(crate) worker_output: WorkerOutput,
+    pub(crate) worker_output: OutputCopy,
     /// Interpreter for functions created over HTTP without a command.
     pub(crate) python: PathBuf,
     /// Added to every function's environment.
@@ -211,12 +212,11 @@ impl LocalPlatform {
                     source,
                 }
             })?;
-        let worker_output = WorkerOutput::open(config.worker_log.as_deref()).map_err(|source| {
-            LocalPlatformError::Io {
-                what: format!("could not open the worker log {:?}", config.worker_log),
+        let worker_output =
+            OutputCopy::open(&config.worker_output).map_err(|source| LocalPlatformError::Io {
+                what: format!("could not open the worker log {:?}", config.worker_output),
                 source,
-            }
-        })?;
+            })?;
         let shared = Arc::new(Shared {
             functions: Mutex::new(HashMap::new()),
             queues: QueueService::new(format!("http://{address}")),
@@ -310,6 +310,25 @@ impl LocalPlatformHandle {
             &format!("the invocations of function '{name}' were stopped"),
         );
         Ok(count)
+    }
+
+    /// What the invocations of a function submitted at `since` or later printed, in the order
+    /// they were assigned to workers (see the `output` module: the last
+    /// [`KEPT_INVOCATIONS`](crate::output::KEPT_INVOCATIONS) invocations of the function, the
+    /// last [`KEPT_BYTES_PER_INVOCATION`](crate::output::KEPT_BYTES_PER_INVOCATION) bytes of
+    /// each).
+    pub fn invocation_logs(
+        &self,
+        name: &str,
+        since: SystemTime,
+    ) -> Result<Vec<InvocationLog>, LocalPlatformError> {
+        let function =
+            self.shared
+                .function(name)
+                .ok_or_else(|| LocalPlatformError::FunctionNotFound {
+                    name: name.to_string(),
+                })?;
+        Ok(function.outputs.since(since))
     }
 
     /// The configurations of the functions hosted now, by name.

@@ -30,9 +30,10 @@
 //!    in the group's resident memory); it needs no code between fork and exec, so the standard
 //!    library starts it with `posix_spawn`, without running fork handlers. It is the platform's
 //!    child, not the worker's: the worker's own `wait()` never sees it;
-//! 4. forward its standard output and error, line by line and prefixed by function name and
-//!    worker id, to the local platform's standard error or worker log, keeping the last lines for
-//!    initialization failures.
+//! 4. forward its standard output and error, line by line: to the invocation it holds (kept per
+//!    invocation, see the `output` module), to the worker's last lines (for initialization
+//!    failures) and, prefixed by function name and worker id, to where the platform copies
+//!    worker output (its standard error, a file, or nowhere).
 //!
 //! A supervisor task then waits for the process to exit, kills what is left of its group (the
 //! keeper with it, which it reaps), removes the worker from its function, fails the invocation
@@ -53,10 +54,8 @@
 //! is out of reach, as it is of a kill of the group.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -71,6 +70,7 @@ use crate::function::{
     while_running,
 };
 use crate::lifeline::Lifeline;
+use crate::output::CurrentOutput;
 use crate::platform::Shared;
 
 /// Host variables a worker inherits; everything else comes from Lambda's set and the function.
@@ -131,34 +131,6 @@ impl OutputTail {
 
     pub(crate) fn text(&self) -> String {
         self.lines().iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-}
-
-/// Where worker output goes.
-#[derive(Debug)]
-pub(crate) enum WorkerOutput {
-    StandardError,
-    File(Mutex<File>),
-}
-
-impl WorkerOutput {
-    pub(crate) fn open(path: Option<&Path>) -> std::io::Result<Self> {
-        Ok(match path {
-            None => Self::StandardError,
-            Some(path) => Self::File(Mutex::new(
-                File::options().create(true).append(true).open(path)?,
-            )),
-        })
-    }
-
-    fn write_line(&self, prefix: &str, line: &str) {
-        match self {
-            Self::StandardError => eprintln!("{prefix} {line}"),
-            Self::File(file) => {
-                let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let _ = writeln!(file, "{prefix} {line}");
-            }
-        }
     }
 }
 
@@ -233,7 +205,7 @@ async fn launch(
     worker_id: WorkerId,
 ) -> Result<Launched, String> {
     let config = &function.config;
-    let (wake, progress_path, output_tail) = {
+    let (wake, progress_path, output_tail, current_output) = {
         let state = function.lock();
         let worker = state
             .workers
@@ -243,6 +215,7 @@ async fn launch(
             Arc::clone(&worker.wake),
             worker.progress_path.clone(),
             Arc::clone(&worker.output_tail),
+            Arc::clone(&worker.current_output),
         )
     };
     let listener = TcpListener::bind(("127.0.0.1", 0))
@@ -382,10 +355,17 @@ async fn launch(
             prefix.clone(),
             Arc::clone(shared),
             Arc::clone(&output_tail),
+            Arc::clone(&current_output),
         ));
     }
     if let Some(stderr) = child.stderr.take() {
-        forwarders.push(forward(stderr, prefix, Arc::clone(shared), output_tail));
+        forwarders.push(forward(
+            stderr,
+            prefix,
+            Arc::clone(shared),
+            output_tail,
+            current_output,
+        ));
     }
     Ok(Launched {
         child,
@@ -442,6 +422,7 @@ fn forward(
     prefix: String,
     shared: Arc<Shared>,
     tail: Arc<OutputTail>,
+    current: Arc<CurrentOutput>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = BufReader::new(stream);
@@ -456,6 +437,7 @@ fn forward(
                     for text in text.trim_end_matches(['\n', '\r']).split('\r') {
                         shared.worker_output.write_line(&prefix, text);
                         tail.push(text);
+                        current.push(text);
                     }
                 }
             }

@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use serde::Deserialize;
 
 use crate::error::aws_error;
+use crate::logs::{InvocationLog, unix_seconds};
 use crate::runtime;
 
 /// What `LambdaCluster` asks for.
@@ -145,6 +146,32 @@ impl AwsDeployer {
             .detach(|| runtime().block_on(deployer.destroy(&deployment)))
             .map_err(aws_error)?;
         Ok(described(&report))
+    }
+
+    /// What a deployment's function printed in the invocations that started at `since` (Unix
+    /// seconds) or later, from its CloudWatch Logs group, in the order they started.
+    fn invocation_logs(
+        &self,
+        py: Python<'_>,
+        deployment: &str,
+        since: f64,
+    ) -> PyResult<Vec<InvocationLog>> {
+        let deployment: Deployment =
+            serde_json::from_str(deployment).map_err(|error| json_error("deployment", error))?;
+        let since = std::time::UNIX_EPOCH + Duration::from_secs_f64(since.max(0.0));
+        let deployer = &self.deployer;
+        let logs = py
+            .detach(|| runtime().block_on(deployer.invocation_logs(&deployment, since)))
+            .map_err(aws_error)?;
+        Ok(logs
+            .into_iter()
+            .map(|log| InvocationLog {
+                invocation_id: log.request_id,
+                started: unix_seconds(log.started),
+                text: log.text,
+                omitted_bytes: log.omitted_bytes,
+            })
+            .collect())
     }
 
     /// Renews the last-seen mark of a deployment's cluster: its client is alive.

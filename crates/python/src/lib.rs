@@ -18,6 +18,7 @@ mod buffer;
 mod error;
 mod invocation;
 mod leftovers;
+mod logs;
 mod plan;
 mod platform;
 mod run;
@@ -88,6 +89,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<invocation::RetainStep>()?;
     module.add_class::<invocation::FinishStep>()?;
     module.add_class::<leftovers::LocalLeftover>()?;
+    module.add_class::<logs::InvocationLog>()?;
     #[cfg(feature = "aws")]
     module.add_class::<aws::AwsDeployer>()?;
     #[cfg(feature = "aws")]

@@ -12,12 +12,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dask_serverless_local_platform::{FunctionConfig, LocalPlatformConfig, LocalPlatformHandle};
+use dask_serverless_local_platform::{
+    FunctionConfig, LocalPlatformConfig, LocalPlatformHandle, WorkerOutputCopy,
+};
 use dask_serverless_platform::{Invoker, LocalInvoker, LocalQueue};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::error::{local_platform_error, platform_error};
+use crate::logs::{InvocationLog, unix_seconds};
 use crate::runtime;
 
 #[pyclass(module = "dask_serverless._core")]
@@ -56,11 +59,18 @@ impl LocalPlatform {
 
 #[pymethods]
 impl LocalPlatform {
+    /// Worker output is kept per invocation ([`LocalPlatform::invocation_logs`]) and copied as
+    /// it comes to `worker_log` if given, else to standard error if `verbose`.
     #[new]
-    #[pyo3(signature = (worker_log=None))]
-    fn new(py: Python<'_>, worker_log: Option<PathBuf>) -> PyResult<LocalPlatform> {
+    #[pyo3(signature = (worker_log=None, verbose=false))]
+    fn new(py: Python<'_>, worker_log: Option<PathBuf>, verbose: bool) -> PyResult<LocalPlatform> {
+        let worker_output = match worker_log {
+            Some(path) => WorkerOutputCopy::File(path),
+            None if verbose => WorkerOutputCopy::StandardError,
+            None => WorkerOutputCopy::Nowhere,
+        };
         let config = LocalPlatformConfig {
-            worker_log,
+            worker_output,
             ..LocalPlatformConfig::default()
         };
         let handle = py
@@ -148,6 +158,25 @@ impl LocalPlatform {
     /// Worker process ids, for checks that nothing is left running.
     fn worker_pids(&self) -> PyResult<Vec<u32>> {
         Ok(self.handle()?.worker_process_ids())
+    }
+
+    /// What the invocations of `function` submitted at `since` (Unix seconds) or later printed,
+    /// in the order they started.
+    fn invocation_logs(&self, function: &str, since: f64) -> PyResult<Vec<InvocationLog>> {
+        let since = std::time::UNIX_EPOCH + Duration::from_secs_f64(since.max(0.0));
+        let logs = self
+            .handle()?
+            .invocation_logs(function, since)
+            .map_err(local_platform_error)?;
+        Ok(logs
+            .into_iter()
+            .map(|log| InvocationLog {
+                invocation_id: log.request_id,
+                started: unix_seconds(log.assigned),
+                text: log.text,
+                omitted_bytes: log.omitted_bytes,
+            })
+            .collect())
     }
 
     /// Stops every running invocation of a function now (its workers are killed and restart

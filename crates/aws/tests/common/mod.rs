@@ -194,17 +194,22 @@ pub fn zip(files: &[(&str, &[u8])]) -> Bytes {
     Bytes::from(writer.finish().expect("a zip").into_inner())
 }
 
-/// The test handler: echoes its event, sleeps `sleep` seconds, fails on `fail`, and with `reply_to` sends `token` to
+/// The test handler: prints `token` on stdout and stderr, echoes its event, sleeps `sleep`
+/// seconds, fails on `fail`, and with `reply_to` sends `token` to
 /// that queue URL (with botocore, which every Python Lambda runtime ships).
 pub const HANDLER: &str = r#"
 import json
 import os
+import sys
 import time
 
 import botocore.session
 
 
 def handler(event, context):
+    if "token" in event:
+        print(f"printed for token {event['token']} on stdout", flush=True)
+        print(f"printed for token {event['token']} on stderr", file=sys.stderr, flush=True)
     if "sleep" in event:
         time.sleep(event["sleep"])
     if "fail" in event:

@@ -8,6 +8,7 @@ project's handler does, so that the platform can name it when it kills the worke
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -35,6 +36,13 @@ def _send_to_queue(endpoint, queue_url, body):
 
 def handle(event, context):
     action = event.get("action", "echo")
+    if action == "print":
+        print(f"{event['text']} on stdout", flush=True)
+        print(f"{event['text']} on stderr", file=sys.stderr, flush=True)
+        # Lines are read from the pipes while the invocation goes on; one printed in its very
+        # last instant may be read once the next one began (see the platform's output module).
+        time.sleep(0.2)
+        return {"printed": event["text"]}
     if action == "echo":
         return {"event": event, "pid": os.getpid()}
     if action == "environment":

@@ -1,10 +1,13 @@
 //! Invocations: answers, errors, events, warm reuse, concurrency and payload limits.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use dask_serverless_local_platform::{ASYNCHRONOUS_PAYLOAD_LIMIT, SYNCHRONOUS_PAYLOAD_LIMIT};
+use dask_serverless_local_platform::{
+    ASYNCHRONOUS_PAYLOAD_LIMIT, LocalPlatform, LocalPlatformConfig, LocalPlatformError,
+    SYNCHRONOUS_PAYLOAD_LIMIT, WorkerOutputCopy,
+};
 use dask_serverless_platform::{Invoker, LocalInvoker, LocalQueue, PlatformError, ResultChannel};
 use serde_json::{Value, json};
 
@@ -480,5 +483,60 @@ async fn oversized_response_fails_with_response_size_too_large() {
     let statistics = platform.function_statistics("talkative").unwrap();
     assert_eq!(statistics.oversized_responses, 1);
     assert_eq!(statistics.cold_starts, 1);
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_invocation_keeps_what_its_worker_printed() {
+    let python = require_python!();
+    let platform = LocalPlatform::start(LocalPlatformConfig {
+        worker_output: WorkerOutputCopy::Nowhere,
+        ..LocalPlatformConfig::default()
+    })
+    .await
+    .expect("the local platform starts");
+    let mut config = handlers_function(&python, "talker");
+    config.concurrency = 1;
+    platform.create_function(config).await.unwrap();
+    let before = SystemTime::now();
+    let mut request_ids = Vec::new();
+    for text in ["first", "second"] {
+        let payload = json!({"action": "print", "text": text}).to_string();
+        let answer = invoke_raw(&platform, "talker", "RequestResponse", payload).await;
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        request_ids.push(answer.header("x-amzn-RequestId").unwrap().to_string());
+    }
+    let logs = platform.invocation_logs("talker", before).unwrap();
+    let ids: Vec<&str> = logs.iter().map(|log| log.request_id.as_str()).collect();
+    assert_eq!(ids, request_ids, "{logs:#?}");
+    // One worker ran both, one after the other: each invocation has its own lines, from both
+    // streams (whose relative order is the order the platform read the two pipes).
+    for (log, text) in logs.iter().zip(["first", "second"]) {
+        assert_eq!(log.worker, "worker-1");
+        let mut lines: Vec<&str> = log.text.lines().collect();
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [format!("{text} on stderr"), format!("{text} on stdout")],
+            "{logs:#?}"
+        );
+        assert!(log.text.ends_with('\n'));
+    }
+    assert!(logs.iter().all(|log| log.omitted_bytes == 0));
+    assert!(logs[0].submitted >= before && logs[0].assigned >= logs[0].submitted);
+    // Only those submitted since the moment asked for.
+    let later = platform
+        .invocation_logs("talker", SystemTime::now() + Duration::from_secs(1))
+        .unwrap();
+    assert!(later.is_empty(), "{later:?}");
+    assert!(matches!(
+        platform.invocation_logs("nobody", before),
+        Err(LocalPlatformError::FunctionNotFound { .. })
+    ));
     platform.shutdown().await;
 }
