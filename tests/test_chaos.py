@@ -154,3 +154,27 @@ def test_the_client_outlasts_store_failures_that_outlast_the_backend_retries(
             assert not check.failed, check
         assert cluster._store.list("") == []
     assert _injected(log)["store"] > 50, dict(_injected(log))
+
+
+def test_the_same_seed_replays_the_same_faults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faults are drawn from the seed and the work (a batch and its attempt, a store key without
+    the run's id), never from the run's random id or the time: two clusters with one seed
+    computing the same graphs inject the same faults."""
+    logs = []
+    for replay in range(2):
+        log = tmp_path / f"faults-{replay}"
+        monkeypatch.setenv("DASK_SERVERLESS_CHAOS_LOG", str(log))
+        with LocalCluster(
+            max_concurrency=1, batches_per_function=2, chaos="kill=0.2,store=0.2", chaos_seed=3
+        ) as cluster:
+            for seed in range(3):
+                collection = random_graph(seed)
+                expected = dask.compute(collection, scheduler="sync")[0]
+                assert not compare(
+                    expected, dask.compute(collection, scheduler=cluster.get)[0]
+                ).failed
+        logs.append(sorted(log.read_text().splitlines()))
+    assert logs[0], "no fault injected"
+    assert logs[0] == logs[1]

@@ -29,10 +29,10 @@ pub use executor::{
     Executor, ExecutorAction, ExecutorEvent, LEASE_RENEWAL, LEASE_TIMEOUT, STOP_CHECK_INTERVAL,
 };
 pub use messages::{
-    AbandonReason, AbandonReport, BatchReport, BatchResources, BatchSpec, BatchSteps, ChildSpec, FIRST_ATTEMPT,
-    FailureCause, FailureReport, InvocationEvent, PlatformAddress, ProgressReport, Report,
-    RunContext, StoreTraffic, TaskError, TaskRecord, TaskWarning, UPLOAD_MEMBER, fan_in_members,
-    upload_joins_fan_in,
+    AbandonReason, AbandonReport, BatchReport, BatchResources, BatchSpec, BatchSteps, ChildSpec,
+    FIRST_ATTEMPT, FailureCause, FailureReport, InvocationEvent, PlatformAddress, ProgressReport,
+    Report, RunContext, StoreTraffic, TaskError, TaskRecord, TaskWarning, UPLOAD_MEMBER,
+    fan_in_members, upload_joins_fan_in,
 };
 
 /// Time as the state machines see it: microseconds on a clock chosen by the shell.

@@ -12,8 +12,9 @@
 //!   Lambda's at-least-once delivery may: half of them at once, the others late (after 0.2 to
 //!   2 s, in the background, when the first delivery has usually run).
 //!
-//! Decisions draw from the chaos seed and the invocation's payload (which names the run, the
-//! batch and the attempt), how many times this wrapper invoked that payload before, and the
+//! Decisions draw from the chaos seed and the invocation's payload without what changes from
+//! one replay to the next (the run's id, the time it was sent: what is left names the batch and
+//! the attempt), how many times this wrapper invoked that payload before, and the
 //! try: the same work replays the same faults. Backoff delays are jittered from the thread's
 //! generator, as in production: they change timings, never decisions.
 //!
@@ -65,18 +66,32 @@ impl<I: Invoker + ?Sized + 'static> ChaosInvoker<I> {
         &self.chaos
     }
 
-    /// The identity of one invocation: its payload and how often it was invoked before.
+    /// The identity of one invocation: its payload without what differs from one replay to
+    /// the next (see [`Self::stable_identity`]), and how often it was invoked before.
     fn identity(&self, payload: &Bytes) -> (String, String) {
+        let text = Self::stable_identity(payload);
         let mut occurrences = self
             .occurrences
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let count = occurrences.entry(payload.clone()).or_default();
+        let count = occurrences.entry(Bytes::from(text.clone())).or_default();
         *count += 1;
-        (
-            String::from_utf8_lossy(payload).into_owned(),
-            count.to_string(),
-        )
+        (text, count.to_string())
+    }
+
+    /// The part of an invocation's payload that names the same work in every replay: a run's
+    /// event without its run context (the run id is drawn anew for each run; the context's
+    /// seed already tells runs apart) and without the time it was sent. A payload that is not
+    /// such an event is its own identity.
+    fn stable_identity(payload: &[u8]) -> String {
+        match serde_json::from_slice::<serde_json::Value>(payload) {
+            Ok(serde_json::Value::Object(mut event)) => {
+                event.remove("run");
+                event.remove("invoked_at_us");
+                serde_json::Value::Object(event).to_string()
+            }
+            _ => String::from_utf8_lossy(payload).into_owned(),
+        }
     }
 
     /// Plays the throttles of one invocation: refused tries, each followed by a backoff.
@@ -236,6 +251,31 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
+
+    #[test]
+    fn an_event_is_the_same_work_whatever_its_run_id_and_send_time() {
+        let event = |run: &str, sent: u64| {
+            format!(
+                r#"{{"run":{{"run_id":"{run}"}},"batch":3,"attempt":2,"invoked_at_us":{sent}}}"#
+            )
+        };
+        let first = ChaosInvoker::<CountingInvoker>::stable_identity(event("run-a", 1).as_bytes());
+        let replay = ChaosInvoker::<CountingInvoker>::stable_identity(event("run-b", 2).as_bytes());
+        assert_eq!(first, replay);
+        assert!(
+            first.contains("\"batch\":3") && first.contains("\"attempt\":2"),
+            "{first}"
+        );
+        let other_batch = event("run-a", 1).replace("\"batch\":3", "\"batch\":4");
+        assert_ne!(
+            first,
+            ChaosInvoker::<CountingInvoker>::stable_identity(other_batch.as_bytes())
+        );
+        assert_eq!(
+            ChaosInvoker::<CountingInvoker>::stable_identity(b"not json"),
+            "not json"
+        );
+    }
 
     /// Counts the invocations that reach the platform.
     #[derive(Debug, Default)]

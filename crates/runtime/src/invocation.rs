@@ -10,8 +10,9 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    BatchResources, BatchSpec, BatchSteps, Executor, ExecutorAction, ExecutorEvent, InvocationEvent,
-    ProgressReport, Report, RunContext, StoreTraffic, TaskError, TaskRecord, TaskWarning,
+    BatchResources, BatchSpec, BatchSteps, Executor, ExecutorAction, ExecutorEvent,
+    InvocationEvent, ProgressReport, Report, RunContext, StoreTraffic, TaskError, TaskRecord,
+    TaskWarning,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::BatchId;

@@ -17,7 +17,8 @@
 //! failed try changed nothing. (A timeout whose operation took effect is not modelled: retried,
 //! a `put_new` or a `fan_in` would answer "not yours" for its own write.)
 //!
-//! Each decision draws from the chaos seed and the operation, its key, how many times this
+//! Each decision draws from the chaos seed and the operation, its key (without the run's id,
+//! which is drawn anew for each run), how many times this
 //! wrapper saw that operation on that key before, and the try: the same work replays the same
 //! faults. Each party of a run (the client, each invocation) wraps its store with a seed of
 //! its own (`Chaos::scoped`), so that a recovery does not meet the very failures of the
@@ -32,6 +33,15 @@ use bytes::Bytes;
 use dask_serverless_chaos::{Chaos, Fault};
 
 use crate::{Payload, Store, StoreError};
+
+/// A key without its run id (`run-<id>/values/3` is `values/3`): run ids are drawn anew for
+/// each run, and a replay must meet the same faults (the run's seed already tells runs apart).
+fn stable_key(key: &str) -> &str {
+    match key.split_once('/') {
+        Some((first, rest)) if first.starts_with("run-") => rest,
+        _ => key,
+    }
+}
 
 /// Retries of a failed try, as `object_store`'s default for S3.
 pub const RETRIES: u32 = 3;
@@ -73,6 +83,7 @@ impl<S: Store + ?Sized> ChaosStore<S> {
             *count += 1;
             count.to_string()
         };
+        let key = stable_key(key);
         let identity = [operation, key, occurrence.as_str()];
         let mut latency = identity.to_vec();
         latency.push("latency");
