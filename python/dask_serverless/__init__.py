@@ -32,13 +32,15 @@ from dask_serverless.errors import (
 
 if TYPE_CHECKING:
     from dask_serverless.cluster import LocalCluster
+    from dask_serverless.experiments import experiment
     from dask_serverless.lambda_cluster import LambdaCluster
 
-# The clusters import Dask: they load on first use, so that the `dask-serverless` command
-# starts without it.
+# The clusters and experiments import Dask: they load on first use, so that the
+# `dask-serverless` command starts without it.
 _LAZY = {
     "LocalCluster": "dask_serverless.cluster",
     "LambdaCluster": "dask_serverless.lambda_cluster",
+    "experiment": "dask_serverless.experiments",
 }
 
 
@@ -72,5 +74,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "UnsupportedGraphError",
+    "experiment",
 ]
 __version__ = "0.1.0"
