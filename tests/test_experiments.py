@@ -94,6 +94,10 @@ def test_one_row_per_compute_with_its_coordinates_and_figures(saved):
     ]
     assert len(items) == 4
     assert runs[items].sum(axis=1).to_numpy() == pytest.approx(runs["cost_dollars"].to_numpy())
+    # A function instance's peak resident memory stays within its memory size (the local
+    # platform stops one that exceeds it).
+    assert (runs["peak_memory_bytes"] > 0).all()
+    assert (runs["peak_memory_bytes"] <= runs["memory_mb"] * 2**20).all()
     # The first compute of a fresh cluster starts its workers: the warm-ups take the cold starts.
     warmups = runs[runs["warmup"]]
     assert (warmups.groupby("memory_mb")["cold_starts"].sum() > 0).all()

@@ -4,8 +4,9 @@
   ``max_concurrency``, ``run``: its number on its cluster, warm-ups first; ``warmup``), the
   wall ``seconds`` of ``dask.compute``, the ``check`` against Dask's ``sync`` result and the
   ``error`` of a compute that failed, the cost (``cost_dollars`` and one ``cost_<item>`` per
-  item of :class:`~dask_serverless.report.Cost`, ``gb_seconds``), ``cold_starts`` and
-  ``instances``, then every figure of the run report's summary (phases in
+  item of :class:`~dask_serverless.report.Cost`, ``gb_seconds``), ``cold_starts``,
+  ``instances`` and ``peak_memory_bytes`` (the largest of its invocations: a function
+  instance's resident memory at its peak), then every figure of the run report's summary (phases in
   ``<phase>_seconds``, tasks, batches, invocations, store operations and bytes...).
 * ``invocations``: one row per invocation of every compute, its run's coordinates and
   ``run_id`` first, then the columns of :attr:`RunReport.invocations
@@ -105,7 +106,8 @@ class ExperimentResult:
     def summary(self) -> Any:
         """One row per workload, platform, concurrency limit and memory size: the timed runs
         that succeeded, the median, least and most seconds, the median cost, its Lambda compute
-        item and GB-seconds, and the median count of invocations."""
+        item and GB-seconds, the median count of invocations, and the largest peak memory of a
+        function instance (MB)."""
         import pandas as pd
 
         timed = self.timed_runs
@@ -113,7 +115,7 @@ class ExperimentResult:
         columns = [
             *keys, "runs", "failed", "median_seconds", "min_seconds", "max_seconds",
             "median_cost_dollars", "median_compute_cost_dollars", "median_gb_seconds",
-            "median_invocations",
+            "median_invocations", "peak_memory_mb",
         ]  # fmt: skip
         if timed.empty:
             return pd.DataFrame(columns=columns)
@@ -128,6 +130,7 @@ class ExperimentResult:
                 "median_compute_cost_dollars": grouped["cost_lambda_compute"].median(),
                 "median_gb_seconds": grouped["gb_seconds"].median(),
                 "median_invocations": grouped["invocations"].median(),
+                "peak_memory_mb": grouped["peak_memory_bytes"].max() / 2**20,
             }
         ).reset_index()
         all_timed = self.runs[~self.runs["warmup"].astype(bool)]
@@ -144,6 +147,7 @@ class ExperimentResult:
         header = [
             "workload", "platform", "concurrency", "memory MB", "runs", "median s", "min s",
             "max s", "median cost (µ$)", "of which compute (µ$)", "median GB-s", "invocations",
+            "peak memory MB",
         ]  # fmt: skip
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in summary.itertuples(index=False):
@@ -160,6 +164,7 @@ class ExperimentResult:
                 _text(row.median_compute_cost_dollars * 1e6, "{:.3f}"),
                 _text(row.median_gb_seconds, "{:.3f}"),
                 _text(row.median_invocations, "{:.0f}"),
+                _text(row.peak_memory_mb, "{:.0f}"),
             ]
             lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
         return "\n".join(lines)

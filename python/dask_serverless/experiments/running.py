@@ -45,6 +45,7 @@ LEADING_RUN_COLUMNS = (
     "gb_seconds",
     "cold_starts",
     "instances",
+    "peak_memory_bytes",
 )
 
 
@@ -76,7 +77,7 @@ class Collector:
 def run_figures(result: RunResult) -> dict[str, Any]:
     """A compute's row of ``runs`` without its coordinates: the harness's row
     (:meth:`RunResult.as_row`) and, from the run report, its cost by item, GB-seconds, cold
-    starts and instances."""
+    starts, instances and the largest peak memory of a function instance."""
     figures: dict[str, Any] = dict.fromkeys(LEADING_RUN_COLUMNS)
     figures.update(result.as_row())
     report = result.report
@@ -84,6 +85,8 @@ def run_figures(result: RunResult) -> dict[str, Any]:
         invocations = report.invocations
         figures["cold_starts"] = int(invocations["cold"].sum()) if len(invocations) else 0
         figures["instances"] = int(invocations["instance"].nunique()) if len(invocations) else 0
+        if len(invocations):
+            figures["peak_memory_bytes"] = int(invocations["peak_memory_bytes"].max())
         try:
             cost = report.cost
         except ValueError:  # a region or architecture the price table lacks
