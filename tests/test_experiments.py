@@ -147,7 +147,10 @@ def test_tables_read_back_equal_from_csv_and_parquet(saved):
     pd.testing.assert_frame_equal(loaded.summary(), result.summary())
     described = json.loads((folder / "experiment.json").read_text())
     assert described["memory_mb"] == MEMORY_SIZES and described["runs"] == RUNS
-    assert set(described["workloads"]) == {"tree-1024", "sum_of_squares"}
+    assert described["workloads"] == {
+        "tree-1024": "pairwise tree of delayed(operator.add) over 1,024 numbers",
+        "sum_of_squares": "sum_of_squares() (a Python callable)",
+    }
     assert "cores" in described["machine"]
 
 

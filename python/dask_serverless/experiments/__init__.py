@@ -125,9 +125,18 @@ def run_experiment(
     """Run a checked grid (see :func:`experiment`)."""
     collector = Collector()
     meter = Progress(grid.timed_runs, grid.computes, enabled=progress)
-    description = describe_where({**grid.describe(), "small": small, "check": check})
+    # Built once, untimed: what each workload is, at the chosen sizes, goes with the results.
+    built = {entry.name: entry.build() for entry in grid.workloads}
+    description = describe_where(
+        {
+            **grid.describe(),
+            "workloads": {name: entry.description for name, entry in built.items()},
+            "small": small,
+            "check": check,
+        }
+    )
     try:
-        run_grid(grid, collector, meter, check)
+        run_grid(grid, built, collector, meter, check)
     except BaseException:
         meter.close()
         if output is not None and collector.runs:

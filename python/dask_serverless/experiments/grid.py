@@ -37,6 +37,7 @@ keyword arguments of :func:`dask_serverless.experiment` as keys, for example::
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import tomllib
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dask_serverless.benchmark.workloads import Built
 from dask_serverless.errors import ConfigurationError
 
 #: Platforms an experiment can run on.
@@ -67,11 +69,12 @@ CONFIG_KEYS = (
 
 @dataclass(frozen=True)
 class ExperimentWorkload:
-    """A workload of an experiment: its name and how to build its Dask collection."""
+    """A workload of an experiment: its name and how to build it (a
+    :class:`~dask_serverless.benchmark.workloads.Built`: the Dask collection and what it is,
+    at the chosen sizes)."""
 
     name: str
-    build: Callable[[], Any] = field(repr=False)
-    description: str = ""
+    build: Callable[[], Built] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -123,9 +126,9 @@ class Grid:
         return self.setting_count * len(self.workloads) * (self.runs + self.warmup)
 
     def describe(self) -> dict[str, Any]:
-        """The grid as plain values (written beside the tables)."""
+        """The grid as plain values (written beside the tables; the workloads by name)."""
         return {
-            "workloads": {entry.name: entry.description for entry in self.workloads},
+            "workloads": [entry.name for entry in self.workloads],
             "platforms": list(self.platforms),
             "memory_mb": list(self.memory_mb),
             "max_concurrency": list(self.max_concurrency),
@@ -208,7 +211,7 @@ def resolve_workload(entry: str | Callable[[], Any], small: bool) -> ExperimentW
     documentation)."""
     if callable(entry):
         name = getattr(entry, "__name__", None) or type(entry).__name__
-        return ExperimentWorkload(name, entry, f"{name}() (a Python callable)")
+        return ExperimentWorkload(name, _built_by(entry, f"{name}() (a Python callable)"))
     if not isinstance(entry, str):
         raise ConfigurationError(f"a workload is a name or a callable, not {entry!r}")
     if ":" in entry:
@@ -219,7 +222,7 @@ def resolve_workload(entry: str | Callable[[], Any], small: bool) -> ExperimentW
             raise ConfigurationError(f"workload {entry!r} cannot be imported: {error}") from error
         if not callable(function):
             raise ConfigurationError(f"workload {entry!r} is not callable")
-        return ExperimentWorkload(attribute, function, f"{entry}()")
+        return ExperimentWorkload(attribute, _built_by(function, f"{entry}()"))
     from dask_serverless.benchmark.workloads import workload
 
     try:
@@ -234,9 +237,11 @@ def resolve_workload(entry: str | Callable[[], Any], small: bool) -> ExperimentW
     missing = known.missing_requirements()
     if missing:
         raise ConfigurationError(f"workload {entry!r} needs {', '.join(missing)}, not installed")
-    # The description is known once built: built lazily, once, by the experiment.
-    size = "small" if small else "full size"
-    return ExperimentWorkload(entry, lambda: build(small).collection, f"{known.summary} ({size})")
+    return ExperimentWorkload(entry, functools.partial(build, small))
+
+
+def _built_by(function: Callable[[], Any], description: str) -> Callable[[], Built]:
+    return lambda: Built(function(), description)
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,13 @@ start stops the experiment (what ran is kept, and saved when an output folder wa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from dask_serverless.benchmark.measuring import REFERENCE, RunResult, compute, measure_run
+from dask_serverless.benchmark.workloads import Built
 from dask_serverless.experiments.grid import Grid, Setting
 from dask_serverless.experiments.progress import Progress
 
@@ -127,9 +128,16 @@ def running_cluster(setting: Setting, options: dict[str, Any]) -> Iterator[Any]:
         cluster.close()
 
 
-def run_grid(grid: Grid, collector: Collector, progress: Progress, check: bool) -> None:
-    """Run every setting of the grid, adding rows to ``collector`` as they come."""
-    collections = {entry.name: entry.build() for entry in grid.workloads}
+def run_grid(
+    grid: Grid,
+    built: Mapping[str, Built],
+    collector: Collector,
+    progress: Progress,
+    check: bool,
+) -> None:
+    """Run every setting of the grid on the built workloads (by name), adding rows to
+    ``collector`` as they come."""
+    collections = {name: entry.collection for name, entry in built.items()}
     references: dict[str, Any] = {}
     if check:
         for name, collection in collections.items():
