@@ -356,3 +356,53 @@ def test_the_functions_package_leaves_the_experiment_libraries_out():
 
     names = {requirement.split("==")[0] for requirement in default_requirements()}
     assert names == {"dask", "cloudpickle", "numpy"}
+
+
+def test_a_grid_over_the_local_platform_and_lambda_on_an_aws_compatible_endpoint(tmp_path):
+    """One memory size on both platforms; Lambda is the local AWS-compatible endpoint."""
+    from aws_endpoint import CREDENTIALS, aws_endpoint
+
+    saved_variables = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    try:
+        with aws_endpoint() as url:
+            result = experiment(
+                workloads=["tree-1024"],
+                memory_mb=[512],
+                runs=1,
+                platforms=["local", "lambda"],
+                small=True,
+                progress=False,
+                output=tmp_path,
+                local_options=LOCAL_OPTIONS,
+                # The endpoint throttles asynchronous invocations beyond a reserved
+                # concurrency instead of retrying them as Lambda does: none is reserved here.
+                lambda_options={
+                    "region": "us-east-1",
+                    "endpoint_url": url,
+                    "python_version": "3.11",
+                    "timeout_s": 60,
+                    "parallelism": 4,
+                },
+            )
+    finally:
+        for name, value in saved_variables.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    runs = result.runs
+    assert list(runs["platform"]) == ["local", "local", "lambda", "lambda"]
+    assert runs["error"].isna().all(), runs["error"].dropna().tolist()
+    assert set(runs["check"]) == {"equal"}
+    on_lambda = runs[runs["platform"] == "lambda"]
+    assert on_lambda["max_concurrency"].isna().all()  # none reserved: the account's limit
+    assert (on_lambda["cost_dollars"] > 0).all() and (on_lambda["seconds"] > 0).all()
+    assert on_lambda["cold_starts"].iloc[0] > 0  # new functions start cold
+    invocations = result.invocations
+    assert set(invocations["platform"]) == {"local", "lambda"}
+    assert len(invocations[invocations["platform"] == "lambda"]) == on_lambda["invocations"].sum()
+    summary = result.summary()
+    assert sorted(summary["platform"]) == ["lambda", "local"]
+    assert (summary["runs"] == 1).all()
+    png_size(tmp_path / "time-by-memory.png")

@@ -90,8 +90,9 @@ def time_by_memory(result: ExperimentResult) -> Figure:
 
 
 def cost_by_memory(result: ExperimentResult) -> Figure:
-    platforms = set(result.runs["platform"]) if not result.runs.empty else set()
-    how = "as billed by AWS Lambda" if platforms == {"lambda"} else "priced as on AWS Lambda"
+    # The run report's price table, at the setting's memory size (on AWS, an estimate of the
+    # bill; on the local platform and an AWS-compatible endpoint, what AWS would charge).
+    how = "priced as on AWS Lambda"
     figure, (total, compute) = _new_figure(2)
     timed = result.timed_runs
     _by_memory(
