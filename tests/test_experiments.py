@@ -382,7 +382,7 @@ def test_a_grid_over_the_local_platform_and_lambda_on_an_aws_compatible_endpoint
                     "endpoint_url": url,
                     "python_version": "3.11",
                     "timeout_s": 60,
-                    "parallelism": 4,
+                    "parallelism": 2,
                 },
             )
     finally:

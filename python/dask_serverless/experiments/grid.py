@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dask_serverless.benchmark.workloads import Built
+from dask_serverless.benchmark.workloads import Built, workload
 from dask_serverless.errors import ConfigurationError
 
 #: Platforms an experiment can run on.
@@ -223,8 +223,6 @@ def resolve_workload(entry: str | Callable[[], Any], small: bool) -> ExperimentW
         if not callable(function):
             raise ConfigurationError(f"workload {entry!r} is not callable")
         return ExperimentWorkload(attribute, _built_by(function, f"{entry}()"))
-    from dask_serverless.benchmark.workloads import workload
-
     try:
         known = workload(entry)
     except KeyError as error:
