@@ -32,14 +32,16 @@ from dask_serverless.errors import (
 
 if TYPE_CHECKING:
     from dask_serverless.cluster import LocalCluster
+    from dask_serverless.experiments import experiment
     from dask_serverless.lambda_cluster import LambdaCluster
     from dask_serverless.report_page import performance_report
 
-# The clusters import Dask: they load on first use, so that the `dask-serverless` command
-# starts without it.
+# The clusters and experiments import Dask: they load on first use, so that the
+# `dask-serverless` command starts without it.
 _LAZY = {
     "LocalCluster": "dask_serverless.cluster",
     "LambdaCluster": "dask_serverless.lambda_cluster",
+    "experiment": "dask_serverless.experiments",
     "performance_report": "dask_serverless.report_page",
 }
 
@@ -74,6 +76,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "UnsupportedGraphError",
+    "experiment",
     "performance_report",
 ]
 __version__ = "0.1.0"

@@ -28,6 +28,9 @@
 //!   the interpreter named by `DASK_SERVERLESS_PYTHON` (else `python3`). Every argument goes to
 //!   the harness (`dask-serverless bench --help` prints its options). The process *becomes* the
 //!   interpreter (exec), so output, Ctrl-C and the exit status are the harness's own.
+//! - `experiment`: runs an experiment from a configuration file, `<python> -m
+//!   dask_serverless.experiments <arguments>`, the same way as `bench` (`dask-serverless
+//!   experiment --help` prints its options).
 //!
 //! Worker output goes to standard error, or to `--worker-log FILE`. Diagnostics follow
 //! `RUST_LOG` (default `info`, without the AWS SDK's own credential-chain warnings: `cleanup`
@@ -76,12 +79,23 @@ enum Command {
     Cleanup(CleanupArguments),
     /// Run the benchmark harness (python -m dask_serverless.bench); arguments go to it.
     Bench(BenchArguments),
+    /// Run an experiment (a grid of workloads, memory sizes, concurrency limits and runs)
+    /// from a configuration file (python -m dask_serverless.experiments); arguments go to it.
+    Experiment(ExperimentArguments),
 }
 
 #[derive(Debug, clap::Args)]
 #[command(disable_help_flag = true)]
 struct BenchArguments {
     /// Arguments of the harness, for example `--small --runs 1`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    arguments: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
+struct ExperimentArguments {
+    /// The configuration file and options, for example `sweep.toml --output results`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     arguments: Vec<OsString>,
 }
@@ -228,7 +242,11 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             "this build has no AWS support (cargo feature `aws`): `dask-serverless cleanup \
              --local` cleans up this machine"
         )),
-        Command::Bench(bench) => Err(run_bench(bench)),
+        Command::Bench(bench) => Err(run_python_module("dask_serverless.bench", bench.arguments)),
+        Command::Experiment(experiment) => Err(run_python_module(
+            "dask_serverless.experiments",
+            experiment.arguments,
+        )),
     }
 }
 
@@ -239,17 +257,17 @@ fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("could not start the async runtime")
 }
 
-/// Replaces this process with `<python> -m dask_serverless.bench <arguments>`; returns only
-/// when the interpreter could not be started.
-fn run_bench(arguments: BenchArguments) -> anyhow::Error {
+/// Replaces this process with `<python> -m <module> <arguments>` (a subcommand written in
+/// Python); returns only when the interpreter could not be started.
+fn run_python_module(module: &str, arguments: Vec<OsString>) -> anyhow::Error {
     let python = std::env::var_os("DASK_SERVERLESS_PYTHON").unwrap_or_else(|| "python3".into());
     let error = std::process::Command::new(&python)
-        .args(["-m", "dask_serverless.bench"])
-        .args(arguments.arguments)
+        .args(["-m", module])
+        .args(arguments)
         .exec();
     anyhow::Error::new(error).context(format!(
-        "could not run `{} -m dask_serverless.bench` (set DASK_SERVERLESS_PYTHON to the \
-         interpreter that has dask_serverless installed)",
+        "could not run `{} -m {module}` (set DASK_SERVERLESS_PYTHON to the interpreter that \
+         has dask_serverless installed)",
         python.to_string_lossy()
     ))
 }

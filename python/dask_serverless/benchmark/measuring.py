@@ -5,9 +5,10 @@
   the result all count), checked against a reference result when one is given, with
   ``cluster.last_run`` when the scheduler is a serverless cluster. It prints nothing and does not
   raise when the compute does: a :class:`RunResult` says what happened, and
-  :meth:`RunResult.as_row` flattens it to one row of a table (``pandas.DataFrame(rows)``). Code
-  that measures other settings (memory sizes, concurrency limits) builds its own
-  ``LocalCluster`` and calls it with ``cluster.get``.
+  :meth:`RunResult.as_row` flattens it to one row of a table (``pandas.DataFrame(rows)``);
+  :attr:`RunResult.report` keeps the run report itself (its invocations and cost). Code that
+  measures other settings (memory sizes, concurrency limits) builds its own cluster and calls
+  it with ``cluster.get``, as :mod:`dask_serverless.experiments` does.
 * :func:`measure_workload` is the harness's loop over one built workload: the reference (Dask's
   ``sync``, computed once untimed when ``sync`` is not timed), one untimed warm-up run of each
   scheduler, then the timed runs alternating between the schedulers (run 1 on every scheduler,
@@ -45,6 +46,7 @@ from dask import delayed
 from dask_serverless.benchmark.checking import Check, compare, worst
 from dask_serverless.benchmark.workloads import Built, Workload, noop
 from dask_serverless.cluster import LocalCluster
+from dask_serverless.report import RunReport
 
 REFERENCE = "sync"
 OURS = "serverless"
@@ -117,6 +119,9 @@ class RunResult:
     error: str | None = None
     # The result itself (not in :meth:`as_row`): a reference for the next runs.
     value: Any = field(default=None, repr=False)
+    # The cluster's run report itself (not in :meth:`as_row`, which has its summary): its
+    # ``.invocations``, ``.tasks`` and ``.cost``. None when ``last_run`` is None or empty.
+    report: RunReport | None = field(default=None, repr=False)
 
     @property
     def failed(self) -> bool:
@@ -168,11 +173,13 @@ def measure_run(
     except Exception as error:  # noqa: BLE001 - the caller reports it
         return RunResult(None, error=f"{type(error).__name__}: {error}")
     check = compare(reference, value) if reference is not None else None
-    last_run = None
+    last_run, report = None, None
     if cluster is not None:
         # A compute that did not reach the cluster leaves the previous run's report there.
-        last_run = dict(cluster.last_run or {}) if cluster.last_run is not before else {}
-    return RunResult(seconds, check, last_run, value=value)
+        latest = cluster.last_run if cluster.last_run is not before else None
+        last_run = dict(latest or {})
+        report = latest if isinstance(latest, RunReport) else None
+    return RunResult(seconds, check, last_run, value=value, report=report)
 
 
 @dataclass
