@@ -266,6 +266,21 @@ mod tests {
             .spawn()
             .unwrap();
         let worker = sleeper.id();
+        // A process being started (`exec` under way) still grows: wait until it runs `sleep`
+        // and its resident memory holds still, so that two reads of it agree.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let comm = std::fs::read_to_string(format!("/proc/{worker}/comm")).unwrap_or_default();
+            let before = resident_bytes(worker);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            if comm.trim() == "sleep" && before > 0 && resident_bytes(worker) == before {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sleeper never settled"
+            );
+        }
         // This process stands for the keeper: much larger than the sleeper, and left out.
         let keeper = std::process::id();
         let mut groups = ProcessGroups::default();
