@@ -23,7 +23,9 @@
 //! *become* others; the platform's failure record only knows the event it was invoked with.
 //! The driver follows each invocation (by its request id) through its reports — progress names
 //! the batch it runs now, a final report the batch it became — so a failure is blamed on
-//! the batch that was running when the function died, once.
+//! the batch that was running when the function died, once. A record without the request id
+//! (some platforms leave it out) is blamed by following what each finished batch's report says
+//! its function became, from the batch the event was for.
 //!
 //! **Recovery.** Lost work is redone, within a [`RecoveryPolicy`]: a batch whose function the
 //! platform stopped (crash, memory size, timeout), that reported a failure around its tasks,
@@ -310,6 +312,8 @@ pub struct Driver {
     /// By task: already passed on to progress.
     reported: Vec<bool>,
     invocations: HashMap<String, InvocationState>,
+    /// By batch id: the batch its function became after it, as its final report said.
+    became: Vec<Option<BatchId>>,
     finished_batches: usize,
     running_batches: usize,
     finished_tasks: usize,
@@ -476,6 +480,7 @@ impl Driver {
             batches: vec![BatchState::Pending; plan.batches().len()],
             reported: vec![false; plan.task_count()],
             invocations: HashMap::new(),
+            became: vec![None; plan.batches().len()],
             finished_batches: 0,
             running_batches: 0,
             finished_tasks: 0,
@@ -590,7 +595,20 @@ impl Driver {
             .and_then(|id| self.invocations.get(id))
             .map(|state| state.batch)
             .filter(known);
-        let invoked_for = invoked_for.filter(known);
+        // Without the invocation's reports (a record without its request id), the function may
+        // have died in a batch it became after the one it was invoked for: follow what each
+        // finished batch's report says it became.
+        let invoked_for = invoked_for.filter(known).map(|mut batch| {
+            let mut steps = 0;
+            while self.batches[batch.index()] == BatchState::Finished
+                && let Some(next) = self.became[batch.index()]
+                && steps < self.batches.len()
+            {
+                batch = next;
+                steps += 1;
+            }
+            batch
+        });
         match reported {
             Some(batch) if self.batches[batch.index()] != BatchState::Finished => Some(batch),
             Some(batch) => invoked_for
@@ -1032,6 +1050,7 @@ impl Driver {
             }
             Report::BatchFinished(finished) => {
                 self.set_state(finished.batch, BatchState::Finished);
+                self.became[finished.batch.index()] = finished.became;
                 for &child in finished.invoked.iter().chain(&finished.became) {
                     if self.batches.get(child.index()) == Some(&BatchState::Pending) {
                         self.set_state(child, BatchState::Running);

@@ -728,3 +728,28 @@ fn a_backup_that_yields_to_the_mark_of_a_dead_original_is_redone() {
     let actions = driver.handle(died(straggler), 2_200_000);
     assert!(redone(&actions, straggler), "{actions:?}");
 }
+
+#[test]
+fn a_failure_record_without_request_id_is_blamed_on_the_batch_the_function_became() {
+    // Some platforms' failure records carry the event but not the request id: the driver then
+    // cannot look at the invocation's reports, and follows what each finished batch became.
+    let plan = chain_plan(3);
+    let mut driver = started(&plan);
+    driver.handle(finished(0, "request-1", &[0], Some(1)), 1);
+    let died = DriverEvent::PlatformFailure {
+        invocation: None,
+        batch: Some(BatchId(0)),
+        error_type: "Runtime.HandlerError".into(),
+        message: "Worker process died".into(),
+    };
+    // Batch 1 died with the function; its input was handed over in memory: redo from 0.
+    assert_eq!(
+        driver.handle(died, 2),
+        vec![DriverAction::Recover {
+            batch: BatchId(0),
+            attempt: 2,
+            recovering: vec![BatchId(1)],
+            backup: false,
+        }]
+    );
+}
