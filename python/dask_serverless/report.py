@@ -269,7 +269,7 @@ class RunReport(Mapping[str, Any]):
         frame["start_s"] = (frame["start_us"] - start) / 1e6
         frame["duration_s"] = frame["duration_us"] / 1e6
         frame["inputs_same_batch"], frame["inputs_in_memory"], frame["inputs_from_store"] = (
-            self._input_sources(numbers)
+            self._input_sources(numbers, batches)
         )
         return frame.drop(columns=["start_us", "duration_us"])
 
@@ -544,9 +544,11 @@ class RunReport(Mapping[str, Any]):
             winners.setdefault(batch, invocation)
         return winners
 
-    def _input_sources(self, numbers: list[int]) -> tuple[list[int], list[int], list[int]]:
-        """For each task: inputs computed in its own batch, handed over in memory, and read
-        from the store."""
+    def _input_sources(
+        self, numbers: list[int], task_batches: list[int]
+    ) -> tuple[list[int], list[int], list[int]]:
+        """For each task (`numbers`, run in `task_batches`): inputs computed in its own batch,
+        handed over in memory, and read from the store."""
         if self._plan is None:
             zeros = [0] * len(numbers)
             return zeros, list(zeros), list(zeros)
@@ -558,12 +560,14 @@ class RunReport(Mapping[str, Any]):
         ):
             # The report that counted is the first of each batch.
             loaded.setdefault(batch, set(values_read))
-        for number in numbers:
-            batch = self._plan.batch_of(number)
+        batch_of = dict(zip(numbers, task_batches, strict=True))
+        for number, batch in zip(numbers, task_batches, strict=True):
             loaded.setdefault(batch, set())
             counts = [0, 0, 0]
             for dependency in self._dependencies(number):
-                if self._plan.batch_of(dependency) == batch:
+                if dependency not in batch_of:
+                    batch_of[dependency] = self._plan.batch_of(dependency)
+                if batch_of[dependency] == batch:
                     counts[0] += 1
                 elif dependency in loaded[batch]:
                     counts[2] += 1

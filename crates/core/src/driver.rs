@@ -862,6 +862,12 @@ impl Driver {
 
     /// Invokes `batch` again at a fresh attempt, from the head of its chain of hand-overs.
     fn recover(&mut self, batch: BatchId) -> DriverAction {
+        self.invoke_again(batch, false)
+    }
+
+    /// Invokes `batch` again at a fresh attempt, from the head of its chain of hand-overs: lost
+    /// work, or a `backup` of a straggler (whose original keeps running, and its start time).
+    fn invoke_again(&mut self, batch: BatchId, backup: bool) -> DriverAction {
         let mut chain = vec![batch];
         while let Some(parent) = self.memory_parent[chain[chain.len() - 1].index()] {
             chain.push(parent);
@@ -870,13 +876,15 @@ impl Driver {
         let head = chain.remove(0);
         let attempt = self.next_attempt;
         self.next_attempt += 1;
-        self.set_state(batch, BatchState::Running);
-        self.stragglers.running_since[batch.index()] = self.now;
+        if !backup {
+            self.set_state(batch, BatchState::Running);
+            self.stragglers.running_since[batch.index()] = self.now;
+        }
         DriverAction::Recover {
             batch: head,
             attempt,
             recovering: chain,
-            backup: false,
+            backup,
         }
     }
 
@@ -924,23 +932,7 @@ impl Driver {
             self.stragglers.backups += 1;
             self.stragglers.extra_attempts[index] += 1;
             self.stragglers.extra_running += 1;
-            // The original keeps its place: the backup runs besides it.
-            let running_since = self.stragglers.running_since[index];
-            if let DriverAction::Recover {
-                batch,
-                attempt,
-                recovering,
-                ..
-            } = self.recover(batch)
-            {
-                actions.push(DriverAction::Recover {
-                    batch,
-                    attempt,
-                    recovering,
-                    backup: true,
-                });
-            }
-            self.stragglers.running_since[index] = running_since;
+            actions.push(self.invoke_again(batch, true));
         }
         actions
     }

@@ -259,17 +259,6 @@ impl StoreTraffic {
         self.operations += count;
         self.fan_ins += count;
     }
-
-    /// Adds another batch's traffic (values read too).
-    pub fn add(&mut self, other: &StoreTraffic) {
-        self.operations += other.operations;
-        self.reads += other.reads;
-        self.writes += other.writes;
-        self.deletes += other.deletes;
-        self.fan_ins += other.fan_ins;
-        self.bytes_read += other.bytes_read;
-        self.bytes_written += other.bytes_written;
-    }
 }
 
 /// A batch ran to the end.

@@ -196,9 +196,8 @@ impl ClientRun {
 
     fn count_prefix_deletion(&mut self, deleted: u64) {
         self.client_traffic.read(1, 0);
-        for _ in 0..deleted {
-            self.client_traffic.delete();
-        }
+        self.client_traffic.operations += deleted;
+        self.client_traffic.deletes += deleted;
     }
 
     pub fn statistics(&self) -> RunStatistics {
