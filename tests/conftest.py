@@ -1,9 +1,11 @@
-"""Shared fixtures: one local platform per test module, checked for leftovers."""
+"""Shared fixtures: one local platform per test module, checked for leftovers; a headless
+browser for the modules that open pages."""
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 
 import pytest
 
@@ -96,3 +98,19 @@ def redis_address():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless chromium for the module: Debian's, never one Playwright downloads."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("chromium is not installed: run `make browser` (Debian's chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -7,6 +7,7 @@ the ``with`` block, the AWS API itself must show that nothing of the cluster rem
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import logging
 import operator
@@ -23,11 +24,16 @@ import dask.array as da
 import dask.bag as db
 import pytest
 from dask import delayed
+from dask.diagnostics import ProgressBar
 
+import dask_serverless
 from aws_endpoint import CREDENTIALS, aws_endpoint
+from browser_page import LoadedPage
 from dask_serverless import LambdaCluster, lambda_cluster
-from dask_serverless.errors import AwsConfigurationError
+from dask_serverless.errors import AwsConfigurationError, PlatformError
 from dask_serverless.lambda_cluster import _duration_text, _LastSeenRenewal, cleanup
+from dask_serverless.report_page import duration_text
+from report_checks import check_bill_by_hand
 
 # The endpoint runs handlers with its own interpreter, this machine's Python.
 ENDPOINT_PYTHON = "3.11"
@@ -147,8 +153,11 @@ def test_get_logs_reads_each_invocations_output_from_the_log_group(endpoint):
             assert f"task {number} says hello on stdout\n" in text, repr(logs)
             assert f"task {number} says hello on stderr\n" in text, repr(logs)
             assert f"REPORT RequestId: {invocation}" in text, repr(logs)
-            others = [logs[other] for other in logs if other != invocation]
-            assert not any(f"task {number} says" in other for other in others), repr(logs)
+            # Elsewhere only if a backup ran it too (a batch waiting for a cold start while
+            # its siblings finish on a warm instance can get one).
+            others = [other for other in logs if other != invocation]
+            again = [other for other in others if f"task {number} says" in logs[other]]
+            assert len(again) <= cluster.last_run["backups"], repr(logs)
         assert set(cluster.last_run.invocations["invocation"]) <= set(logs)
         # Only the latest compute's invocations.
         assert dask.compute(delayed(sum)([1, 2]))[0] == 3
@@ -162,9 +171,117 @@ def test_get_logs_reads_each_invocations_output_from_the_log_group(endpoint):
     assert remaining_resources(endpoint, cluster_id) == []
 
 
+START_STEPS = [
+    "connecting",
+    "building the package",
+    "checking credentials",
+    "creating the role",
+    "creating the bucket",
+    "uploading the package",
+    "creating the queue",
+    "creating the function",
+    "waiting for the function to be active",
+    "first cold start",
+]
+
+
+def start_lines(text: str, cluster_id: str) -> list[str]:
+    prefix = f"LambdaCluster {cluster_id}: "
+    return [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_a_compute_end_to_end_start_progress_report_cost_logs_and_page(
+    endpoint, browser, tmp_path, capfd
+):
+    """What a user sees of one compute on LambdaCluster: the start's progress, Dask's
+    ProgressBar, the run report with its bill, the functions' logs and the HTML page."""
+    x = da.random.RandomState(7).random((600, 600), chunks=(200, 200))
+    total = (x @ x.T).sum()
+    expected = total.compute(scheduler="sync")
+    with LambdaCluster(
+        region="us-east-1",
+        endpoint_url=endpoint,
+        memory_mb=1024,
+        timeout_s=60,
+        parallelism=3,
+        python_version=ENDPOINT_PYTHON,
+    ) as cluster:
+        shown = start_lines(capfd.readouterr().err, cluster.cluster_id)
+        steps = [line.split(" (")[0] for line in shown[:-1]]
+        assert steps == START_STEPS, shown
+        size = cluster.package.zipped_bytes / 1e6
+        assert f"uploading the package ({size:.1f} MB)" in shown
+        assert shown[-1].startswith(f"ready ({size:.1f} MB package, first cold start ")
+        assert shown[-1].endswith(" s") and " in " in shown[-1]
+        assert 0 < cluster.first_cold_start_s < 60
+        bar = io.StringIO()
+        page = tmp_path / "run.html"
+        with dask_serverless.performance_report(page), ProgressBar(out=bar, dt=0.05):
+            assert total.compute() == pytest.approx(expected)
+        assert "100% Completed" in bar.getvalue()
+
+        report = cluster.last_run
+        assert report.succeeded
+        tasks = report.tasks
+        # Every task of Dask's optimized graph ran (the output's under Dask's finalize key).
+        (optimized,) = dask.optimize(total)
+        graph = optimized.__dask_graph__()
+        assert {str(key) for key in graph if key not in optimized.__dask_keys__()} <= set(
+            tasks["key"]
+        )
+        assert len(tasks) == report["tasks"] >= len(graph)
+        invocations = report.invocations
+        assert len(invocations) == report["invocations"] >= 3
+        assert set(tasks["invocation"]) <= set(invocations["invocation"])
+        assert invocations["instance"].notna().all() and (invocations["duration_s"] > 0).all()
+        assert (invocations["peak_memory_bytes"] > 0).all()
+        check_bill_by_hand(report, cluster.memory_mb)
+        assert "as if on AWS Lambda" in repr(report.cost)
+
+        logs = cluster.get_logs()
+        for invocation in invocations["invocation"]:
+            assert f"REPORT RequestId: {invocation}" in logs[invocation], repr(logs)
+
+        loaded = LoadedPage(browser, page)
+        try:
+            assert loaded.errors == []
+            assert loaded.model_length("tasks-1") == len(tasks)
+            longest = tasks.loc[tasks["duration_s"].idxmax()]
+            tooltip = loaded.hover_glyph("task-stream-1", "tasks-1", longest["key"])
+            assert longest["key"] in tooltip
+            assert duration_text(longest["duration_s"]) in tooltip
+            assert report.run_id in loaded.page.inner_text("body")
+        finally:
+            loaded.close()
+        cluster_id = cluster.cluster_id
+    assert remaining_resources(endpoint, cluster_id) == []
+
+
+def test_a_start_without_progress_shows_nothing_and_a_broken_function_fails_at_start(
+    endpoint, monkeypatch, capfd
+):
+    monkeypatch.setattr(lambda_cluster, "HANDLER", "dask_serverless.no_such_module.handler")
+    cluster = LambdaCluster(
+        region="us-east-1",
+        endpoint_url=endpoint,
+        memory_mb=512,
+        timeout_s=30,
+        python_version=ENDPOINT_PYTHON,
+        progress=False,
+    )
+    with pytest.raises(PlatformError, match="cannot run: its first invocation failed") as raised:
+        cluster.start()
+    assert "no_such_module" in str(raised.value)
+    assert "requirements" in str(raised.value)
+    assert start_lines(capfd.readouterr().err, cluster.cluster_id) == []
+    assert not cluster.running
+    assert remaining_resources(endpoint, cluster.cluster_id) == []
+
+
 CTRL_C_SCRIPT = """
 import json, os, signal, threading, time
 from dask import delayed
+from dask.diagnostics import ProgressBar
 from dask_serverless import LambdaCluster
 
 MARKERS = os.environ["TEST_MARKERS"]

@@ -2,7 +2,9 @@
 
 ``with LambdaCluster(region=...):`` builds the deployment package, then creates — all tagged
 with the cluster's id — an IAM role, an S3 bucket (data and fan-in), an SQS queue (the result
-channel and the on-failure destination of asynchronous invocations) and the Lambda function.
+channel and the on-failure destination of asynchronous invocations) and the Lambda function,
+and invokes it once (its first cold start, and the proof that the package runs), showing each
+step on a progress line (``progress=False`` turns it off).
 Every compute inside the block reuses them (warm functions stay warm); on exit, also after an
 exception or Ctrl-C, everything is deleted. ``dask-serverless cleanup --region R`` finds and
 deletes leftovers by tag.
@@ -37,6 +39,7 @@ from urllib.parse import urlencode, urlparse
 
 from dask_serverless import _core
 from dask_serverless._base import ServerlessCluster, hash_seed
+from dask_serverless._progress import DeployProgress
 from dask_serverless._validate import check_integer, check_number, renamed_keywords
 from dask_serverless.errors import ConfigurationError
 from dask_serverless.packaging import build_package
@@ -86,6 +89,11 @@ class LambdaCluster(ServerlessCluster):
         A testing aid, as on ``LocalCluster``: faults to inject and their seed. The spec
         travels in each run's invocation events, so the deployed functions need no change;
         the client wraps its own invoker and store.
+    progress:
+        Show the start's steps on standard error (building the package, creating the role,
+        the bucket, uploading, the queue, the function, its activation, its first cold start)
+        with the time each takes; ``False`` shows nothing. The start invokes the function once
+        and waits for it: a package that cannot run fails here, not at the first compute.
     """
 
     def __init__(
@@ -106,9 +114,13 @@ class LambdaCluster(ServerlessCluster):
         cluster_id: str | None = None,
         chaos: str | None = None,
         chaos_seed: int = 0,
+        progress: bool = True,
         **former_names: Any,
     ) -> None:
         super().__init__(chaos=chaos, chaos_seed=chaos_seed)
+        self.progress = progress
+        #: Seconds the first invocation took at start (a cold start), once started.
+        self.first_cold_start_s: float | None = None
         self.region = region
         self.memory_mb = check_integer("memory_mb", memory_mb, 128, 10_240)
         self.timeout_s = check_number("timeout_s", timeout_s, 0.0, 900.0, exclusive=True)
@@ -164,14 +176,21 @@ class LambdaCluster(ServerlessCluster):
     def start(self) -> LambdaCluster:
         if self.running:
             return self
-        deployer = _aws_deployer(self._settings())
-        self.package = build_package(
-            self.requirements,
-            architecture=self.architecture,
-            python_version=self.python_version,
-            wheel=self.wheel,
-            local_endpoint=self.local_endpoint,
-        )
+        progress = DeployProgress(f"LambdaCluster {self.cluster_id}", enabled=self.progress)
+        progress.step("connecting")
+        try:
+            deployer = _aws_deployer(self._settings())
+            progress.step("building the package")
+            self.package = build_package(
+                self.requirements,
+                architecture=self.architecture,
+                python_version=self.python_version,
+                wheel=self.wheel,
+                local_endpoint=self.local_endpoint,
+            )
+        except BaseException:
+            progress.finish("failed")
+            raise
         spec = {
             "cluster_id": self.cluster_id,
             "handler": HANDLER,
@@ -188,12 +207,19 @@ class LambdaCluster(ServerlessCluster):
             },
         }
         try:
-            record = deployer.deploy(json.dumps(spec), str(self.package.path))
+            record = deployer.deploy(json.dumps(spec), str(self.package.path), progress.step)
+            progress.step("first cold start")
+            self.first_cold_start_s = deployer.first_invocation(record)
         except BaseException:
+            progress.finish("failed, deleting what was created")
             # Ctrl-C or an error mid-way: whatever carries this cluster's tag goes, however
             # fresh its last-seen marks.
             deployer.cleanup(self.cluster_id, False, "0")
             raise
+        progress.finish(
+            f"ready ({self.package.zipped_bytes / 1e6:.1f} MB package, first cold start "
+            f"{self.first_cold_start_s:.1f} s)"
+        )
         self._renewal = _LastSeenRenewal(deployer, record, self.cluster_id, RENEWAL_PERIOD_S)
         self._finalizer = weakref.finalize(self, _destroy, deployer, record, self._renewal)
         self._register_started()

@@ -18,6 +18,12 @@
 //!    (`function`). Its log group is Lambda's to create, at the first invocation (never during
 //!    a deployment, so a rollback has none to delete); [`Deployer::destroy`] deletes it.
 //!
+//! [`Deployer::deploy_reporting`] tells an observer each [`DeployStep`] as it begins (a client
+//! shows them as a progress line: IAM's propagation and the function's activation take seconds).
+//! [`Deployer::first_invocation`] then invokes the new function once and waits for its answer:
+//! the first cold start, paid at start rather than by the first compute, and the proof that the
+//! package imports (a broken one is [`AwsError::FunctionBroken`], with the runtime's error).
+//!
 //! # Rollback
 //!
 //! Each resource module records a resource as soon as it exists. If a step fails, `deploy`
@@ -44,19 +50,59 @@
 //! [`AwsError::CleanupIncomplete`], naming what was deleted and what was not.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
+use bytes::Bytes;
+use dask_serverless_platform::{Invoker, PlatformError};
 
 use crate::clients::Clients;
 use crate::config::{AwsSettings, caller_identity, load_config};
 use crate::error::AwsError;
+use crate::invoker::LambdaInvoker;
 use crate::last_seen::{CleanupReport, FoundResource, Leftovers, judge};
 use crate::logs::InvocationLog;
 use crate::names::{CLUSTER_TAG, CREATED_BY_TAG, CREATED_BY_VALUE, ClusterId, ResourceNames};
 use crate::resource::{DestroyReport, Outcome, Resource, ResourceKind};
 use crate::spec::{Deployment, DeploymentSpec};
 use crate::{bucket, function, logs, queue, role, tagging};
+
+/// A step of a deployment, told as it begins (see [`Deployer::deploy_reporting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployStep {
+    /// Asking STS who the caller is (account and partition).
+    Identity,
+    /// Creating the IAM role and its policy.
+    Role,
+    /// Creating the S3 bucket.
+    Bucket,
+    /// Uploading the deployment package of `bytes` bytes.
+    Upload { bytes: usize },
+    /// Creating the SQS queue.
+    Queue,
+    /// Creating the Lambda function (tried again while IAM propagates the role).
+    Function,
+    /// Waiting for the function to become active.
+    Activation,
+}
+
+impl std::fmt::Display for DeployStep {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeployStep::Identity => formatter.write_str("checking credentials"),
+            DeployStep::Role => formatter.write_str("creating the role"),
+            DeployStep::Bucket => formatter.write_str("creating the bucket"),
+            DeployStep::Upload { bytes } => write!(
+                formatter,
+                "uploading the package ({:.1} MB)",
+                *bytes as f64 / 1e6
+            ),
+            DeployStep::Queue => formatter.write_str("creating the queue"),
+            DeployStep::Function => formatter.write_str("creating the function"),
+            DeployStep::Activation => formatter.write_str("waiting for the function to be active"),
+        }
+    }
+}
 
 /// Creates and deletes clusters' resources in one region (see the module documentation).
 #[derive(Debug, Clone)]
@@ -106,7 +152,17 @@ impl Deployer {
 
     /// Creates every resource of `spec`'s cluster; on failure, deletes what it created.
     pub async fn deploy(&self, spec: &DeploymentSpec) -> Result<Deployment, AwsError> {
+        self.deploy_reporting(spec, &|_| {}).await
+    }
+
+    /// [`Deployer::deploy`], telling `progress` each step as it begins.
+    pub async fn deploy_reporting(
+        &self,
+        spec: &DeploymentSpec,
+        progress: &(dyn Fn(DeployStep) + Send + Sync),
+    ) -> Result<Deployment, AwsError> {
         spec.check()?;
+        progress(DeployStep::Identity);
         let identity = caller_identity(&self.clients.config).await?;
         let names = ResourceNames::new(
             &spec.cluster_id,
@@ -116,7 +172,7 @@ impl Deployer {
         );
         let mut created = Vec::new();
         let error = match self
-            .create(spec, &names, &identity.account, &mut created)
+            .create(spec, &names, &identity.account, progress, &mut created)
             .await
         {
             Ok(deployment) => return Ok(deployment),
@@ -152,20 +208,31 @@ impl Deployer {
         spec: &DeploymentSpec,
         names: &ResourceNames,
         account: &str,
+        progress: &(dyn Fn(DeployStep) + Send + Sync),
         created: &mut Vec<Resource>,
     ) -> Result<Deployment, AwsError> {
         let clients = &self.clients;
+        progress(DeployStep::Role);
         let role_arn = role::create(clients, names, created).await?;
+        progress(DeployStep::Bucket);
         bucket::create(clients, names, created).await?;
+        progress(DeployStep::Upload {
+            bytes: spec.code.len(),
+        });
         bucket::upload(clients, &names.bucket, &names.code_key, &spec.code).await?;
+        progress(DeployStep::Queue);
         let queue = queue::create(clients, names, created).await?;
+        progress(DeployStep::Function);
         let function_arn = function::create(
             clients,
             spec,
             names,
-            &role_arn,
-            &queue.arn,
+            function::Links {
+                role_arn: &role_arn,
+                queue_arn: &queue.arn,
+            },
             &self.waits,
+            &|| progress(DeployStep::Activation),
             created,
         )
         .await?;
@@ -184,6 +251,39 @@ impl Deployer {
             queue_url: queue.url,
             queue_arn: queue.arn,
         })
+    }
+
+    /// Invokes `deployment`'s function once, synchronously, with a ping (the handler answers it
+    /// at once); returns how long the answer took: the function's first cold start, when no
+    /// instance was running yet. A function whose runtime cannot start or import the handler is
+    /// [`AwsError::FunctionBroken`].
+    pub async fn first_invocation(&self, deployment: &Deployment) -> Result<Duration, AwsError> {
+        self.check_region(deployment)?;
+        let invoker = LambdaInvoker::new(&self.clients.config);
+        let started = Instant::now();
+        match invoker
+            .invoke_request_response(
+                &deployment.function_name,
+                Bytes::from_static(br#"{"ping": true}"#),
+            )
+            .await
+        {
+            Ok(_) => Ok(started.elapsed()),
+            Err(PlatformError::FunctionError {
+                error_type,
+                message,
+            }) => Err(AwsError::FunctionBroken {
+                function: deployment.function_name.clone(),
+                error_type,
+                message,
+            }),
+            Err(other) => Err(AwsError::Service {
+                action: "lambda:Invoke".to_string(),
+                resource: format!("function '{}'", deployment.function_name),
+                code: "InvocationFailed".to_string(),
+                message: other.to_string(),
+            }),
+        }
     }
 
     /// Deletes every resource of `deployment` (see the module documentation).

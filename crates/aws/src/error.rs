@@ -100,6 +100,19 @@ pub enum AwsError {
     /// The function was created but Lambda could not make it ready.
     #[error("function '{function}' failed to become active: {reason}")]
     FunctionFailed { function: String, reason: String },
+    /// The function is active but its first invocation failed: the runtime could not start
+    /// or import the handler (a package built for another architecture or Python, a missing
+    /// requirement).
+    #[error(
+        "function '{function}' cannot run: its first invocation failed with {error_type}: \
+         {message}. Check the package's architecture and Python version, and that \
+         `requirements` names every library the tasks import"
+    )]
+    FunctionBroken {
+        function: String,
+        error_type: String,
+        message: String,
+    },
     /// Any other error answer of an AWS service.
     #[error("{action} on {resource} failed: {code}: {message}")]
     Service {

@@ -102,15 +102,21 @@ fn role_not_ready(failure: &Failure) -> bool {
         && failure.message().contains("cannot be assumed")
 }
 
-/// Creates the function of `spec`, running as `role_arn`, failing to `queue_arn`, and waits
-/// until it is active; returns its ARN.
+/// What a new function is linked to: the role it runs as, the queue its failures go to.
+pub(crate) struct Links<'a> {
+    pub(crate) role_arn: &'a str,
+    pub(crate) queue_arn: &'a str,
+}
+
+/// Creates the function of `spec` with its `links`, and waits until it is active (calling
+/// `activating` as the wait begins); returns its ARN.
 pub(crate) async fn create(
     clients: &Clients,
     spec: &DeploymentSpec,
     names: &ResourceNames,
-    role_arn: &str,
-    queue_arn: &str,
+    links: Links<'_>,
     waits: &Waits,
+    activating: &(dyn Fn() + Send + Sync),
     created: &mut Vec<Resource>,
 ) -> Result<String, AwsError> {
     let endpoint = clients.endpoint("lambda");
@@ -126,7 +132,7 @@ pub(crate) async fn create(
         .architectures(spec.architecture.to_lambda())
         .memory_size(i32::try_from(spec.memory_mb).unwrap_or(i32::MAX))
         .timeout(i32::try_from(spec.timeout.as_secs()).unwrap_or(i32::MAX))
-        .role(role_arn)
+        .role(links.role_arn)
         .code(
             FunctionCode::builder()
                 .s3_bucket(&names.bucket)
@@ -190,6 +196,7 @@ pub(crate) async fn create(
         .function_arn()
         .map(str::to_string)
         .unwrap_or_else(|| names.function_arn.clone());
+    activating();
     wait_until_active(clients, &names.function, &waits.activation).await?;
     if let Some(max_concurrency) = spec.max_concurrency {
         let call = Call::new(
@@ -220,7 +227,7 @@ pub(crate) async fn create(
         .maximum_retry_attempts(0)
         .destination_config(
             DestinationConfig::builder()
-                .on_failure(OnFailure::builder().destination(queue_arn).build())
+                .on_failure(OnFailure::builder().destination(links.queue_arn).build())
                 .build(),
         )
         .send()

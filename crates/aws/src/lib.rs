@@ -108,7 +108,7 @@ mod invoker;
 mod result_channel;
 
 pub use config::{AwsSettings, CallerIdentity, caller_identity, load_config, load_config_from};
-pub use deployer::{Deployer, cleanup};
+pub use deployer::{DeployStep, Deployer, cleanup};
 pub use error::AwsError;
 pub use invoker::LambdaInvoker;
 pub use last_seen::{

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use dask_serverless_aws::{
-    AwsSettings, ClusterId, DEFAULT_OLDER_THAN, Deployer, Deployment, DeploymentSpec,
+    AwsSettings, ClusterId, DEFAULT_OLDER_THAN, DeployStep, Deployer, Deployment, DeploymentSpec,
     DestroyReport, format_duration, parse_duration,
 };
 use pyo3::exceptions::PyValueError;
@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::error::aws_error;
 use crate::logs::{InvocationLog, unix_seconds};
-use crate::runtime;
+use crate::{block_on_interruptible, runtime};
 
 /// What `LambdaCluster` asks for.
 #[derive(Debug, Deserialize)]
@@ -112,8 +112,17 @@ impl AwsDeployer {
         self.deployer.region().to_owned()
     }
 
-    /// Creates every resource of a cluster; returns the deployment record (JSON).
-    fn deploy(&self, py: Python<'_>, spec: &str, package: std::path::PathBuf) -> PyResult<String> {
+    /// Creates every resource of a cluster; returns the deployment record (JSON). `progress`,
+    /// if given, is called with the text of each step as it begins. Ctrl-C stops it (the
+    /// caller then deletes what carries the cluster's tag).
+    #[pyo3(signature = (spec, package, progress = None))]
+    fn deploy(
+        &self,
+        py: Python<'_>,
+        spec: &str,
+        package: std::path::PathBuf,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<String> {
         let request: SpecRequest =
             serde_json::from_str(spec).map_err(|error| json_error("deployment spec", error))?;
         let code = std::fs::read(&package).map_err(|error| {
@@ -130,11 +139,29 @@ impl AwsDeployer {
         spec.timeout = Duration::from_secs(request.timeout_s);
         spec.max_concurrency = request.max_concurrency;
         spec.environment = request.environment;
-        let deployer = &self.deployer;
-        let deployment = py
-            .detach(|| runtime().block_on(deployer.deploy(&spec)))
-            .map_err(aws_error)?;
+        let report = |step: DeployStep| {
+            if let Some(progress) = &progress {
+                Python::attach(|py| {
+                    if let Err(error) = progress.call1(py, (step.to_string(),)) {
+                        error.write_unraisable(py, Some(progress.bind(py)));
+                    }
+                });
+            }
+        };
+        let deployment =
+            block_on_interruptible(py, self.deployer.deploy_reporting(&spec, &report))?
+                .map_err(aws_error)?;
         serde_json::to_string(&deployment).map_err(|error| json_error("deployment", error))
+    }
+
+    /// Invokes a deployment's function once and waits for its answer (the first cold start);
+    /// returns the seconds it took. A function that cannot start raises `PlatformError`.
+    fn first_invocation(&self, py: Python<'_>, deployment: &str) -> PyResult<f64> {
+        let deployment: Deployment =
+            serde_json::from_str(deployment).map_err(|error| json_error("deployment", error))?;
+        let took = block_on_interruptible(py, self.deployer.first_invocation(&deployment))?
+            .map_err(aws_error)?;
+        Ok(took.as_secs_f64())
     }
 
     /// Deletes every resource of a deployment; returns what was deleted.
