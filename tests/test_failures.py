@@ -28,6 +28,7 @@ from dask_serverless import (
     ServerlessError,
     _core,
 )
+from report_checks import check_bill_by_hand
 
 PYTHON = sys.executable
 
@@ -457,6 +458,57 @@ def _straggles_once(marker_path: str, number: int) -> int:
         else:
             time.sleep(60)
     return number * 10
+
+
+def _straggles_briefly(marker_path: str, number: int) -> int:
+    """As ``_straggles_once``, but the straggler wakes after 4 s, while the run goes on."""
+    time.sleep(0.2)
+    if number == 3:
+        try:
+            os.close(os.open(marker_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            time.sleep(4)
+    return number * 10
+
+
+def _slow_tail(value: int) -> int:
+    time.sleep(6)
+    return value + 1
+
+
+def test_a_straggler_that_loses_to_its_backup_yields_and_is_billed(tmp_path):
+    marker = str(tmp_path / "straggled")
+    parts = [
+        delayed(_straggles_briefly)(marker, number, dask_key_name=f"part-{number}")
+        for number in range(4)
+    ]
+    total = delayed(sum)(parts, dask_key_name="total")
+    # The run goes on after the straggler wakes: it finds the backup's done mark and yields.
+    tail = delayed(_slow_tail)(total, dask_key_name="tail")
+    with dask_serverless.LocalCluster(
+        max_concurrency=4, batches_per_function=1, timeout_s=120
+    ) as cluster:
+        assert tail.compute(scheduler=cluster.get) == 61
+        report = cluster.last_run
+        assert report["backups"] == 1 and report["recoveries"] == 0, report
+        invocations = report.invocations.set_index("invocation")
+        losers = invocations[invocations["batches_abandoned"] > 0]
+        assert len(losers) == 1, invocations
+        loser = losers.iloc[0]
+        # It ran its task (4 s) before it found the batch done elsewhere; its task is counted
+        # once, for the backup.
+        assert loser["tasks"] == 0 and loser["duration_s"] >= 4, loser
+        tasks = report.tasks.set_index("key")
+        assert tasks.loc["part-3", "invocation"] != losers.index[0]
+        assert tasks.loc["part-3", "duration_s"] < 2
+        phases = report.phases
+        abandoned = phases[phases["phase"] == "abandoned"]
+        assert list(abandoned["invocation"]) == [losers.index[0]], phases
+        # The loser is in the bill.
+        check_bill_by_hand(report, cluster.memory_mb)
+        assert report.cost.details["billed_ms"] >= 4000 + 6000
 
 
 def test_a_straggler_gets_a_backup_the_first_to_finish_wins_and_nothing_is_left(tmp_path):

@@ -231,7 +231,9 @@ def test_a_compute_end_to_end_start_progress_report_cost_logs_and_page(
         )
         assert len(tasks) == report["tasks"] >= len(graph)
         invocations = report.invocations
-        assert len(invocations) == report["invocations"] >= 3
+        # Every invocation reported, but a backup's loser still running when the run ended.
+        made = report["invocations"]
+        assert made - report["backups"] <= len(invocations) <= made and made >= 3
         assert set(tasks["invocation"]) <= set(invocations["invocation"])
         assert invocations["instance"].notna().all() and (invocations["duration_s"] > 0).all()
         assert (invocations["peak_memory_bytes"] > 0).all()

@@ -9,8 +9,9 @@ counts) and adds the records the functions sent with their reports:
   handed over in memory, or the store);
 * ``report.invocations``: one row per invocation (its function instance, cold or warm, time
   to initialize and time waited before starting, start, end and duration, CPU user and kernel
-  seconds and the share of the time the CPU was idle, peak memory, batches and tasks, store
-  operations and bytes, invocations it made);
+  seconds and the share of the time the CPU was idle, peak memory, batches and tasks, batches
+  it abandoned (a backup's race lost, or the run ended: billed all the same), store operations
+  and bytes, invocations it made);
 * ``report.phases``: one row per span of an invocation's time spent outside its tasks (see
   :data:`PHASE_DESCRIPTIONS`): waiting for a function, a cold start, loading a batch, storing
   an output, finishing a batch. With the tasks they cover each invocation from its event to
@@ -81,6 +82,8 @@ PHASE_DESCRIPTIONS = {
     "released children, sending the report",
     "no task recorded": "a batch run whose tasks another invocation reported first (a "
     "duplicate delivery or a backup), or that ran no task",
+    "abandoned": "a batch stopped unfinished: another invocation finished it first (a backup "
+    "and the straggler it raced) or the run had ended; billed all the same",
 }
 
 
@@ -118,8 +121,10 @@ class Cost:
       add: two listings and a write), or for Redis its price per hour over the run;
     * ``queue_requests``: SQS requests: each send of a report and each receive of the client.
 
-    Invocations killed before they reported are not in the records, so the bill of a run with
-    faults is a lower bound.
+    Invocations that lost a backup's race are billed (their reports of abandoned batches carry
+    what they spent), but for one still running when the run ended: its report comes after the
+    client stopped listening. Invocations killed before they reported are not in the records
+    either: the bill of a run with faults or backups is a lower bound.
     """
 
     items: dict[str, float]
@@ -288,9 +293,9 @@ class RunReport(Mapping[str, Any]):
         columns = [
             "invocation", "instance", "cold", "init_s", "wait_s", "start_s", "end_s",
             "duration_s", "cpu_user_s", "cpu_kernel_s", "cpu_idle_share", "peak_memory_bytes",
-            "batches", "tasks", "store_reads", "store_writes", "store_deletes", "store_fan_ins",
-            "store_bytes_read", "store_bytes_written", "messages_sent", "invocations_made",
-            "memory_mb",
+            "batches", "batches_abandoned", "tasks", "store_reads", "store_writes",
+            "store_deletes", "store_fan_ins", "store_bytes_read", "store_bytes_written",
+            "messages_sent", "invocations_made", "memory_mb",
         ]  # fmt: skip
         if batches.empty:
             return pd.DataFrame(columns=columns)
@@ -308,6 +313,7 @@ class RunReport(Mapping[str, Any]):
                 "cpu_kernel_s": grouped["cpu_kernel_us"].sum() / 1e6,
                 "peak_memory_bytes": grouped["peak_memory_bytes"].max(),
                 "batches": grouped["batch"].count(),
+                "batches_abandoned": grouped["abandoned"].sum(),
                 "tasks": grouped["tasks"].sum(),
                 "store_reads": grouped["store_reads"].sum(),
                 "store_writes": grouped["store_writes"].sum(),
@@ -372,7 +378,8 @@ class RunReport(Mapping[str, Any]):
             if end - start >= 1e-6:
                 rows.append((invocation, instance, batch, phase, start, end, end - start))
 
-        for invocation, instance, batch, start_us, end_us, init_us, wait_us in zip(
+        abandoned_rows = batches.get("abandoned", [False] * len(batches["batch"]))
+        for invocation, instance, batch, start_us, end_us, init_us, wait_us, abandoned in zip(
             batches["invocation"],
             batches["instance"],
             batches["batch"],
@@ -380,6 +387,7 @@ class RunReport(Mapping[str, Any]):
             batches["end_us"],
             batches["init_us"],
             batches["wait_us"],
+            abandoned_rows,
             strict=True,
         ):
             start = (start_us - origin) / 1e6
@@ -388,6 +396,9 @@ class RunReport(Mapping[str, Any]):
             if not _missing(wait_us):
                 span(invocation, instance, None, "waiting", start - wait_us / 1e6, start - init)
             span(invocation, instance, None, "cold start", start - init, start)
+            if abandoned:
+                span(invocation, instance, batch, "abandoned", start, end)
+                continue
             ran = sorted(runs.get((invocation, batch), []))
             if not ran:
                 span(invocation, instance, batch, "no task recorded", start, end)
@@ -535,13 +546,18 @@ class RunReport(Mapping[str, Any]):
         return set(self._records["batches"].get("invocation", []))
 
     def _batch_invocations(self) -> dict[int, str]:
-        """The invocation whose report of each batch came first (the one that counted)."""
+        """The invocation whose report of each batch finished came first (the one that
+        counted)."""
         batches = self._records["batches"]
         winners: dict[int, str] = {}
-        for batch, invocation in zip(
-            batches.get("batch", []), batches.get("invocation", []), strict=True
+        for batch, invocation, abandoned in zip(
+            batches.get("batch", []),
+            batches.get("invocation", []),
+            batches.get("abandoned", [False] * len(batches.get("batch", []))),
+            strict=True,
         ):
-            winners.setdefault(batch, invocation)
+            if not abandoned:
+                winners.setdefault(batch, invocation)
         return winners
 
     def _input_sources(

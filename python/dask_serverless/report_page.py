@@ -59,6 +59,7 @@ PHASE_COLORS = {
     "reporting": "#c7e9c0",
     "finishing": "#c7e9c0",
     "no task recorded": "#fcbba1",
+    "abandoned": "#fc9272",
 }
 #: Height of a row's bars (rows are one unit apart), and of the thin waiting bars under them.
 BAR_HEIGHT = 0.7

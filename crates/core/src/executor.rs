@@ -529,6 +529,8 @@ impl Executor {
                 batch: spec.batch,
                 invocation: self.invocation.clone(),
                 reason,
+                store: Default::default(),
+                resources: Default::default(),
             })),
             ExecutorAction::Retain { tasks: Vec::new() },
             ExecutorAction::Finish,

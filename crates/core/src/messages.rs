@@ -391,6 +391,12 @@ pub struct AbandonReport {
     pub batch: BatchId,
     pub invocation: String,
     pub reason: AbandonReason,
+    /// What the abandoned work cost, filled in by the shell as for a [`BatchReport`]: a
+    /// backup's loser is billed too.
+    #[serde(default)]
+    pub store: StoreTraffic,
+    #[serde(default)]
+    pub resources: Box<BatchResources>,
 }
 
 /// A message on the result channel.

@@ -400,6 +400,8 @@ fn reports_of_a_batch_another_attempt_finished_change_nothing() {
         batch: BatchId(0),
         invocation: "request-2".into(),
         reason: AbandonReason::FinishedElsewhere,
+        store: Default::default(),
+        resources: Default::default(),
     }));
     assert!(driver.handle(abandoned.clone(), 2).is_empty());
     assert_eq!(
@@ -473,6 +475,8 @@ fn a_batch_abandoned_for_a_lapsed_lease_renews_it_then_is_redone() {
         batch: BatchId(0),
         invocation: "request-1".into(),
         reason: AbandonReason::ClientGone,
+        store: Default::default(),
+        resources: Default::default(),
     }));
     assert_eq!(
         driver.handle(abandoned, 1),
@@ -614,6 +618,8 @@ fn a_straggler_gets_one_backup_and_the_run_drains_once_both_stopped() {
         batch: straggler,
         invocation: "leaf-3".into(),
         reason: AbandonReason::FinishedElsewhere,
+        store: Default::default(),
+        resources: Default::default(),
     }));
     assert!(driver.handle(yielded, 5_300_000).is_empty());
     assert!(driver.is_drained());
@@ -702,6 +708,8 @@ fn a_backup_that_yields_to_the_mark_of_a_dead_original_is_redone() {
             batch: straggler,
             invocation: "backup".into(),
             reason: AbandonReason::FinishedElsewhere,
+            store: Default::default(),
+            resources: Default::default(),
         }))
     };
     let redone = |actions: &[DriverAction], straggler: BatchId| {

@@ -309,6 +309,8 @@ impl ClientRun {
             .instance
             .clone());
         column!(batch_columns, batches, "cold", |record| record.cold);
+        column!(batch_columns, batches, "abandoned", |record| record
+            .abandoned);
         column!(batch_columns, batches, "tasks", |record| record.tasks);
         column!(batch_columns, batches, "invoked", |record| record.invoked);
         column!(batch_columns, batches, "became", |record| record

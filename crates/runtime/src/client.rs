@@ -73,6 +73,9 @@ pub struct BatchRecord {
     /// Children it invoked, and the one it became.
     pub invoked: usize,
     pub became: Option<BatchId>,
+    /// It stopped without finishing the batch (another invocation finished it, or the run
+    /// ended): no task of it counted.
+    pub abandoned: bool,
     /// Its store traffic, with the values it read from the store.
     pub store: StoreTraffic,
     pub resources: BatchResources,
@@ -369,30 +372,57 @@ impl ClientRun {
     }
 
     fn count(&mut self, event: &DriverEvent) {
-        let DriverEvent::Report(Report::BatchFinished(report)) = event else {
-            return;
-        };
-        self.batch_records.push(BatchRecord {
-            batch: report.batch,
-            invocation: report.invocation.clone(),
-            cold: report.cold,
-            tasks: report.tasks.len(),
-            loaded_bytes: report.loaded_bytes,
-            invoked: report.invoked.len(),
-            became: report.became,
-            store: report.store.clone(),
-            resources: (*report.resources).clone(),
-        });
-        let statistics = &mut self.statistics;
-        statistics.batches_finished += 1;
-        statistics.invocations += report.invoked.len() as u64;
-        statistics.store_operations += report.store.operations;
-        statistics.store_bytes_read += report.store.bytes_read;
-        statistics.store_bytes_written += report.store.bytes_written;
-        statistics.value_bytes_written += report.store.bytes_written;
-        for &(task, size) in &report.store.values_read {
-            self.crossed.insert(task, size);
+        match event {
+            DriverEvent::Report(Report::BatchFinished(report)) => {
+                self.batch_records.push(BatchRecord {
+                    batch: report.batch,
+                    invocation: report.invocation.clone(),
+                    cold: report.cold,
+                    tasks: report.tasks.len(),
+                    loaded_bytes: report.loaded_bytes,
+                    invoked: report.invoked.len(),
+                    became: report.became,
+                    abandoned: false,
+                    store: report.store.clone(),
+                    resources: (*report.resources).clone(),
+                });
+                self.statistics.batches_finished += 1;
+                self.statistics.invocations += report.invoked.len() as u64;
+                self.count_traffic(&report.store);
+                for &(task, size) in &report.store.values_read {
+                    self.crossed.insert(task, size);
+                }
+            }
+            // Work another invocation finished, or nobody needs: billed all the same. (A shell
+            // of an older version sends no resources: nothing to record.)
+            DriverEvent::Report(Report::BatchAbandoned(report))
+                if !report.resources.instance.is_empty() =>
+            {
+                self.batch_records.push(BatchRecord {
+                    batch: report.batch,
+                    invocation: report.invocation.clone(),
+                    // A cold start measured its initialization.
+                    cold: report.resources.init_us.is_some(),
+                    tasks: 0,
+                    loaded_bytes: 0,
+                    invoked: 0,
+                    became: None,
+                    abandoned: true,
+                    store: report.store.clone(),
+                    resources: (*report.resources).clone(),
+                });
+                self.count_traffic(&report.store);
+            }
+            _ => {}
         }
+    }
+
+    fn count_traffic(&mut self, traffic: &StoreTraffic) {
+        let statistics = &mut self.statistics;
+        statistics.store_operations += traffic.operations;
+        statistics.store_bytes_read += traffic.bytes_read;
+        statistics.store_bytes_written += traffic.bytes_written;
+        statistics.value_bytes_written += traffic.bytes_written;
     }
 
     fn decode(&self, message: &[u8]) -> Option<DriverEvent> {

@@ -590,6 +590,14 @@ impl InvocationSession {
                     })
                     .collect()
             }
+            Report::BatchAbandoned(abandoned) => {
+                let mut traffic = self.traffic.lock().unwrap_or_else(PoisonError::into_inner);
+                abandoned.store = std::mem::take(&mut *traffic);
+                drop(traffic);
+                self.messages_sent += 1;
+                *abandoned.resources = self.batch_resources();
+                vec![report]
+            }
             _ => vec![report],
         };
         for message in &messages {
