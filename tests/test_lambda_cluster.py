@@ -259,6 +259,32 @@ def test_a_compute_end_to_end_start_progress_report_cost_logs_and_page(
     assert remaining_resources(endpoint, cluster_id) == []
 
 
+def test_reserved_concurrency_below_the_ready_batches_makes_them_wait_not_fail(endpoint):
+    """The endpoint refuses events over the reserved concurrency with a failure record (Lambda
+    would keep them and try again): the client invokes them again, nothing is lost or redone."""
+    x = da.random.RandomState(7).random((600, 600), chunks=(200, 200))
+    total = (x @ x.T).sum()
+    expected = total.compute(scheduler="sync")
+    with LambdaCluster(
+        region="us-east-1",
+        endpoint_url=endpoint,
+        memory_mb=512,
+        timeout_s=60,
+        max_concurrency=2,
+        python_version=ENDPOINT_PYTHON,
+        progress=False,
+    ) as cluster:
+        configuration = client("lambda", endpoint).get_function_concurrency(
+            FunctionName=cluster.deployment["function_name"]
+        )
+        assert configuration["ReservedConcurrentExecutions"] == 2
+        assert total.compute() == pytest.approx(expected)
+        report = cluster.last_run
+        assert report["throttled_events"] > 0, report
+        assert report["recoveries"] == 0, report
+        assert "throttled events invoked again" in repr(report)
+
+
 def test_a_start_without_progress_shows_nothing_and_a_broken_function_fails_at_start(
     endpoint, monkeypatch, capfd
 ):

@@ -480,6 +480,11 @@ class RunReport(Mapping[str, Any]):
             f"{len(invocations)} invocations on {invocations['instance'].nunique()} instances "
             f"({cold} cold starts); {summary.get('recoveries', 0)} recoveries, "
             f"{summary.get('backups', 0)} backups"
+            + (
+                f", {summary['throttled_events']} throttled events invoked again"
+                if summary.get("throttled_events")
+                else ""
+            )
         )
         lines.append(
             f"  store: {summary.get('store_operations', 0)} operations, "

@@ -114,6 +114,9 @@ pub(crate) struct RunStatistics {
     /// Receives from the result channel (requests to the queue).
     #[pyo3(get)]
     channel_receives: u64,
+    /// Events the platform refused for lack of concurrency, invoked again by the client.
+    #[pyo3(get)]
+    throttled_events: u64,
 }
 
 #[pymethods]
@@ -132,6 +135,7 @@ impl RunStatistics {
         dict.set_item("recoveries", self.recoveries)?;
         dict.set_item("backups", self.backups)?;
         dict.set_item("channel_receives", self.channel_receives)?;
+        dict.set_item("throttled_events", self.throttled_events)?;
         Ok(dict)
     }
 
@@ -164,6 +168,7 @@ impl From<NativeStatistics> for RunStatistics {
             recoveries: statistics.recoveries,
             backups: statistics.backups,
             channel_receives: statistics.channel_receives,
+            throttled_events: statistics.throttled_events,
         }
     }
 }

@@ -1,5 +1,16 @@
 //! The client's side: drives a [`Driver`] against the store, the invoker and the result
 //! channel.
+//!
+//! # Throttled events
+//!
+//! Lambda keeps an asynchronous event it cannot run for lack of concurrency and tries it again
+//! for up to six hours: a reserved concurrency below the batches ready to run only makes them
+//! wait. A platform that gives up at once instead sends the event's failure record with a
+//! `TooManyRequestsException` (as some Lambda-compatible endpoints do). Such an event never
+//! ran: the client invokes it again after a pause ([`THROTTLED_FIRST_PAUSE`], doubling up to
+//! [`THROTTLED_LONGEST_PAUSE`] for the same batch and attempt), and the driver never hears of
+//! it. While the run drains, the driver is told instead (it waits for nothing that will not
+//! run).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,6 +32,23 @@ use dask_serverless_core::LEASE_RENEWAL;
 use dask_serverless_core::keys::{batch_key, batches_prefix, lease_key, run_prefix, value_key};
 
 use crate::{Connections, RuntimeError, event_payload, now_micros};
+
+/// The first pause before an event throttled by the platform is invoked again; each further
+/// throttle of the same batch and attempt doubles it, up to [`THROTTLED_LONGEST_PAUSE`].
+pub(crate) const THROTTLED_FIRST_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const THROTTLED_LONGEST_PAUSE: Duration = Duration::from_secs(30);
+
+/// What a message of the result channel says, for the client.
+enum Decoded {
+    /// Something for the driver.
+    Event(DriverEvent),
+    /// The platform did not run this event for lack of concurrency (see "Throttled events");
+    /// `failure` is what the driver hears of it while the run drains.
+    Throttled {
+        event: Box<InvocationEvent>,
+        failure: DriverEvent,
+    },
+}
 
 /// What the client's host (Python) hears about a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +87,9 @@ pub struct RunStatistics {
     pub backups: u64,
     /// Receives from the result channel (each a request to the queue).
     pub channel_receives: u64,
+    /// Events the platform reported throttled and the client invoked again (see "Throttled
+    /// events"); each is also counted in `invocations`.
+    pub throttled_events: u64,
 }
 
 /// What a function reported of one batch it ran: the run report's per-invocation records are
@@ -102,7 +133,14 @@ pub struct ClientRun {
     /// The client's own store traffic (a prefix deletion counts as one read, its listing, and
     /// a delete per object).
     client_traffic: StoreTraffic,
+    /// Throttled events to invoke again, each when its pause ends.
+    throttled: Vec<(Instant, InvocationEvent)>,
+    /// Throttles so far of each batch and attempt (and whether a backup): their pauses.
+    throttles_by_attempt: HashMap<(BatchId, u32, bool), u32>,
 }
+
+/// The error type of a throttled invocation.
+const THROTTLE_ERROR: &str = "TooManyRequestsException";
 
 /// The part of a platform's failure record (a Lambda on-failure destination record) we read.
 #[derive(Debug, Deserialize)]
@@ -166,6 +204,8 @@ impl ClientRun {
             client_traffic: StoreTraffic::default(),
             lease_renewals: 0,
             lease_renewed: None,
+            throttled: Vec::new(),
+            throttles_by_attempt: HashMap::new(),
         }
     }
 
@@ -285,19 +325,53 @@ impl ClientRun {
             return Ok(Vec::new());
         }
         self.renew_lease_if_due().await?;
-        // Wait no longer than the next renewal.
-        let max_wait = max_wait.min(Duration::from_micros(LEASE_RENEWAL));
+        // Wait no longer than the next renewal, or the next throttled event's pause.
+        let mut max_wait = max_wait.min(Duration::from_micros(LEASE_RENEWAL));
+        if let Some(due) = self.throttled.iter().map(|(due, _)| *due).min() {
+            max_wait = max_wait.min(due.saturating_duration_since(Instant::now()));
+        }
         let messages = self.connections.channel.receive(max_wait).await?;
         self.statistics.channel_receives += 1;
         let mut actions = Vec::new();
         for message in messages {
-            if let Some(event) = self.decode(&message) {
-                self.count(&event);
-                actions.extend(self.driver.handle(event, now_micros()));
+            match self.decode(&message) {
+                Some(Decoded::Event(event)) => {
+                    self.count(&event);
+                    actions.extend(self.driver.handle(event, now_micros()));
+                }
+                Some(Decoded::Throttled { event, .. }) => self.invoke_later(*event),
+                None => {}
             }
         }
         actions.extend(self.driver.handle(DriverEvent::Tick, now_micros()));
-        self.perform(actions).await
+        let events = self.perform(actions).await?;
+        self.invoke_throttled_when_due().await?;
+        Ok(events)
+    }
+
+    /// Keeps a throttled `event` to invoke again after its pause.
+    fn invoke_later(&mut self, event: InvocationEvent) {
+        let throttles = self
+            .throttles_by_attempt
+            .entry((event.batch, event.attempt, event.backup))
+            .or_insert(0);
+        let pause = THROTTLED_FIRST_PAUSE
+            .saturating_mul(1 << (*throttles).min(16))
+            .min(THROTTLED_LONGEST_PAUSE);
+        *throttles += 1;
+        self.throttled.push((Instant::now() + pause, event));
+    }
+
+    /// Invokes again the throttled events whose pause has ended.
+    async fn invoke_throttled_when_due(&mut self) -> Result<(), RuntimeError> {
+        let now = Instant::now();
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.throttled)
+            .into_iter()
+            .partition(|(when, _)| *when <= now);
+        self.throttled = waiting;
+        self.statistics.throttled_events += due.len() as u64;
+        self.invoke_all(due.into_iter().map(|(_, event)| event).collect())
+            .await
     }
 
     /// After a failure: keeps batches from starting (their specs are deleted) and waits up to
@@ -330,9 +404,12 @@ impl ClientRun {
                 .await?;
             self.statistics.channel_receives += 1;
             for message in messages {
-                if let Some(event) = self.decode(&message) {
-                    self.driver.handle(event, now_micros());
-                }
+                let event = match self.decode(&message) {
+                    Some(Decoded::Event(event)) => event,
+                    Some(Decoded::Throttled { failure, .. }) => failure,
+                    None => continue,
+                };
+                self.driver.handle(event, now_micros());
             }
         }
         Ok(true)
@@ -425,9 +502,9 @@ impl ClientRun {
         statistics.value_bytes_written += traffic.bytes_written;
     }
 
-    fn decode(&self, message: &[u8]) -> Option<DriverEvent> {
+    fn decode(&self, message: &[u8]) -> Option<Decoded> {
         if let Ok(report) = serde_json::from_slice::<Report>(message) {
-            return Some(DriverEvent::Report(report));
+            return Some(Decoded::Event(DriverEvent::Report(report)));
         }
         let record: FailureRecord = serde_json::from_slice(message).ok()?;
         let invocation: InvocationEvent = serde_json::from_value(record.request_payload).ok()?;
@@ -442,7 +519,10 @@ impl ClientRun {
                 .unwrap_or_default()
                 .to_owned()
         };
-        Some(DriverEvent::PlatformFailure {
+        let throttled = [text("errorType"), text("__type")]
+            .iter()
+            .any(|kind| kind == THROTTLE_ERROR);
+        let failure = DriverEvent::PlatformFailure {
             invocation: record.request_context.request_id,
             // A recovery's event is for the last batch of its chain.
             batch: Some(
@@ -452,8 +532,24 @@ impl ClientRun {
                     .copied()
                     .unwrap_or(invocation.batch),
             ),
-            error_type: text("errorType"),
-            message: text("errorMessage"),
+            error_type: if throttled {
+                THROTTLE_ERROR.to_owned()
+            } else {
+                text("errorType")
+            },
+            message: if throttled {
+                text("message")
+            } else {
+                text("errorMessage")
+            },
+        };
+        Some(if throttled {
+            Decoded::Throttled {
+                event: Box::new(invocation),
+                failure,
+            }
+        } else {
+            Decoded::Event(failure)
         })
     }
 
@@ -508,17 +604,22 @@ impl ClientRun {
                     DriverAction::Failed(failure) => events.push(RunEvent::Failed(failure)),
                 }
             }
-            self.statistics.invocations += invocations.len() as u64;
-            let invoker = &self.connections.invoker;
-            let context = &self.context;
-            let calls = invocations.into_iter().map(|event| async move {
-                let payload = event_payload(&event);
-                invoker.invoke_event(&context.function, payload).await
-            });
-            for result in join_all(calls).await {
-                result?;
-            }
+            self.invoke_all(invocations).await?;
         }
         Ok(events)
+    }
+
+    async fn invoke_all(&mut self, invocations: Vec<InvocationEvent>) -> Result<(), RuntimeError> {
+        self.statistics.invocations += invocations.len() as u64;
+        let invoker = &self.connections.invoker;
+        let context = &self.context;
+        let calls = invocations.into_iter().map(|event| async move {
+            let payload = event_payload(&event);
+            invoker.invoke_event(&context.function, payload).await
+        });
+        for result in join_all(calls).await {
+            result?;
+        }
+        Ok(())
     }
 }
