@@ -227,7 +227,10 @@ impl Default for RecoveryPolicy {
             task_retries: 0,
             run_retries: 10,
             backup_factor: 3,
-            backup_after: 1_000_000,
+            // Five seconds: an instance's first invocation imports the tasks' libraries (a
+            // second or more for NumPy and Dask arrays, more on a cold start of a large
+            // package), and a backup against that wait only adds an invocation.
+            backup_after: 5_000_000,
             run_backups: 2,
         }
     }

@@ -544,9 +544,26 @@ fn fan_in_plan() -> Plan {
 }
 
 /// The driver of `plan` with every leaf invoked at time 0 and all leaves but the last
-/// finished at 0.1 s.
+/// finished at 0.1 s; a backup may start after a second (the default waits five).
 fn three_of_four_leaves_finished(plan: &Plan, limit: Option<usize>) -> (Driver, BatchId) {
-    let mut driver = Driver::new("run".into(), plan, 60_000_000).with_concurrency_limit(limit);
+    three_of_four_leaves_finished_with(
+        plan,
+        limit,
+        RecoveryPolicy {
+            backup_after: 1_000_000,
+            ..RecoveryPolicy::default()
+        },
+    )
+}
+
+fn three_of_four_leaves_finished_with(
+    plan: &Plan,
+    limit: Option<usize>,
+    policy: RecoveryPolicy,
+) -> (Driver, BatchId) {
+    let mut driver = Driver::new("run".into(), plan, 60_000_000)
+        .with_concurrency_limit(limit)
+        .with_recovery(policy);
     driver.handle(DriverEvent::Start, 0);
     let leaves = plan.leaves().to_vec();
     for &leaf in &leaves {
@@ -577,6 +594,20 @@ fn backups(actions: &[DriverAction]) -> Vec<BatchId> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn by_default_a_straggler_waits_five_seconds_for_its_backup() {
+    // An instance's first invocation imports the tasks' libraries for a second or more: that
+    // wait draws no backup.
+    let plan = fan_in_plan();
+    let (mut driver, straggler) =
+        three_of_four_leaves_finished_with(&plan, None, RecoveryPolicy::default());
+    assert!(backups(&driver.handle(DriverEvent::Tick, 4_900_000)).is_empty());
+    assert_eq!(
+        backups(&driver.handle(DriverEvent::Tick, 5_100_000)),
+        [straggler]
+    );
 }
 
 #[test]
