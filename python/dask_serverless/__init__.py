@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from dask_serverless.experiments import experiment
     from dask_serverless.lambda_cluster import LambdaCluster
     from dask_serverless.report_page import performance_report
+    from dask_serverless.simulation import simulate
 
 # The clusters and experiments import Dask: they load on first use, so that the
 # `dask-serverless` command starts without it.
@@ -43,6 +44,7 @@ _LAZY = {
     "LambdaCluster": "dask_serverless.lambda_cluster",
     "experiment": "dask_serverless.experiments",
     "performance_report": "dask_serverless.report_page",
+    "simulate": "dask_serverless.simulation",
 }
 
 
@@ -78,5 +80,6 @@ __all__ = [
     "UnsupportedGraphError",
     "experiment",
     "performance_report",
+    "simulate",
 ]
 __version__ = "0.1.0"

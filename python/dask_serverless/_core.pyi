@@ -29,6 +29,9 @@ __all__ = [
     "run_prefix",
     "chaos_setting",
     "zero_work",
+    "SimulatedRun",
+    "simulate",
+    "simulator_parameters",
 ]
 
 @final
@@ -317,3 +320,24 @@ class CleanupReport:
     @property
     def dry_run(self) -> bool: ...
     def __str__(self) -> str: ...
+
+@final
+class SimulatedRun:
+    def records(self) -> dict[str, Any]: ...
+    def summary(self) -> dict[str, Any]: ...
+
+def simulator_parameters(name: str) -> str: ...
+def simulate(
+    plan: Plan,
+    duration_us: Sequence[float],
+    output_bytes: Sequence[int],
+    parameters: str,
+    *,
+    pickled_bytes: Sequence[int] | None = None,
+    memory_mb: float = 2048.0,
+    max_concurrency: int | None = None,
+    seed: int = 0,
+    chaos: str | None = None,
+    timeout_s: float = 300.0,
+    warm_instances: int = 0,
+) -> SimulatedRun: ...

@@ -31,6 +31,8 @@
 //! - `experiment`: runs an experiment from a configuration file, `<python> -m
 //!   dask_serverless.experiments <arguments>`, the same way as `bench` (`dask-serverless
 //!   experiment --help` prints its options).
+//! - `estimate`: predicts a compute's time and cost with the simulator, `<python> -m
+//!   dask_serverless.simulation <arguments>`, the same way (`dask-serverless estimate --help`).
 //!
 //! Worker output goes to standard error, or to `--worker-log FILE`. Diagnostics follow
 //! `RUST_LOG` (default `info`, without the AWS SDK's own credential-chain warnings: `cleanup`
@@ -82,12 +84,24 @@ enum Command {
     /// Run an experiment (a grid of workloads, memory sizes, concurrency limits and runs)
     /// from a configuration file (python -m dask_serverless.experiments); arguments go to it.
     Experiment(ExperimentArguments),
+    /// Predict a compute's time and cost with the simulator, before running it (python -m
+    /// dask_serverless.simulation); arguments go to it.
+    Estimate(EstimateArguments),
 }
 
 #[derive(Debug, clap::Args)]
 #[command(disable_help_flag = true)]
 struct BenchArguments {
     /// Arguments of the harness, for example `--small --runs 1`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    arguments: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
+struct EstimateArguments {
+    /// A seed workload's name or a Python file defining `collection`, and options, for
+    /// example `gemm --platform lambda --memory-mb 3008`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     arguments: Vec<OsString>,
 }
@@ -246,6 +260,10 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Experiment(experiment) => Err(run_python_module(
             "dask_serverless.experiments",
             experiment.arguments,
+        )),
+        Command::Estimate(estimate) => Err(run_python_module(
+            "dask_serverless.simulation",
+            estimate.arguments,
         )),
     }
 }

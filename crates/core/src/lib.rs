@@ -21,6 +21,7 @@ mod driver;
 mod executor;
 pub mod keys;
 pub mod messages;
+mod records;
 
 pub use driver::{
     Driver, DriverAction, DriverEvent, FunctionFailureKind, RecoveryPolicy, RunFailure,
@@ -34,6 +35,7 @@ pub use messages::{
     Report, RunContext, StoreTraffic, TaskError, TaskRecord, TaskWarning, UPLOAD_MEMBER,
     fan_in_members, upload_joins_fan_in,
 };
+pub use records::BatchRecord;
 
 /// Time as the state machines see it: microseconds on a clock chosen by the shell.
 pub type Micros = u64;

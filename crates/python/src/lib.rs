@@ -21,7 +21,9 @@ mod leftovers;
 mod logs;
 mod plan;
 mod platform;
+mod records;
 mod run;
+mod sim;
 mod store;
 
 /// The process-wide runtime that every blocking call runs on.
@@ -90,6 +92,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<invocation::FinishStep>()?;
     module.add_class::<leftovers::LocalLeftover>()?;
     module.add_class::<logs::InvocationLog>()?;
+    module.add_class::<sim::SimulatedRun>()?;
     #[cfg(feature = "aws")]
     module.add_class::<aws::AwsDeployer>()?;
     #[cfg(feature = "aws")]
@@ -98,6 +101,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(run::run_prefix, module)?)?;
     module.add_function(wrap_pyfunction!(run::chaos_setting, module)?)?;
     module.add_function(wrap_pyfunction!(run_command, module)?)?;
+    module.add_function(wrap_pyfunction!(sim::simulate, module)?)?;
+    module.add_function(wrap_pyfunction!(sim::simulator_parameters, module)?)?;
     module.add_function(wrap_pyfunction!(leftovers::remove_local_leftovers, module)?)?;
     Ok(())
 }

@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::buffer::{Buffer, buffers};
 use crate::error::{configuration_error, run_failure, runtime_error};
 use crate::plan::Plan;
+use crate::records::records_dict;
 use crate::{block_on_interruptible, runtime};
 
 /// A warning a task raised, to re-emit in the caller.
@@ -299,117 +300,7 @@ impl ClientRun {
     /// `None` where unknown.
     fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (batches, tasks, client) = self.inner.records();
-        let batch_columns = PyDict::new(py);
-        macro_rules! column {
-            ($dict:expr, $rows:expr, $name:literal, $value:expr) => {
-                $dict.set_item($name, $rows.iter().map($value).collect::<Vec<_>>())?
-            };
-        }
-        column!(batch_columns, batches, "batch", |record| record.batch.0);
-        column!(batch_columns, batches, "invocation", |record| record
-            .invocation
-            .clone());
-        column!(batch_columns, batches, "instance", |record| record
-            .resources
-            .instance
-            .clone());
-        column!(batch_columns, batches, "cold", |record| record.cold);
-        column!(batch_columns, batches, "abandoned", |record| record
-            .abandoned);
-        column!(batch_columns, batches, "tasks", |record| record.tasks);
-        column!(batch_columns, batches, "invoked", |record| record.invoked);
-        column!(batch_columns, batches, "became", |record| record
-            .became
-            .map(|batch| batch.0));
-        column!(batch_columns, batches, "loaded_bytes", |record| record
-            .loaded_bytes);
-        column!(batch_columns, batches, "start_us", |record| record
-            .resources
-            .start_us);
-        column!(batch_columns, batches, "end_us", |record| record
-            .resources
-            .end_us);
-        column!(batch_columns, batches, "cpu_user_us", |record| record
-            .resources
-            .cpu_user_us);
-        column!(batch_columns, batches, "cpu_kernel_us", |record| record
-            .resources
-            .cpu_kernel_us);
-        column!(batch_columns, batches, "peak_memory_bytes", |record| record
-            .resources
-            .peak_memory_bytes);
-        column!(batch_columns, batches, "init_us", |record| record
-            .resources
-            .init_us);
-        column!(batch_columns, batches, "wait_us", |record| record
-            .resources
-            .wait_us);
-        column!(batch_columns, batches, "messages_sent", |record| record
-            .resources
-            .messages_sent);
-        column!(batch_columns, batches, "store_reads", |record| record
-            .store
-            .reads);
-        column!(batch_columns, batches, "store_writes", |record| record
-            .store
-            .writes);
-        column!(batch_columns, batches, "store_deletes", |record| record
-            .store
-            .deletes);
-        column!(batch_columns, batches, "store_fan_ins", |record| record
-            .store
-            .fan_ins);
-        column!(batch_columns, batches, "store_bytes_read", |record| record
-            .store
-            .bytes_read);
-        column!(batch_columns, batches, "store_bytes_written", |record| {
-            record.store.bytes_written
-        });
-        column!(batch_columns, batches, "loaded_us", |record| record
-            .resources
-            .steps
-            .loaded_us);
-        column!(batch_columns, batches, "computed_us", |record| record
-            .resources
-            .steps
-            .computed_us);
-        column!(batch_columns, batches, "marked_us", |record| record
-            .resources
-            .steps
-            .marked_us);
-        column!(batch_columns, batches, "fanned_in_us", |record| record
-            .resources
-            .steps
-            .fanned_in_us);
-        column!(batch_columns, batches, "invoked_us", |record| record
-            .resources
-            .steps
-            .invoked_us);
-        column!(batch_columns, batches, "values_read", |record| record
-            .store
-            .values_read
-            .iter()
-            .map(|(task, _)| task.0)
-            .collect::<Vec<_>>());
-        let task_columns = PyDict::new(py);
-        column!(task_columns, tasks, "task", |record| record.task.0);
-        column!(task_columns, tasks, "start_us", |record| record.start_us);
-        column!(task_columns, tasks, "duration_us", |record| record
-            .duration_us);
-        column!(task_columns, tasks, "stored_bytes", |record| record
-            .stored_bytes);
-        let client_traffic = PyDict::new(py);
-        client_traffic.set_item("reads", client.reads)?;
-        client_traffic.set_item("writes", client.writes)?;
-        client_traffic.set_item("deletes", client.deletes)?;
-        client_traffic.set_item("fan_ins", client.fan_ins)?;
-        client_traffic.set_item("bytes_read", client.bytes_read)?;
-        client_traffic.set_item("bytes_written", client.bytes_written)?;
-        let records = PyDict::new(py);
-        records.set_item("batches", batch_columns)?;
-        records.set_item("tasks", task_columns)?;
-        records.set_item("client_store", client_traffic)?;
-        Ok(records)
+        records_dict(py, batches, tasks, client)
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dask_serverless_core::{
-    BatchResources, BatchSpec, Driver, DriverAction, DriverEvent, InvocationEvent, RecoveryPolicy,
+    BatchRecord, BatchSpec, Driver, DriverAction, DriverEvent, InvocationEvent, RecoveryPolicy,
     Report, RunContext, RunFailure, StoreTraffic, TaskRecord, TaskWarning,
 };
 use dask_serverless_graph::TaskId;
@@ -90,26 +90,6 @@ pub struct RunStatistics {
     /// Events the platform reported throttled and the client invoked again (see "Throttled
     /// events"); each is also counted in `invocations`.
     pub throttled_events: u64,
-}
-
-/// What a function reported of one batch it ran: the run report's per-invocation records are
-/// made of these.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchRecord {
-    pub batch: BatchId,
-    pub invocation: String,
-    pub cold: bool,
-    pub tasks: usize,
-    pub loaded_bytes: u64,
-    /// Children it invoked, and the one it became.
-    pub invoked: usize,
-    pub became: Option<BatchId>,
-    /// It stopped without finishing the batch (another invocation finished it, or the run
-    /// ended): no task of it counted.
-    pub abandoned: bool,
-    /// Its store traffic, with the values it read from the store.
-    pub store: StoreTraffic,
-    pub resources: BatchResources,
 }
 
 /// One compute, seen from the client.
@@ -451,18 +431,7 @@ impl ClientRun {
     fn count(&mut self, event: &DriverEvent) {
         match event {
             DriverEvent::Report(Report::BatchFinished(report)) => {
-                self.batch_records.push(BatchRecord {
-                    batch: report.batch,
-                    invocation: report.invocation.clone(),
-                    cold: report.cold,
-                    tasks: report.tasks.len(),
-                    loaded_bytes: report.loaded_bytes,
-                    invoked: report.invoked.len(),
-                    became: report.became,
-                    abandoned: false,
-                    store: report.store.clone(),
-                    resources: (*report.resources).clone(),
-                });
+                self.batch_records.push(BatchRecord::finished(report));
                 self.statistics.batches_finished += 1;
                 self.statistics.invocations += report.invoked.len() as u64;
                 self.count_traffic(&report.store);
@@ -475,19 +444,7 @@ impl ClientRun {
             DriverEvent::Report(Report::BatchAbandoned(report))
                 if !report.resources.instance.is_empty() =>
             {
-                self.batch_records.push(BatchRecord {
-                    batch: report.batch,
-                    invocation: report.invocation.clone(),
-                    // A cold start measured its initialization.
-                    cold: report.resources.init_us.is_some(),
-                    tasks: 0,
-                    loaded_bytes: 0,
-                    invoked: 0,
-                    became: None,
-                    abandoned: true,
-                    store: report.store.clone(),
-                    resources: (*report.resources).clone(),
-                });
+                self.batch_records.push(BatchRecord::abandoned(report));
                 self.count_traffic(&report.store);
             }
             _ => {}

@@ -20,8 +20,9 @@ mod invocation;
 pub mod process;
 mod zero_work;
 
-pub use client::{BatchRecord, ClientRun, RunEvent, RunStatistics};
+pub use client::{ClientRun, RunEvent, RunStatistics};
 pub use connections::{Connections, chaos_of, open_store};
+pub use dask_serverless_core::BatchRecord;
 pub use invocation::{HostStep, InvocationSession};
 pub use zero_work::{ZeroWorkCost, zero_work};
 

@@ -1,0 +1,221 @@
+"""Predict a compute's time and cost before paying for it: ``dask_serverless.simulate``.
+
+The simulator (the native ``dask-serverless-sim`` crate) runs the engine's own planner and
+protocol state machines on a virtual clock, with models of the platform (invocation latency,
+cold starts, the concurrency limit and scaling rate, CPU and bandwidth by memory size), the
+store (latency, bandwidth, request-rate limits) and the result channel. A platform model is a
+named set of parameters with their sources::
+
+    >>> import dask.array as da
+    >>> import dask_serverless
+    >>> x = da.random.random((20_000, 20_000), chunks=(2_000, 2_000))
+    >>> report = dask_serverless.simulate(x @ x.T, platform="lambda", memory_mb=3008)
+    >>> report.total_seconds, report.cost.total       # doctest: +SKIP
+
+``platform`` names a model: ``"lambda"`` (AWS Lambda today, S3), ``"lambda-2020"`` (the
+Wukong paper's setup: Lambda of 2020, Redis), ``"local"`` (this project's local platform as
+measured on its development machine); ``parameters`` overrides any of a model's values
+(``platform_parameters(name)`` shows them).
+
+What each task costs comes from ``task_costs``:
+
+* a :class:`~dask_serverless.report.RunReport` of a real run of the same graph: each task's
+  measured duration and stored bytes (values kept in memory are counted at the median stored
+  size), scaled by ``task_speed`` of the model;
+* a mapping from key to ``(seconds, output bytes)``, or a callable of the key returning one;
+* nothing: every task takes :data:`DEFAULT_TASK_SECONDS`, and outputs are
+  :data:`DEFAULT_OUTPUT_BYTES`, except array chunks, whose size Dask's metadata gives.
+
+The result is a :class:`~dask_serverless.report.RunReport` like a real run's (phases, one row
+per invocation and per task, the bill), so that ``save_html`` draws a simulated run's task
+stream too; its mapping adds ``peak_concurrency``, ``critical_path`` (batch ids, first to
+last), ``cold_starts`` and ``simulation_events``. Runs are deterministic for a ``seed``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import dask
+
+from dask_serverless import _core
+from dask_serverless._ingest import IngestedGraph, ingest
+from dask_serverless._scheduler import plan_graph
+from dask_serverless._validate import check_integer, check_number
+from dask_serverless.errors import ConfigurationError
+from dask_serverless.report import Pricing, RunReport
+
+#: The platform models the simulator knows.
+PLATFORMS = ("lambda", "lambda-2020", "local")
+#: A task's duration and output size when nothing better is known.
+DEFAULT_TASK_SECONDS = 0.001
+DEFAULT_OUTPUT_BYTES = 1_000
+
+TaskCostSource = RunReport | Mapping[Any, tuple[float, int]] | Callable[[Any], tuple[float, int]]
+
+
+def platform_parameters(name: str = "lambda") -> dict[str, Any]:
+    """The parameters of a platform model, with their sources (``sources``)."""
+    try:
+        return json.loads(_core.simulator_parameters(name))
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def simulate(
+    collection: Any,
+    platform: str = "lambda",
+    *,
+    memory_mb: int = 2048,
+    max_concurrency: int | None = None,
+    parallelism: int | None = None,
+    batches_per_function: int = 4,
+    task_costs: TaskCostSource | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    chaos: str | None = None,
+    timeout_s: float = 300.0,
+    region: str = "us-east-1",
+    architecture: str = "x86_64",
+    warm_instances: int | None = None,
+) -> RunReport:
+    """Simulate one compute of ``collection`` (see the module documentation).
+
+    ``parallelism`` is what the planner cuts the graph for (default: ``max_concurrency``, else
+    64, as ``LambdaCluster``); ``chaos`` injects the chaos platform's faults (``"kill=0.05"``);
+    ``warm_instances`` are the instances warm when the compute starts (default: as the
+    cluster leaves them, ``max_concurrency`` for ``local``, whose cluster prewarms its workers,
+    and one elsewhere, the instance of ``LambdaCluster``'s first invocation)."""
+    memory_mb = check_integer("memory_mb", memory_mb, 128, 10_240)
+    if max_concurrency is not None:
+        max_concurrency = check_integer("max_concurrency", max_concurrency, 1, 1_000_000)
+    parallelism = check_integer("parallelism", parallelism or max_concurrency or 64, 1, 1_000_000)
+    batches_per_function = check_integer("batches_per_function", batches_per_function, 1, 1000)
+    timeout_s = check_number("timeout_s", timeout_s, 0.0, 900.0, exclusive=True)
+    model = platform_parameters(platform)
+    for name, value in (parameters or {}).items():
+        if name not in model:
+            raise ConfigurationError(
+                f"the platform model has no parameter {name!r}: it has {', '.join(model)}"
+            )
+        model[name] = value
+    graph = _graph_of(collection)
+    plan = plan_graph(graph, parallelism, batches_per_function)
+    durations, sizes = _task_costs(collection, graph, task_costs)
+    if warm_instances is None:
+        warm_instances = (max_concurrency or 2) if model["name"] == "local" else 1
+    run = _core.simulate(
+        plan,
+        [seconds * 1e6 for seconds in durations],
+        sizes,
+        json.dumps(model),
+        memory_mb=float(memory_mb),
+        max_concurrency=max_concurrency,
+        seed=seed,
+        chaos=chaos,
+        timeout_s=timeout_s,
+        warm_instances=check_integer("warm_instances", warm_instances, 0, 1_000_000),
+    )
+    summary = run.summary()
+    summary.update(
+        run_id=f"simulated-{model['name']}-{seed}",
+        tasks=len(graph.keys),
+        batches=plan.batch_count(),
+        simulated=True,
+        platform=model["name"],
+    )
+    records = run.records()
+    records["dependencies"] = graph.dependencies
+    store = "redis" if model["store"]["kind"] == "redis" else "s3"
+    pricing = Pricing(region=region, architecture=architecture, memory_mb=memory_mb, store=store)
+    return RunReport(summary, records, keys=graph.keys, plan=plan, pricing=pricing)
+
+
+def _graph_of(collection: Any) -> IngestedGraph:
+    if not dask.is_dask_collection(collection):
+        raise ConfigurationError(
+            f"simulate takes a Dask collection (an array, a dataframe, a bag, a delayed), not "
+            f"{type(collection).__name__}"
+        )
+    (optimized,) = dask.optimize(collection)
+    return ingest(optimized.__dask_graph__(), optimized.__dask_keys__())
+
+
+def _task_costs(
+    collection: Any, graph: IngestedGraph, source: TaskCostSource | None
+) -> tuple[list[float], list[int]]:
+    """Each task's seconds and output bytes, by task number."""
+    keys = graph.keys
+    if source is None:
+        chunk_sizes = _chunk_sizes(collection)
+        return (
+            [DEFAULT_TASK_SECONDS] * len(keys),
+            [chunk_sizes.get(key, DEFAULT_OUTPUT_BYTES) for key in keys],
+        )
+    if isinstance(source, RunReport):
+        return _measured_costs(source, keys)
+    lookup = source.__getitem__ if isinstance(source, Mapping) else source
+    durations: list[float] = []
+    sizes: list[int] = []
+    for key in keys:
+        try:
+            seconds, size = lookup(key)
+        except KeyError:
+            raise ConfigurationError(f"task_costs has no cost for task {key!r}") from None
+        if not (math.isfinite(seconds) and seconds >= 0) or size < 0:
+            raise ConfigurationError(
+                f"the cost of task {key!r} must be seconds >= 0 and bytes >= 0, not "
+                f"{(seconds, size)!r}"
+            )
+        durations.append(float(seconds))
+        sizes.append(int(size))
+    return durations, sizes
+
+
+def _measured_costs(report: RunReport, keys: list[Any]) -> tuple[list[float], list[int]]:
+    """A real run's durations and stored sizes, by key; a value kept in memory has no
+    measured size: it counts at the median stored one."""
+    tasks = report.tasks
+    measured = dict(
+        zip(tasks["key"], zip(tasks["duration_s"], tasks["stored_bytes"], strict=True), strict=True)
+    )
+    stored = sorted(int(size) for size in tasks["stored_bytes"] if size > 0)
+    typical = stored[len(stored) // 2] if stored else DEFAULT_OUTPUT_BYTES
+    durations, sizes = [], []
+    missing = [key for key in keys if str(key) not in measured]
+    if missing:
+        raise ConfigurationError(
+            f"the run report has no record of {len(missing)} of the {len(keys)} tasks (for "
+            f"example {missing[0]!r}): it must be a report of the same graph"
+        )
+    for key in keys:
+        seconds, size = measured[str(key)]
+        durations.append(float(seconds))
+        sizes.append(int(size) if size > 0 else typical)
+    return durations, sizes
+
+
+def _chunk_sizes(collection: Any) -> dict[Any, int]:
+    """Bytes of each chunk of an array collection's own output, from Dask's metadata."""
+    import dask.array
+    import numpy as np
+
+    if not isinstance(collection, dask.array.Array):
+        return {}
+    chunks = collection.chunks
+    itemsize = np.dtype(collection.dtype).itemsize
+    keys = collection.__dask_keys__()
+    if not chunks:
+        return {keys[0]: itemsize}
+    sizes: dict[Any, int] = {}
+    for index in itertools.product(*(range(len(dimension)) for dimension in chunks)):
+        entry: Any = keys
+        for position in index:
+            entry = entry[position]
+        elements = math.prod(chunks[axis][position] for axis, position in enumerate(index))
+        sizes[entry] = elements * itemsize
+    return sizes

@@ -1,0 +1,178 @@
+"""The simulator seen from Python: a simulated run is a run report like a real one, it
+replays for a seed, it takes its task costs from a real run, and it makes the same protocol
+decisions as the local platform on the same plan, batch by batch."""
+
+from __future__ import annotations
+
+import json
+import operator
+import subprocess
+import sys
+import time
+
+import dask
+import dask.array as da
+import pytest
+from dask import delayed
+
+import dask_serverless
+from dask_serverless import LocalCluster
+from dask_serverless.errors import ConfigurationError
+from dask_serverless.simulation import platform_parameters
+
+
+def tree_sum(count: int):
+    values = [
+        delayed(operator.add)(number, 0, dask_key_name=f"leaf-{number}") for number in range(count)
+    ]
+    level = 0
+    while len(values) > 1:
+        level += 1
+        values = [
+            delayed(operator.add)(a, b, dask_key_name=f"add-{level}-{index}")
+            for index, (a, b) in enumerate(zip(values[::2], values[1::2], strict=True))
+        ]
+    return values[0]
+
+
+def test_a_simulated_run_is_a_run_report_with_records_cost_and_a_page(tmp_path):
+    total = tree_sum(1024)
+    report = dask_serverless.simulate(total, "lambda", memory_mb=3008, max_concurrency=100)
+    assert report.succeeded
+    assert report["simulated"] and report["platform"] == "lambda"
+    tasks = report.tasks
+    assert len(tasks) == report["tasks"] == 2047
+    assert set(tasks["key"]) >= {"'leaf-0'", "'add-10-0'"} or set(tasks["key"]) >= {
+        "leaf-0",
+        "add-10-0",
+    }
+    invocations = report.invocations
+    assert 0 < len(invocations) <= report["invocations"]
+    assert 1 <= report["peak_concurrency"] <= 100
+    assert report["cold_starts"] == report["peak_concurrency"] or report["cold_starts"] > 0
+    assert report.total_seconds > 0.5  # cold starts alone take that
+    assert report.cost.total > 0
+    assert report["critical_path"], report
+    assert "simulated" in repr(report)
+    page = report.save_html(tmp_path / "simulated.html")
+    assert "Bokeh" in open(page).read()
+
+
+def test_a_seed_replays_and_the_memory_size_moves_time_and_cost():
+    x = da.ones((4000, 4000), chunks=(1000, 1000))
+    product = (x @ x.T).sum()
+
+    def costs(key):
+        return 0.2, 8_000_000
+
+    first = dask_serverless.simulate(product, "lambda", seed=3, task_costs=costs)
+    again = dask_serverless.simulate(product, "lambda", seed=3, task_costs=costs)
+    assert first.total_seconds == again.total_seconds
+    assert first.cost.total == again.cost.total
+    small = dask_serverless.simulate(product, "lambda", seed=3, memory_mb=512, task_costs=costs)
+    # A 512 MB function has 0.29 of a vCPU against more than one: its tasks take 3.5 times as
+    # long (its transfers too).
+    assert small.total_seconds > 1.5 * first.total_seconds
+    assert small["tasks"] == first["tasks"]
+
+
+def test_bad_settings_are_refused_clearly():
+    total = tree_sum(4)
+    with pytest.raises(ConfigurationError, match="no platform model named .lambda-1999."):
+        dask_serverless.simulate(total, "lambda-1999")
+    with pytest.raises(ConfigurationError, match="has no parameter 'cold_start'"):
+        dask_serverless.simulate(total, parameters={"cold_start": 1})
+    with pytest.raises(ConfigurationError, match="a Dask collection"):
+        dask_serverless.simulate([1, 2, 3])
+    with pytest.raises(ConfigurationError, match="has no cost for task"):
+        dask_serverless.simulate(total, task_costs={})
+    assert platform_parameters("lambda-2020")["store"]["kind"] == "redis"
+    assert any(
+        "1,000 concurrent executions every 10 seconds" in source
+        for _, source in platform_parameters()["sources"]
+    )
+
+
+def _protocol(report) -> tuple[dict, list]:
+    """Per batch: its reads, writes and fan-ins, the children it invoked and the one it
+    became; and the batches each invocation ran, in order."""
+    columns = report._records["batches"]
+    per_batch = {}
+    chains: dict[str, list[int]] = {}
+    for row in range(len(columns["batch"])):
+        if columns["abandoned"][row]:
+            continue
+        batch = columns["batch"][row]
+        per_batch[batch] = (
+            columns["store_reads"][row],
+            columns["store_writes"][row],
+            columns["store_fan_ins"][row],
+            columns["invoked"][row],
+            columns["became"][row],
+            columns["tasks"][row],
+        )
+        chains.setdefault(columns["invocation"][row], []).append((columns["start_us"][row], batch))
+    return per_batch, sorted([batch for _, batch in sorted(chain)] for chain in chains.values())
+
+
+def test_the_simulation_makes_the_local_platforms_protocol_decisions_batch_by_batch():
+    def staggered(number: int) -> int:
+        """Leaf ``n`` takes ``0.04 n`` seconds: of two batches that release a child together,
+        one finishes tens of milliseconds after the other, whatever the platform's noise.
+        (Defined here, it travels by value: no worker imports this module, which would take
+        longer than a second and make the first batches look at the store.)"""
+        time.sleep(0.04 * number)
+        return number
+
+    leaves = [delayed(staggered)(number, dask_key_name=f"leaf-{number}") for number in range(16)]
+    values = leaves
+    level = 0
+    while len(values) > 1:
+        level += 1
+        values = [
+            delayed(operator.add)(a, b, dask_key_name=f"add-{level}-{index}")
+            for index, (a, b) in enumerate(zip(values[::2], values[1::2], strict=True))
+        ]
+    total = values[0]
+    with LocalCluster(max_concurrency=4, batches_per_function=4) as cluster:
+        # The workers import what tasks need first (a simulated task costs its own time only).
+        assert dask.compute(delayed(sum)([1, 2]), scheduler=cluster.get)[0] == 3
+        assert dask.compute(total, scheduler=cluster.get)[0] == sum(range(16))
+        real = cluster.last_run
+        simulated = dask_serverless.simulate(
+            total,
+            "local",
+            max_concurrency=4,
+            parallelism=cluster.parallelism,
+            batches_per_function=4,
+            task_costs=real,
+        )
+    assert simulated["batches"] == real["batches"]
+    real_batches, real_chains = _protocol(real)
+    simulated_batches, simulated_chains = _protocol(simulated)
+    assert simulated_batches == real_batches
+    assert simulated_chains == real_chains
+    assert simulated["invocations"] == real["invocations"]
+    # The simulated time is close to the measured one (5% in development; a loaded machine
+    # adds its own delays).
+    assert 0.5 < simulated.total_seconds / real.total_seconds < 2, (
+        simulated.total_seconds,
+        real.total_seconds,
+    )
+
+
+def test_estimate_prints_time_and_dollars_of_a_seed_workload():
+    command = [sys.executable, "-m", "dask_serverless.simulation", "tree-1024", "--small", "--json"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 0, finished.stderr
+    summary = json.loads(finished.stdout)
+    assert summary["total_seconds"] > 0 and summary["cost_dollars"] > 0
+    assert summary["platform"] == "lambda"
+    unknown = subprocess.run(
+        [sys.executable, "-m", "dask_serverless.simulation", "no-such-workload"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert unknown.returncode == 2 and "no-such-workload" in unknown.stderr
