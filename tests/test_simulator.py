@@ -176,3 +176,17 @@ def test_estimate_prints_time_and_dollars_of_a_seed_workload():
         check=False,
     )
     assert unknown.returncode == 2 and "no-such-workload" in unknown.stderr
+
+
+def test_a_lambda_cluster_estimates_a_compute_with_its_own_settings_without_deploying():
+    from dask_serverless import LambdaCluster
+
+    cluster = LambdaCluster(region="eu-west-1", memory_mb=1024, max_concurrency=50)
+    report = cluster.estimate(tree_sum(512))
+    assert not cluster.running
+    assert report["platform"] == "lambda" and report.succeeded
+    assert 1 <= report["peak_concurrency"] <= 50
+    assert report.cost.pricing.memory_mb == 1024
+    assert report.cost.pricing.region == "eu-west-1"
+    redis = LambdaCluster(region="eu-west-1", store="redis://10.0.0.1:6379/0")
+    assert redis.estimate(tree_sum(512))["store_operations"] > 0

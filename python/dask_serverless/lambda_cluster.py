@@ -46,6 +46,7 @@ from dask_serverless.packaging import build_package
 
 if TYPE_CHECKING:
     from dask_serverless._core import CleanupReport
+    from dask_serverless.report import RunReport
 
 HANDLER = "dask_serverless.handler.handler"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -172,6 +173,27 @@ class LambdaCluster(ServerlessCluster):
             "architecture": self.architecture,
             "on_aws": self.endpoint_url is None,
         }
+
+    def estimate(self, collection: Any, **options: Any) -> RunReport:
+        """A compute of ``collection`` on this cluster as the simulator predicts it, with the
+        cluster's memory size, concurrency limit, planning and architecture, on the model of
+        AWS Lambda today (``dask_serverless.simulate``; ``options`` go to it, for example
+        ``task_costs=`` or ``parameters=``). Needs no deployment: nothing runs on AWS."""
+        from dask_serverless.simulation import simulate
+
+        settings: dict[str, Any] = {
+            "memory_mb": self.memory_mb,
+            "max_concurrency": self.max_concurrency,
+            "parallelism": self.parallelism,
+            "batches_per_function": self.batches_per_function,
+            "timeout_s": self.timeout_s,
+            "architecture": self.architecture,
+            "region": self._pricing_place()["region"],
+        }
+        if self.store_address is not None and self.store_address.startswith("redis"):
+            settings["parameters"] = {"store": _redis_store_parameters()}
+        settings.update(options)
+        return simulate(collection, "lambda", **settings)
 
     def start(self) -> LambdaCluster:
         if self.running:
@@ -409,3 +431,10 @@ def _duration_text(duration: str | float | datetime.timedelta | None) -> str | N
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"older_than must be a finite, non-negative duration, not {duration!r}")
     return f"{math.ceil(seconds)}s"
+
+
+def _redis_store_parameters() -> dict[str, Any]:
+    """The store model of a Redis store (the one of the ``lambda-2020`` model)."""
+    from dask_serverless.simulation import platform_parameters
+
+    return platform_parameters("lambda-2020")["store"]
