@@ -86,6 +86,13 @@ BENCH_ARGS ?=
 bench: install ## Benchmark the engine against Dask's schedulers (options: BENCH_ARGS=...)
 	$(PYTHON) -m dask_serverless.bench $(BENCH_ARGS)
 
+# Options of the simulator's calibration, e.g. `make calibrate CALIBRATE_ARGS="--small --runs 1"`.
+CALIBRATE_ARGS ?=
+
+.PHONY: calibrate
+calibrate: install ## The simulator against the local platform on every benchmark workload (docs/simulator.md)
+	$(PYTHON) -m dask_serverless.simulation.calibrate $(CALIBRATE_ARGS)
+
 # Options of the Dask test-suite harness, e.g.
 # `make dask-suite SUITE_ARGS="--strict --modules dask.bag.tests dask.tests.test_delayed"`.
 SUITE_ARGS ?=

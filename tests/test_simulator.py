@@ -190,3 +190,17 @@ def test_a_lambda_cluster_estimates_a_compute_with_its_own_settings_without_depl
     assert report.cost.pricing.region == "eu-west-1"
     redis = LambdaCluster(region="eu-west-1", store="redis://10.0.0.1:6379/0")
     assert redis.estimate(tree_sum(512))["store_operations"] > 0
+
+
+def test_calibration_compares_a_measured_run_with_its_simulation():
+    from dask_serverless.simulation.calibrate import measure
+
+    with LocalCluster() as cluster:
+        row, report = measure("tsqr-svd", True, 1, cluster)
+    assert row["tasks"] == report["tasks"] and row["batches"] == report["batches"]
+    # The same invocations and store operations as the real run.
+    assert row["invocations predicted"] == row["invocations measured"]
+    measured = row["store operations measured"]
+    assert abs(row["store operations predicted"] - measured) <= 0.05 * measured
+    assert row["measured s"] > 0 and row["predicted s"] > 0
+    assert abs(row["error"]) < 1.0, row

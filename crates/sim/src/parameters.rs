@@ -62,8 +62,10 @@ pub struct StoreParameters {
     /// A store operation that moves no value (a claim, a done mark, a lease read, a fan-in's
     /// request).
     pub small_operation_us: Spread,
-    /// Transfer rate of one connection; a function's own bandwidth may be lower.
-    pub bandwidth_bytes_per_s: f64,
+    /// Transfer rates of one connection, reading and writing; a function's own bandwidth may
+    /// be lower. (A shared-memory store maps what it reads: reads cost no copy.)
+    pub read_bandwidth_bytes_per_s: f64,
+    pub write_bandwidth_bytes_per_s: f64,
     /// Request rates the store sustains per key prefix (S3: 3,500 writes and 5,500 reads per
     /// second per prefix); `None` for none. Requests over the rate wait for their turn.
     pub writes_per_s_per_prefix: Option<f64>,
@@ -119,6 +121,11 @@ pub struct PlatformParameters {
     pub client_operations_in_flight: usize,
     /// The function's memory without the values of the batch (interpreter, libraries).
     pub baseline_memory_bytes: u64,
+    /// A function's own time per batch besides the store (unpickling its tasks and inputs,
+    /// the handler's steps) and per task besides the task (the handler's loop, the record),
+    /// on one vCPU.
+    pub function_batch_overhead_us: f64,
+    pub function_task_overhead_us: f64,
 }
 
 /// The names of the parameter sets [`PlatformParameters::named`] knows.
@@ -166,7 +173,8 @@ fn s3(bandwidth_bytes_per_s: f64) -> StoreParameters {
         read_latency_us: Spread::new(20.0 * MS, 0.4),
         write_latency_us: Spread::new(35.0 * MS, 0.4),
         small_operation_us: Spread::new(15.0 * MS, 0.4),
-        bandwidth_bytes_per_s,
+        read_bandwidth_bytes_per_s: bandwidth_bytes_per_s,
+        write_bandwidth_bytes_per_s: bandwidth_bytes_per_s,
         writes_per_s_per_prefix: Some(3_500.0),
         reads_per_s_per_prefix: Some(5_500.0),
     }
@@ -247,6 +255,9 @@ fn lambda_today() -> PlatformParameters {
         client_bandwidth_bytes_per_s: 100.0 * MB,
         client_operations_in_flight: 64,
         baseline_memory_bytes: 150_000_000,
+        // As measured on the local platform: Python's own work, at a vCPU like a core here.
+        function_batch_overhead_us: 700.0,
+        function_task_overhead_us: 3.3,
     }
 }
 
@@ -295,7 +306,8 @@ fn lambda_2020() -> PlatformParameters {
         read_latency_us: Spread::new(1.0 * MS, 0.3),
         write_latency_us: Spread::new(1.0 * MS, 0.3),
         small_operation_us: Spread::new(0.8 * MS, 0.3),
-        bandwidth_bytes_per_s: 100.0 * MB,
+        read_bandwidth_bytes_per_s: 100.0 * MB,
+        write_bandwidth_bytes_per_s: 100.0 * MB,
         writes_per_s_per_prefix: None,
         reads_per_s_per_prefix: None,
     };
@@ -303,7 +315,8 @@ fn lambda_2020() -> PlatformParameters {
 }
 
 /// The local platform on the development machine (2 cores), with shared memory as the store:
-/// measured by `dask-serverless estimate --calibrate` (see docs/simulator.md).
+/// per-batch and per-task overheads and latencies from the records of `python -m
+/// dask_serverless.simulation.calibrate` (see docs/simulator.md).
 fn local() -> PlatformParameters {
     PlatformParameters {
         name: "local".into(),
@@ -326,22 +339,27 @@ fn local() -> PlatformParameters {
         full_vcpu_memory_mb: 1.0,
         max_vcpus: 1.0,
         task_speed: 1.0,
-        function_bandwidth_bytes_per_s: 2_000.0 * MB,
+        function_bandwidth_bytes_per_s: 50_000.0 * MB,
         store: StoreParameters {
             kind: StoreKind::SharedMemory,
             read_latency_us: Spread::new(30.0, 0.3),
             write_latency_us: Spread::new(60.0, 0.3),
             small_operation_us: Spread::new(20.0, 0.3),
-            bandwidth_bytes_per_s: 2_000.0 * MB,
+            // Writes copy into shared memory (svd-compressed stores 820 MB in 0.34 s); reads
+            // map it.
+            read_bandwidth_bytes_per_s: 50_000.0 * MB,
+            write_bandwidth_bytes_per_s: 2_400.0 * MB,
             writes_per_s_per_prefix: None,
             reads_per_s_per_prefix: None,
         },
         channel_latency_us: Spread::new(1.0 * MS, 0.3),
-        client_graph_per_task_us: 4.0,
+        client_graph_per_task_us: 3.5,
         client_pickle_per_task_us: 10.0,
         client_bandwidth_bytes_per_s: 2_000.0 * MB,
         client_operations_in_flight: 64,
         baseline_memory_bytes: 120_000_000,
+        function_batch_overhead_us: 700.0,
+        function_task_overhead_us: 3.3,
     }
 }
 

@@ -125,8 +125,8 @@ pub struct SimulatedRun {
     pub completed: bool,
     /// Why the run failed, when it did.
     pub failure: Option<String>,
-    /// Simulated time of each client phase, µs: graph and plan, upload of the last batch (from
-    /// the plan), the run (first upload to the driver's completion), fetching and cleaning up.
+    /// Simulated time of each client phase, µs: graph and plan, the upload, the run (from the
+    /// end of the upload to the driver's completion), fetching and cleaning up.
     pub graph_us: Micros,
     pub upload_us: Micros,
     pub run_us: Micros,
@@ -483,7 +483,8 @@ impl World<'_> {
             failure: self.failure,
             graph_us,
             upload_us: self.uploads_done_at.saturating_sub(self.upload_started_at),
-            run_us: run_end.saturating_sub(self.upload_started_at),
+            // As the client counts it: from the end of the upload.
+            run_us: run_end.saturating_sub(self.uploads_done_at.max(self.upload_started_at)),
             fetch_us: ended_at.saturating_sub(run_end),
             total_us: ended_at,
             batch_records: self.batch_records,
@@ -958,7 +959,7 @@ impl World<'_> {
                     .sum::<u64>()
                     + spec_bytes(planned.tasks.len() + planned.inputs.len());
                 self.invocations[index].traffic.read(1, bytes);
-                let bandwidth = self.bandwidth();
+                let bandwidth = self.read_bandwidth();
                 let start = self.read_slot(self.now as f64) - self.now as f64;
                 let latency =
                     store
@@ -992,7 +993,7 @@ impl World<'_> {
                     store
                         .read_latency_us
                         .at(self.normal(&["inputs", &id, &self.now.to_string()]));
-                let bandwidth = self.bandwidth();
+                let bandwidth = self.read_bandwidth();
                 let invocation = &mut self.invocations[index];
                 invocation.traffic.read(tasks.len() as u64, bytes);
                 for task in &tasks {
@@ -1112,11 +1113,17 @@ impl World<'_> {
         }
     }
 
-    /// A function's bandwidth to the store.
-    fn bandwidth(&self) -> f64 {
+    /// A function's bandwidth from the store, and to it.
+    fn read_bandwidth(&self) -> f64 {
         self.parameters
             .function_bandwidth(self.options.memory_mb)
-            .min(self.parameters.store.bandwidth_bytes_per_s)
+            .min(self.parameters.store.read_bandwidth_bytes_per_s)
+    }
+
+    fn write_bandwidth(&self) -> f64 {
+        self.parameters
+            .function_bandwidth(self.options.memory_mb)
+            .min(self.parameters.store.write_bandwidth_bytes_per_s)
     }
 
     /// Starts the batch's tasks (see [`World::continue_tasks`]).
@@ -1134,11 +1141,13 @@ impl World<'_> {
         let invocation = &mut self.invocations[index];
         invocation.steps.loaded_us = self.now;
         invocation.ran_a_batch = true;
+        // The handler unpickles the batch's tasks and inputs before the first task.
+        let overhead = self.parameters.function_batch_overhead_us / speed;
         invocation.task_run = Some(TaskRun {
             stored: spec.stored_outputs.iter().copied().collect(),
             spec,
             position: 0,
-            at: self.now as f64,
+            at: self.now as f64 + overhead,
             speed,
             checked: false,
             records: Vec::new(),
@@ -1155,7 +1164,7 @@ impl World<'_> {
     /// so far go out in a progress report; after the last task the executor hears that the
     /// tasks finished.
     fn continue_tasks(&mut self, index: usize) -> Outcome {
-        let bandwidth = self.bandwidth();
+        let bandwidth = self.write_bandwidth();
         let Some(mut run) = self.invocations[index].task_run.take() else {
             return Outcome::at_once(Vec::new());
         };
@@ -1189,7 +1198,7 @@ impl World<'_> {
             run.checked = false;
             let duration = self.costs.duration_us[task.index()] / run.speed;
             let start = run.at;
-            run.at += duration;
+            run.at += duration + self.parameters.function_task_overhead_us / run.speed;
             invocation.cpu_us += duration.round() as Micros;
             let bytes = self.costs.output_bytes[task.index()];
             invocation.held_bytes += bytes;

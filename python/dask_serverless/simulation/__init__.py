@@ -135,14 +135,29 @@ def simulate(
     return RunReport(summary, records, keys=graph.keys, plan=plan, pricing=pricing)
 
 
+class _GraphCapturedError(Exception):
+    """Stops ``dask.compute`` once it handed its graph to the scheduler."""
+
+
 def _graph_of(collection: Any) -> IngestedGraph:
+    """The graph ``dask.compute`` would hand a scheduler (optimized, with its finalize
+    tasks), ingested as ``get`` ingests it."""
     if not dask.is_dask_collection(collection):
         raise ConfigurationError(
             f"simulate takes a Dask collection (an array, a dataframe, a bag, a delayed), not "
             f"{type(collection).__name__}"
         )
-    (optimized,) = dask.optimize(collection)
-    return ingest(optimized.__dask_graph__(), optimized.__dask_keys__())
+    captured: dict[str, Any] = {}
+
+    def capture(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        captured["graph"], captured["keys"] = dsk, keys
+        raise _GraphCapturedError
+
+    try:
+        dask.compute(collection, scheduler=capture)
+    except _GraphCapturedError:
+        pass
+    return ingest(captured["graph"], captured["keys"])
 
 
 def _task_costs(
@@ -178,22 +193,31 @@ def _task_costs(
 
 def _measured_costs(report: RunReport, keys: list[Any]) -> tuple[list[float], list[int]]:
     """A real run's durations and stored sizes, by key; a value kept in memory has no
-    measured size: it counts at the median stored one."""
+    measured size: it counts at the median stored one. A key the report lacks (Dask names
+    the finalize task of each compute anew) takes the costs of the report's tasks of the same
+    prefix."""
+    from dask.utils import key_split
+
     tasks = report.tasks
     measured = dict(
         zip(tasks["key"], zip(tasks["duration_s"], tasks["stored_bytes"], strict=True), strict=True)
     )
+    by_prefix: dict[str, tuple[float, int]] = {}
+    for prefix, seconds, size in zip(
+        tasks["prefix"], tasks["duration_s"], tasks["stored_bytes"], strict=True
+    ):
+        by_prefix.setdefault(str(prefix), (float(seconds), int(size)))
     stored = sorted(int(size) for size in tasks["stored_bytes"] if size > 0)
     typical = stored[len(stored) // 2] if stored else DEFAULT_OUTPUT_BYTES
     durations, sizes = [], []
-    missing = [key for key in keys if str(key) not in measured]
-    if missing:
-        raise ConfigurationError(
-            f"the run report has no record of {len(missing)} of the {len(keys)} tasks (for "
-            f"example {missing[0]!r}): it must be a report of the same graph"
-        )
     for key in keys:
-        seconds, size = measured[str(key)]
+        found = measured.get(str(key)) or by_prefix.get(key_split(key))
+        if found is None:
+            raise ConfigurationError(
+                f"the run report has no record of task {key!r}, nor of a task of its prefix: "
+                f"it must be a report of the same graph"
+            )
+        seconds, size = found
         durations.append(float(seconds))
         sizes.append(int(size) if size > 0 else typical)
     return durations, sizes

@@ -1,0 +1,164 @@
+"""Calibration of the ``local`` model: every benchmark workload computed on a ``LocalCluster``
+and simulated on the ``local`` model with the real run's own task costs; the table says how
+far the prediction is from the measurement, and the figures below it are what the records
+say of the platform (cold starts, waits, per-task and per-batch time outside the tasks).
+
+    python -m dask_serverless.simulation.calibrate [--small] [--workloads a,b] [--markdown F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dask_serverless.benchmark.workloads import WORKLOAD_NAMES, workload
+from dask_serverless.simulation import simulate
+
+COLUMNS = (
+    "workload", "tasks", "batches", "measured s", "predicted s", "error",
+    "invocations measured", "predicted", "function store operations measured", "predicted",
+)  # fmt: skip
+
+
+def parse_arguments(arguments: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dask_serverless.simulation.calibrate")
+    parser.add_argument("--small", action="store_true")
+    parser.add_argument("--workloads", help="comma-separated (default: every one with a graph)")
+    parser.add_argument("--runs", type=int, default=3, help="measured runs per workload")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    return parser.parse_args(arguments)
+
+
+def measure(name: str, small: bool, runs: int, cluster: Any) -> tuple[dict[str, Any], Any]:
+    """The median measured run of a workload and its simulation on the ``local`` model."""
+    import dask
+
+    build = workload(name).build
+    if build is None:
+        raise ValueError(f"workload {name!r} computes no Dask collection")
+    built = build(small)
+
+    dask.compute(built.collection, scheduler=cluster.get)  # warm-up: imports, cold starts
+    measured = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        dask.compute(built.collection, scheduler=cluster.get)
+        measured.append((time.perf_counter() - started, cluster.last_run))
+    measured.sort(key=lambda entry: entry[0])
+    seconds, report = measured[len(measured) // 2]
+    predicted = simulate(
+        built.collection,
+        "local",
+        memory_mb=cluster.memory_mb,
+        max_concurrency=cluster.max_concurrency,
+        parallelism=cluster.parallelism,
+        batches_per_function=cluster.batches_per_function,
+        timeout_s=cluster.timeout_s,
+        task_costs=report,
+    )
+    row = {
+        "workload": name,
+        "tasks": report["tasks"],
+        "batches": report["batches"],
+        "measured s": seconds,
+        "predicted s": predicted.total_seconds,
+        "error": predicted.total_seconds / seconds - 1,
+        "invocations measured": report["invocations"],
+        "invocations predicted": predicted["invocations"],
+        "store operations measured": _function_operations(report),
+        "store operations predicted": _function_operations(predicted),
+    }
+    return row, report
+
+
+def _function_operations(report: Any) -> int:
+    """Store operations of the functions, from the batch records."""
+    columns = report._records["batches"]
+    return sum(
+        sum(columns[name])
+        for name in ("store_reads", "store_writes", "store_deletes", "store_fan_ins")
+    )
+
+
+def platform_figures(reports: list[Any]) -> dict[str, float]:
+    """What the real runs' records say of the platform, over every report."""
+    init, wait, between, loading, finishing = [], [], [], [], []
+    tasks = 0
+    for report in reports:
+        invocations = report.invocations
+        init += [float(value) for value in invocations["init_s"].dropna()]
+        wait += [float(value) for value in invocations["wait_s"].dropna()]
+        phases = report.phases
+        tasks += len(report.tasks)
+        between.append(float(phases.loc[phases["phase"] == "between tasks", "duration_s"].sum()))
+        loading.append(float(phases.loc[phases["phase"] == "loading", "duration_s"].sum()))
+        finishing.append(
+            float(
+                phases.loc[
+                    phases["phase"].isin(
+                        ["marking done", "fan-in", "invoking", "reporting", "finishing"]
+                    ),
+                    "duration_s",
+                ].sum()
+            )
+        )
+    batches = sum(report["batches"] for report in reports)
+    return {
+        "cold start median s": statistics.median(init) if init else float("nan"),
+        "wait median s": statistics.median(wait) if wait else float("nan"),
+        "between tasks per task us": sum(between) / max(tasks, 1) * 1e6,
+        "loading per batch ms": sum(loading) / max(batches, 1) * 1e3,
+        "finishing per batch ms": sum(finishing) / max(batches, 1) * 1e3,
+    }
+
+
+def main(arguments: list[str] | None = None) -> int:
+    options = parse_arguments(arguments)
+    names = (
+        options.workloads.split(",")
+        if options.workloads
+        else [name for name in WORKLOAD_NAMES if workload(name).build is not None]
+    )
+    from dask_serverless import LocalCluster
+
+    rows, reports = [], []
+    with LocalCluster() as cluster:
+        for name in names:
+            if workload(name).missing_requirements():
+                print(f"{name}: skipped, needs {workload(name).missing_requirements()}")
+                continue
+            row, report = measure(name, options.small, options.runs, cluster)
+            rows.append(row)
+            reports.append(report)
+            print(
+                f"{name}: measured {row['measured s']:.3f} s, predicted "
+                f"{row['predicted s']:.3f} s ({row['error']:+.1%}); invocations "
+                f"{row['invocations measured']} / {row['invocations predicted']}, store "
+                f"operations {row['store operations measured']} / "
+                f"{row['store operations predicted']}",
+                flush=True,
+            )
+    figures = platform_figures(reports)
+    for name, value in figures.items():
+        print(f"  {name}: {value:.4g}")
+    if options.markdown is not None:
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+        for row in rows:
+            values = list(row.values())
+            cells = [
+                f"{value:+.1%}" if key == "error" else
+                f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
+                if isinstance(value, int) else str(value)
+                for key, value in zip(row, values, strict=True)
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        options.markdown.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
