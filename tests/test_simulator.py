@@ -204,3 +204,18 @@ def test_calibration_compares_a_measured_run_with_its_simulation():
     assert abs(row["store operations predicted"] - measured) <= 0.05 * measured
     assert row["measured s"] > 0 and row["predicted s"] > 0
     assert abs(row["error"]) < 1.0, row
+
+
+def test_wukongs_tree_reduction_takes_longer_as_its_tasks_do():
+    from dask_serverless.simulation.paper import WUKONG_TREE_REDUCTION, tree_reduction_rows
+
+    rows = tree_reduction_rows()
+    assert {row["task ms"] for row in rows} == {int(d * 1000) for d in WUKONG_TREE_REDUCTION}
+    for model in ("lambda-2020", "lambda"):
+        times = [
+            row["predicted s"]
+            for row in rows
+            if row["model"] == model and row["plan"] == "2048 x 1"
+        ]
+        # Eleven levels of tasks on the critical path: about 11 x 0.5 s more at 500 ms.
+        assert times == sorted(times) and times[-1] - times[0] > 5.0, times
