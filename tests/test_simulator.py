@@ -219,3 +219,20 @@ def test_wukongs_tree_reduction_takes_longer_as_its_tasks_do():
         ]
         # Eleven levels of tasks on the critical path: about 11 x 0.5 s more at 500 ms.
         assert times == sorted(times) and times[-1] - times[0] > 5.0, times
+
+
+def test_the_sensitivity_sweep_moves_time_and_cost_the_way_the_model_says(tmp_path):
+    from dask_serverless.simulation import sensitivity
+
+    rows = sensitivity.sweep()
+    by = {(row["varied"], row["value"]): row for row in rows}
+    # Below a vCPU, more memory is faster; above, a single-threaded task gains nothing and
+    # costs more.
+    assert by[("memory_mb", 512)]["seconds"] > by[("memory_mb", 1769)]["seconds"]
+    assert by[("memory_mb", 10240)]["seconds"] == by[("memory_mb", 1769)]["seconds"]
+    assert by[("memory_mb", 10240)]["dollars"] > by[("memory_mb", 1769)]["dollars"]
+    assert by[("max_concurrency", 8)]["seconds"] > 3 * by[("max_concurrency", 512)]["seconds"]
+    assert by[("max_concurrency", 8)]["peak_concurrency"] == 8
+    assert by[("store", "redis")]["seconds"] < by[("store", "s3")]["seconds"]
+    written = sensitivity.plot(rows, tmp_path)
+    assert len(written) == len(sensitivity.SWEEPS) and all(path.stat().st_size for path in written)
