@@ -236,3 +236,22 @@ def test_the_sensitivity_sweep_moves_time_and_cost_the_way_the_model_says(tmp_pa
     assert by[("store", "redis")]["seconds"] < by[("store", "s3")]["seconds"]
     written = sensitivity.plot(rows, tmp_path)
     assert len(written) == len(sensitivity.SWEEPS) and all(path.stat().st_size for path in written)
+
+
+def test_costs_measured_on_a_small_array_estimate_a_larger_one_of_the_same_chunks(cluster):
+    from dask_serverless.simulation import costs_by_prefix
+
+    def product(size: int):
+        x = da.random.RandomState(1).random((size, size), chunks=(200, 200))
+        return (x @ x.T).sum()
+
+    assert dask.compute(product(400), scheduler=cluster.get)[0] > 0
+    costs = costs_by_prefix(cluster.last_run)
+    # A chunk of 200 x 200 doubles (and its pickle's framing), wherever it is stored.
+    seconds, size = costs(("random_sample-0123", 0, 0))
+    assert seconds > 0 and 200 * 200 * 8 <= size < 200 * 200 * 8 + 1_000
+    # The larger graph has a reduction stage the small one lacked: it costs as its kin.
+    larger = dask_serverless.simulate(product(2000), "lambda", task_costs=costs)
+    assert larger.succeeded and larger["tasks"] > 10 * cluster.last_run["tasks"]
+    with pytest.raises(ConfigurationError, match="no task of prefix 'fft'"):
+        costs(("fft-0123456789abcdef0123456789abcdef", 0))

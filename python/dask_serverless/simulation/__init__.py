@@ -23,6 +23,8 @@ What each task costs comes from ``task_costs``:
   measured duration and stored bytes (values kept in memory are counted at the median stored
   size), scaled by ``task_speed`` of the model;
 * a mapping from key to ``(seconds, output bytes)``, or a callable of the key returning one;
+  :func:`costs_by_prefix` makes one from a real run of the same operations on the same chunks
+  (a small array measured here, a large one simulated);
 * nothing: every task takes :data:`DEFAULT_TASK_SECONDS`, and outputs are
   :data:`DEFAULT_OUTPUT_BYTES`, except array chunks, whose size Dask's metadata gives.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -221,6 +224,46 @@ def _measured_costs(report: RunReport, keys: list[Any]) -> tuple[list[float], li
         durations.append(float(seconds))
         sizes.append(int(size) if size > 0 else typical)
     return durations, sizes
+
+
+def costs_by_prefix(report: RunReport) -> Callable[[Any], tuple[float, int]]:
+    """Task costs for another graph made of the same operations on the same chunks (a larger
+    array of the same chunk size, say): each task costs the median of the report's tasks of
+    its prefix (``matmul``, ``sum``...), its output the median stored size of that prefix (a
+    prefix whose values stayed in memory: the median over all stored values). A prefix the
+    report lacks is an error."""
+    from dask.utils import key_split
+
+    tasks = report.tasks
+    durations: dict[str, list[float]] = {}
+    sizes: dict[str, list[int]] = {}
+    for prefix, seconds, size in zip(
+        tasks["prefix"], tasks["duration_s"], tasks["stored_bytes"], strict=True
+    ):
+        durations.setdefault(str(prefix), []).append(float(seconds))
+        if size > 0:
+            sizes.setdefault(str(prefix), []).append(int(size))
+    stored = [size for values in sizes.values() for size in values]
+    typical = statistics.median(stored) if stored else DEFAULT_OUTPUT_BYTES
+
+    def cost(key: Any) -> tuple[float, int]:
+        prefix = key_split(key)
+        # A larger graph may have stages the small one lacked (another level of a reduction,
+        # ``sum-partial``): they cost as the prefixes of the same operation (``sum...``).
+        related = [prefix] if prefix in durations else [
+            known for known in durations if known.split("-")[0] == prefix.split("-")[0]
+        ]  # fmt: skip
+        if not related:
+            known = ", ".join(sorted(durations))
+            raise ConfigurationError(
+                f"the run report has no task of prefix {prefix!r} (task {key!r}); it has {known}"
+            )
+        seconds = statistics.median(value for name in related for value in durations[name])
+        stored_sizes = [value for name in related for value in sizes.get(name, [])]
+        size = statistics.median(stored_sizes) if stored_sizes else typical
+        return seconds, int(size)
+
+    return cost
 
 
 def _chunk_sizes(collection: Any) -> dict[Any, int]:
