@@ -226,44 +226,66 @@ def _measured_costs(report: RunReport, keys: list[Any]) -> tuple[list[float], li
     return durations, sizes
 
 
-def costs_by_prefix(report: RunReport) -> Callable[[Any], tuple[float, int]]:
-    """Task costs for another graph made of the same operations on the same chunks (a larger
-    array of the same chunk size, say): each task costs the median of the report's tasks of
-    its prefix (``matmul``, ``sum``...), its output the median stored size of that prefix (a
-    prefix whose values stayed in memory: the median over all stored values). A prefix the
-    report lacks is an error."""
-    from dask.utils import key_split
+class PrefixCosts:
+    """Task costs by key prefix, measured by real runs (see :func:`costs_by_prefix`); calling
+    it with a key gives ``(seconds, output bytes)``; ``estimated`` lists the prefixes no run
+    measured, costed at the median measured task."""
 
-    tasks = report.tasks
-    durations: dict[str, list[float]] = {}
-    sizes: dict[str, list[int]] = {}
-    for prefix, seconds, size in zip(
-        tasks["prefix"], tasks["duration_s"], tasks["stored_bytes"], strict=True
-    ):
-        durations.setdefault(str(prefix), []).append(float(seconds))
-        if size > 0:
-            sizes.setdefault(str(prefix), []).append(int(size))
-    stored = [size for values in sizes.values() for size in values]
-    typical = statistics.median(stored) if stored else DEFAULT_OUTPUT_BYTES
+    def __init__(self, reports: tuple[RunReport, ...], unknown: str) -> None:
+        if unknown not in ("error", "median"):
+            raise ValueError(f"unknown must be 'error' or 'median', not {unknown!r}")
+        self.unknown = unknown
+        self.durations: dict[str, list[float]] = {}
+        self.sizes: dict[str, list[int]] = {}
+        for report in reports:
+            tasks = report.tasks
+            for prefix, seconds, size in zip(
+                tasks["prefix"], tasks["duration_s"], tasks["stored_bytes"], strict=True
+            ):
+                self.durations.setdefault(str(prefix), []).append(float(seconds))
+                if size > 0:
+                    self.sizes.setdefault(str(prefix), []).append(int(size))
+        if not self.durations:
+            raise ConfigurationError("the run reports have no task records to measure costs by")
+        stored = [size for values in self.sizes.values() for size in values]
+        self.typical = int(statistics.median(stored)) if stored else DEFAULT_OUTPUT_BYTES
+        self.overall = statistics.median(
+            value for values in self.durations.values() for value in values
+        )
+        self.estimated: set[str] = set()
 
-    def cost(key: Any) -> tuple[float, int]:
+    def __call__(self, key: Any) -> tuple[float, int]:
+        from dask.utils import key_split
+
         prefix = key_split(key)
         # A larger graph may have stages the small one lacked (another level of a reduction,
         # ``sum-partial``): they cost as the prefixes of the same operation (``sum...``).
-        related = [prefix] if prefix in durations else [
-            known for known in durations if known.split("-")[0] == prefix.split("-")[0]
+        related = [prefix] if prefix in self.durations else [
+            known for known in self.durations if known.split("-")[0] == prefix.split("-")[0]
         ]  # fmt: skip
+        if not related and self.unknown == "median":
+            self.estimated.add(prefix)
+            return self.overall, self.typical
         if not related:
-            known = ", ".join(sorted(durations))
+            known = ", ".join(sorted(self.durations))
             raise ConfigurationError(
                 f"the run report has no task of prefix {prefix!r} (task {key!r}); it has {known}"
             )
-        seconds = statistics.median(value for name in related for value in durations[name])
-        stored_sizes = [value for name in related for value in sizes.get(name, [])]
-        size = statistics.median(stored_sizes) if stored_sizes else typical
-        return seconds, int(size)
+        seconds = statistics.median(value for name in related for value in self.durations[name])
+        stored = [value for name in related for value in self.sizes.get(name, [])]
+        return seconds, int(statistics.median(stored)) if stored else self.typical
 
-    return cost
+
+def costs_by_prefix(*reports: RunReport, unknown: str = "error") -> PrefixCosts:
+    """Task costs for another graph made of the same operations on the same chunks (a larger
+    array of the same chunk size, say): each task costs the median of the reports' tasks of
+    its prefix (``matmul``, ``sum``...), its output the median stored size of that prefix (a
+    prefix whose values stayed in memory: the median over all stored values). A prefix the
+    reports lack costs as those of the same operation (``sum-partial`` as ``sum...``); one of
+    an operation the reports lack altogether is an error, or with ``unknown="median"`` costs
+    the median of all measured tasks (listed in ``estimated``). Several reports (a small and a
+    larger size) cover the stages that only some sizes have."""
+    return PrefixCosts(reports, unknown)
 
 
 def _chunk_sizes(collection: Any) -> dict[Any, int]:
