@@ -213,9 +213,7 @@ def test_wukongs_tree_reduction_takes_longer_as_its_tasks_do():
     assert {row["task ms"] for row in rows} == {int(d * 1000) for d in WUKONG_TREE_REDUCTION}
     for model in ("lambda-2020", "lambda"):
         times = [
-            row["warm s"]
-            for row in rows
-            if row["model"] == model and row["plan"] == "2048 x 1"
+            row["warm s"] for row in rows if row["model"] == model and row["plan"] == "2048 x 1"
         ]
         # Eleven levels of tasks on the critical path: about 11 x 0.5 s more at 500 ms.
         assert times == sorted(times) and times[-1] - times[0] > 5.0, times
