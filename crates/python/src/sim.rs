@@ -60,6 +60,7 @@ impl SimulatedRun {
         )?;
         summary.set_item("kills", run.kills)?;
         summary.set_item("duplicates", run.duplicates)?;
+        summary.set_item("refused_invocations", run.refused_invocations)?;
         summary.set_item("simulation_events", run.events)?;
         let mut operations = run.client_traffic.operations;
         let mut written = run.client_traffic.bytes_written;

@@ -150,6 +150,8 @@ pub struct SimulatedRun {
     pub critical_path: Vec<BatchId>,
     pub kills: u64,
     pub duplicates: u64,
+    /// Invocations refused (429) at least once, then accepted after backoff (`throttle`).
+    pub refused_invocations: u64,
     /// Events the simulation processed (its own cost).
     pub events: u64,
 }
@@ -280,6 +282,7 @@ struct World<'a> {
     channel_receives: u64,
     kills: u64,
     duplicates: u64,
+    refused_invocations: u64,
     events: u64,
     concurrency_limit: u32,
 }
@@ -347,6 +350,7 @@ pub fn simulate(
         channel_receives: 0,
         kills: 0,
         duplicates: 0,
+        refused_invocations: 0,
         events: 0,
         concurrency_limit: concurrency,
     };
@@ -500,6 +504,7 @@ impl World<'_> {
             critical_path,
             kills: self.kills,
             duplicates: self.duplicates,
+            refused_invocations: self.refused_invocations,
             events: self.events,
         })
     }
@@ -677,7 +682,24 @@ impl World<'_> {
         } else {
             self.parameters.function_invoke_latency_us
         };
-        let latency = spread.at(self.normal(&identity));
+        let mut latency = spread.at(self.normal(&identity));
+        if self.draws.happens(
+            self.options.faults.throttle,
+            &[&identity[..], &["throttle"]].concat(),
+        ) {
+            // A burst of refusals (429), each tried again after the invoker's backoff: from
+            // 50 ms doubling up to 2 s, with full jitter.
+            self.refused_invocations += 1;
+            let refusals =
+                1 + (4.0 * self.draws.draw(&[&identity[..], &["burst"]].concat())) as u32;
+            for refusal in 0..refusals {
+                let ceiling = (50_000.0 * f64::from(1u32 << refusal.min(6))).min(2_000_000.0);
+                let jitter = self
+                    .draws
+                    .draw(&[&identity[..], &["backoff", &refusal.to_string()]].concat());
+                latency += ceiling * jitter;
+            }
+        }
         let delivery = Delivery {
             batch,
             attempt,

@@ -205,3 +205,27 @@ fn costs_that_do_not_fit_the_plan_are_refused() {
     .unwrap_err();
     assert!(error.to_string().contains("for 15 tasks"), "{error}");
 }
+
+#[test]
+fn refused_invocations_are_tried_again_after_backoff_and_cost_time() {
+    let graph = tree(256);
+    let plan = plan(&graph, 32);
+    let costs = TaskCosts::uniform(graph.len(), 10_000.0, 8);
+    let calm = run(&plan, &costs, &SimulationOptions::default());
+    let throttled = run(
+        &plan,
+        &costs,
+        &SimulationOptions {
+            faults: ChaosSpec {
+                throttle: 0.5,
+                ..ChaosSpec::default()
+            },
+            ..SimulationOptions::default()
+        },
+    );
+    assert!(throttled.completed);
+    assert_eq!(calm.refused_invocations, 0);
+    assert!(throttled.refused_invocations > 0);
+    assert!(throttled.total_us > calm.total_us);
+    assert_eq!(throttled.recoveries, 0);
+}
