@@ -446,9 +446,9 @@ def test_a_function_that_finds_the_lease_gone_stops_and_its_work_is_redone(chain
     assert chain_cluster.last_run["recoveries"] >= 1, chain_cluster.last_run
 
 
-def _straggles_once(marker_path: str, number: int) -> int:
-    """A part that takes 0.2 s, but 60 s the first time it runs when it is number 3: that
-    function is a straggler, and a second run of the same task (a backup) is quick."""
+def _straggles_once(marker_path: str, number: int, seconds: float = 60) -> int:
+    """A part that takes 0.2 s, but ``seconds`` more the first time it runs when it is number
+    3: that function is a straggler, and a second run of the same task (a backup) is quick."""
     time.sleep(0.2)
     if number == 3:
         try:
@@ -456,20 +456,7 @@ def _straggles_once(marker_path: str, number: int) -> int:
         except FileExistsError:
             pass
         else:
-            time.sleep(60)
-    return number * 10
-
-
-def _straggles_briefly(marker_path: str, number: int) -> int:
-    """As ``_straggles_once``, but the straggler wakes after 8 s, while the run goes on."""
-    time.sleep(0.2)
-    if number == 3:
-        try:
-            os.close(os.open(marker_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            pass
-        else:
-            time.sleep(8)
+            time.sleep(seconds)
     return number * 10
 
 
@@ -481,7 +468,8 @@ def _slow_tail(value: int) -> int:
 def test_a_straggler_that_loses_to_its_backup_yields_and_is_billed(tmp_path):
     marker = str(tmp_path / "straggled")
     parts = [
-        delayed(_straggles_briefly)(marker, number, dask_key_name=f"part-{number}")
+        # The straggler wakes after 8 s, while the run goes on.
+        delayed(_straggles_once)(marker, number, 8, dask_key_name=f"part-{number}")
         for number in range(4)
     ]
     total = delayed(sum)(parts, dask_key_name="total")

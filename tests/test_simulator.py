@@ -19,24 +19,11 @@ import dask_serverless
 from dask_serverless import LocalCluster
 from dask_serverless.errors import ConfigurationError
 from dask_serverless.simulation import platform_parameters
-
-
-def tree_sum(count: int):
-    values = [
-        delayed(operator.add)(number, 0, dask_key_name=f"leaf-{number}") for number in range(count)
-    ]
-    level = 0
-    while len(values) > 1:
-        level += 1
-        values = [
-            delayed(operator.add)(a, b, dask_key_name=f"add-{level}-{index}")
-            for index, (a, b) in enumerate(zip(values[::2], values[1::2], strict=True))
-        ]
-    return values[0]
+from dask_serverless.simulation.paper import tree_reduction
 
 
 def test_a_simulated_run_is_a_run_report_with_records_cost_and_a_page(tmp_path):
-    total = tree_sum(1024)
+    total = tree_reduction(1024)
     report = dask_serverless.simulate(total, "lambda", memory_mb=3008, max_concurrency=100)
     assert report.succeeded
     assert report["simulated"] and report["platform"] == "lambda"
@@ -77,7 +64,7 @@ def test_a_seed_replays_and_the_memory_size_moves_time_and_cost():
 
 
 def test_bad_settings_are_refused_clearly():
-    total = tree_sum(4)
+    total = tree_reduction(4)
     with pytest.raises(ConfigurationError, match="no platform model named .lambda-1999."):
         dask_serverless.simulate(total, "lambda-1999")
     with pytest.raises(ConfigurationError, match="has no parameter 'cold_start'"):
@@ -182,14 +169,14 @@ def test_a_lambda_cluster_estimates_a_compute_with_its_own_settings_without_depl
     from dask_serverless import LambdaCluster
 
     cluster = LambdaCluster(region="eu-west-1", memory_mb=1024, max_concurrency=50)
-    report = cluster.estimate(tree_sum(512))
+    report = cluster.estimate(tree_reduction(512))
     assert not cluster.running
     assert report["platform"] == "lambda" and report.succeeded
     assert 1 <= report["peak_concurrency"] <= 50
     assert report.cost.pricing.memory_mb == 1024
     assert report.cost.pricing.region == "eu-west-1"
     redis = LambdaCluster(region="eu-west-1", store="redis://10.0.0.1:6379/0")
-    assert redis.estimate(tree_sum(512))["store_operations"] > 0
+    assert redis.estimate(tree_reduction(512))["store_operations"] > 0
 
 
 def test_calibration_compares_a_measured_run_with_its_simulation():

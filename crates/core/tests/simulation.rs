@@ -624,23 +624,7 @@ proptest! {
 #[test]
 fn every_kill_point_happens_and_is_recovered_from() {
     // A tree of 64 leaves: chains of hand-overs, fan-ins and invocations of children.
-    let mut keys = Vec::new();
-    let mut dependencies = Vec::new();
-    for leaf in 0..64 {
-        keys.push(format!("leaf-{leaf}"));
-        dependencies.push(vec![]);
-    }
-    let mut level: Vec<u32> = (0..64).collect();
-    while level.len() > 1 {
-        let mut next = Vec::new();
-        for pair in level.chunks(2) {
-            next.push(keys.len() as u32);
-            keys.push(format!("add-{}", keys.len()));
-            dependencies.push(pair.to_vec());
-        }
-        level = next;
-    }
-    let graph = Graph::new(keys, dependencies, vec![], level).unwrap();
+    let graph = Graph::tree_reduction(64);
     let options = PlanOptions {
         parallelism: 8,
         batches_per_function: 2,
@@ -685,23 +669,7 @@ fn different_seeds_interleave_invocations_differently() {
 #[test]
 fn a_tree_reduction_needs_few_invocations() {
     // 64 leaves summed pairwise: 127 tasks.
-    let mut keys = Vec::new();
-    let mut dependencies = Vec::new();
-    for leaf in 0..64 {
-        keys.push(format!("leaf-{leaf}"));
-        dependencies.push(vec![]);
-    }
-    let mut level: Vec<u32> = (0..64).collect();
-    while level.len() > 1 {
-        let mut next = Vec::new();
-        for pair in level.chunks(2) {
-            next.push(keys.len() as u32);
-            keys.push(format!("add-{}", keys.len()));
-            dependencies.push(pair.to_vec());
-        }
-        level = next;
-    }
-    let graph = Graph::new(keys, dependencies, vec![], level).unwrap();
+    let graph = Graph::tree_reduction(64);
     let options = PlanOptions {
         parallelism: 2,
         batches_per_function: 2,

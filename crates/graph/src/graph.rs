@@ -49,6 +49,27 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// A pairwise tree reduction of `leaves` values (Wukong's TR workload, and a shape many
+    /// tests use): `leaf-i`, then `sum-L-i` at each level `L` (an odd one out goes up alone),
+    /// the root requested.
+    pub fn tree_reduction(leaves: u32) -> Graph {
+        let mut keys: Vec<String> = (0..leaves).map(|leaf| format!("leaf-{leaf}")).collect();
+        let mut dependencies: Vec<Vec<u32>> = vec![vec![]; leaves as usize];
+        let mut level: Vec<u32> = (0..leaves).collect();
+        let mut depth = 1;
+        while level.len() > 1 {
+            let mut next = Vec::new();
+            for (index, pair) in level.chunks(2).enumerate() {
+                keys.push(format!("sum-{depth}-{index}"));
+                dependencies.push(pair.to_vec());
+                next.push(keys.len() as u32 - 1);
+            }
+            level = next;
+            depth += 1;
+        }
+        Graph::new(keys, dependencies, vec![], level).expect("a tree reduction is a graph")
+    }
+
     /// Builds and validates a graph.
     ///
     /// `keys[i]` is the display name of task `i` (Dask keys are stringified by the caller).

@@ -233,27 +233,9 @@ async fn run_invocation(mut session: InvocationSession) -> Result<(), RuntimeErr
 mod tests {
     use super::*;
 
-    fn tree(leaves: u32) -> Graph {
-        // Leaves 0..n, then pairwise sums level by level.
-        let mut dependencies: Vec<Vec<u32>> = (0..leaves).map(|_| Vec::new()).collect();
-        let mut level: Vec<u32> = (0..leaves).collect();
-        while level.len() > 1 {
-            let mut next = Vec::new();
-            for pair in level.chunks(2) {
-                next.push(dependencies.len() as u32);
-                dependencies.push(pair.to_vec());
-            }
-            level = next;
-        }
-        let keys = (0..dependencies.len())
-            .map(|task| task.to_string())
-            .collect();
-        Graph::new(keys, dependencies, Vec::new(), level).unwrap()
-    }
-
     #[tokio::test]
     async fn a_zero_work_run_completes_every_batch_and_leaves_nothing() {
-        let graph = tree(1024);
+        let graph = Graph::tree_reduction(1024);
         for batches_per_function in [1, 4, 64] {
             let options = PlanOptions {
                 parallelism: 4,

@@ -11,26 +11,6 @@ use dask_serverless_graph::Graph;
 use dask_serverless_plan::{Plan, PlanOptions};
 use dask_serverless_sim::{PlatformParameters, SimulationOptions, TaskCosts, simulate};
 
-fn tree(leaves: u32) -> Graph {
-    let mut keys = Vec::new();
-    let mut dependencies: Vec<Vec<u32>> = Vec::new();
-    for leaf in 0..leaves {
-        keys.push(format!("leaf-{leaf}"));
-        dependencies.push(vec![]);
-    }
-    let mut level: Vec<u32> = (0..leaves).collect();
-    while level.len() > 1 {
-        let mut next = Vec::new();
-        for pair in level.chunks(2) {
-            next.push(keys.len() as u32);
-            keys.push(format!("add-{}", keys.len()));
-            dependencies.push(pair.to_vec());
-        }
-        level = next;
-    }
-    Graph::new(keys, dependencies, vec![], level).expect("a tree is a graph")
-}
-
 fn main() {
     let mut arguments = std::env::args().skip(1);
     let leaves: u32 = arguments
@@ -40,7 +20,7 @@ fn main() {
         text.parse().expect("CONCURRENCY is a number")
     });
     let started = Instant::now();
-    let graph = tree(leaves);
+    let graph = Graph::tree_reduction(leaves);
     let built = started.elapsed();
     let plan = Plan::build(
         &graph,

@@ -521,12 +521,7 @@ impl World<'_> {
         for batch in self.plan.upload_order() {
             let planned = self.plan.batch(batch);
             pickled_at += planned.tasks.len() as f64 * parameters.client_pickle_per_task_us;
-            let bytes: u64 = planned
-                .tasks
-                .iter()
-                .map(|task| self.costs.pickled_bytes[task.index()])
-                .sum::<u64>()
-                + spec_bytes(planned.tasks.len() + planned.inputs.len());
+            let bytes = self.batch_bytes(batch);
             let Reverse(slot) = free_at.pop().expect("at least one slot");
             let start = self.write_slot(pickled_at.max(slot as f64));
             let latency = parameters
@@ -909,9 +904,18 @@ impl World<'_> {
     }
 }
 
-/// Bytes of a batch's spec besides its tasks: ids of tasks and inputs, and a header.
-fn spec_bytes(ids: usize) -> u64 {
-    64 + 8 * ids as u64
+impl World<'_> {
+    /// Bytes of what the client uploads for a batch, and a function loads: its pickled tasks,
+    /// and a spec of a header and the ids of its tasks and inputs.
+    fn batch_bytes(&self, batch: BatchId) -> u64 {
+        let planned = self.plan.batch(batch);
+        let tasks: u64 = planned
+            .tasks
+            .iter()
+            .map(|task| self.costs.pickled_bytes[task.index()])
+            .sum();
+        tasks + 64 + 8 * (planned.tasks.len() + planned.inputs.len()) as u64
+    }
 }
 
 impl World<'_> {
@@ -973,13 +977,7 @@ impl World<'_> {
                         vec![ExecutorEvent::RunGone],
                     );
                 }
-                let planned = self.plan.batch(batch);
-                let bytes = planned
-                    .tasks
-                    .iter()
-                    .map(|task| self.costs.pickled_bytes[task.index()])
-                    .sum::<u64>()
-                    + spec_bytes(planned.tasks.len() + planned.inputs.len());
+                let bytes = self.batch_bytes(batch);
                 self.invocations[index].traffic.read(1, bytes);
                 let bandwidth = self.read_bandwidth();
                 let start = self.read_slot(self.now as f64) - self.now as f64;

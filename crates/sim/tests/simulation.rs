@@ -11,27 +11,6 @@ use dask_serverless_sim::{
     PlatformParameters, SimulatedRun, SimulationOptions, TaskCosts, simulate,
 };
 
-/// A tree reduction of `leaves` numbers summed pairwise.
-fn tree(leaves: u32) -> Graph {
-    let mut keys = Vec::new();
-    let mut dependencies: Vec<Vec<u32>> = Vec::new();
-    for leaf in 0..leaves {
-        keys.push(format!("leaf-{leaf}"));
-        dependencies.push(vec![]);
-    }
-    let mut level: Vec<u32> = (0..leaves).collect();
-    while level.len() > 1 {
-        let mut next = Vec::new();
-        for pair in level.chunks(2) {
-            next.push(keys.len() as u32);
-            keys.push(format!("add-{}", keys.len()));
-            dependencies.push(pair.to_vec());
-        }
-        level = next;
-    }
-    Graph::new(keys, dependencies, vec![], level).unwrap()
-}
-
 fn plan(graph: &Graph, parallelism: usize) -> Plan {
     Plan::build(
         graph,
@@ -53,7 +32,7 @@ fn run(plan: &Plan, costs: &TaskCosts, options: &SimulationOptions) -> Simulated
 
 #[test]
 fn a_tree_reduction_completes_with_every_task_recorded_once() {
-    let graph = tree(1024);
+    let graph = Graph::tree_reduction(1024);
     let plan = plan(&graph, 64);
     let costs = TaskCosts::uniform(graph.len(), 100_000.0, 8);
     let result = run(&plan, &costs, &SimulationOptions::default());
@@ -93,7 +72,7 @@ fn a_tree_reduction_completes_with_every_task_recorded_once() {
 
 #[test]
 fn a_seed_replays_and_another_seed_draws_other_times() {
-    let graph = tree(256);
+    let graph = Graph::tree_reduction(256);
     let plan = plan(&graph, 16);
     let costs = TaskCosts::uniform(graph.len(), 20_000.0, 1_000);
     let options = SimulationOptions {
@@ -111,7 +90,7 @@ fn a_seed_replays_and_another_seed_draws_other_times() {
 
 #[test]
 fn the_concurrency_limit_holds_and_makes_the_run_wait() {
-    let graph = tree(512);
+    let graph = Graph::tree_reduction(512);
     let plan = plan(&graph, 64);
     let costs = TaskCosts::uniform(graph.len(), 200_000.0, 8);
     let free = run(&plan, &costs, &SimulationOptions::default());
@@ -137,7 +116,7 @@ fn the_concurrency_limit_holds_and_makes_the_run_wait() {
 
 #[test]
 fn the_scaling_rate_spreads_cold_starts_over_time() {
-    let graph = tree(2048);
+    let graph = Graph::tree_reduction(2048);
     let plan = plan(&graph, 1024);
     let costs = TaskCosts::uniform(graph.len(), 1_000_000.0, 8);
     let mut slow = lambda();
@@ -160,7 +139,7 @@ fn the_scaling_rate_spreads_cold_starts_over_time() {
 
 #[test]
 fn kills_and_duplicates_are_recovered_by_the_real_protocol() {
-    let graph = tree(512);
+    let graph = Graph::tree_reduction(512);
     let plan = plan(&graph, 32);
     let costs = TaskCosts::uniform(graph.len(), 10_000.0, 8);
     let mut recovered = 0;
@@ -194,7 +173,7 @@ fn kills_and_duplicates_are_recovered_by_the_real_protocol() {
 
 #[test]
 fn costs_that_do_not_fit_the_plan_are_refused() {
-    let graph = tree(8);
+    let graph = Graph::tree_reduction(8);
     let plan = plan(&graph, 2);
     let error = simulate(
         &plan,
@@ -208,7 +187,7 @@ fn costs_that_do_not_fit_the_plan_are_refused() {
 
 #[test]
 fn refused_invocations_are_tried_again_after_backoff_and_cost_time() {
-    let graph = tree(256);
+    let graph = Graph::tree_reduction(256);
     let plan = plan(&graph, 32);
     let costs = TaskCosts::uniform(graph.len(), 10_000.0, 8);
     let calm = run(&plan, &costs, &SimulationOptions::default());

@@ -198,31 +198,21 @@ def _measured_costs(report: RunReport, keys: list[Any]) -> tuple[list[float], li
     """A real run's durations and stored sizes, by key; a value kept in memory has no
     measured size: it counts at the median stored one. A key the report lacks (Dask names
     the finalize task of each compute anew) takes the costs of the report's tasks of the same
-    prefix."""
-    from dask.utils import key_split
-
+    prefix (:class:`PrefixCosts`)."""
     tasks = report.tasks
     measured = dict(
         zip(tasks["key"], zip(tasks["duration_s"], tasks["stored_bytes"], strict=True), strict=True)
     )
-    by_prefix: dict[str, tuple[float, int]] = {}
-    for prefix, seconds, size in zip(
-        tasks["prefix"], tasks["duration_s"], tasks["stored_bytes"], strict=True
-    ):
-        by_prefix.setdefault(str(prefix), (float(seconds), int(size)))
-    stored = sorted(int(size) for size in tasks["stored_bytes"] if size > 0)
-    typical = stored[len(stored) // 2] if stored else DEFAULT_OUTPUT_BYTES
+    by_prefix = PrefixCosts((report,), "error")
     durations, sizes = [], []
     for key in keys:
-        found = measured.get(str(key)) or by_prefix.get(key_split(key))
+        found = measured.get(str(key))
         if found is None:
-            raise ConfigurationError(
-                f"the run report has no record of task {key!r}, nor of a task of its prefix: "
-                f"it must be a report of the same graph"
-            )
-        seconds, size = found
+            seconds, size = by_prefix(key)
+        else:
+            seconds, size = found
         durations.append(float(seconds))
-        sizes.append(int(size) if size > 0 else typical)
+        sizes.append(int(size) if size > 0 else by_prefix.typical)
     return durations, sizes
 
 

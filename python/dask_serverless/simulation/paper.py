@@ -104,27 +104,52 @@ def gemm(size: int) -> Any:
     return (left @ right).sum()
 
 
-def gemm_rows(measured_size: int = 4_000) -> list[dict[str, Any]]:
-    """GEMM at the paper's sizes, task costs measured on ``measured_size`` here."""
+def measured_costs(build: Any, sizes: tuple[int, ...], unknown: str = "error") -> Any:
+    """Costs by prefix of ``build(size)`` for each of ``sizes``, each computed twice on a
+    ``LocalCluster`` here (the second run, warm, is kept)."""
     import dask
 
     from dask_serverless import LocalCluster
     from dask_serverless.simulation import costs_by_prefix
 
-    small = gemm(measured_size)
+    reports = []
     with LocalCluster() as cluster:
-        dask.compute(small, scheduler=cluster.get)
-        dask.compute(small, scheduler=cluster.get)
-        costs = costs_by_prefix(cluster.last_run)
+        for size in sizes:
+            small = build(size)
+            dask.compute(small, scheduler=cluster.get)
+            dask.compute(small, scheduler=cluster.get)
+            reports.append(cluster.last_run)
+    return costs_by_prefix(*reports, unknown=unknown)
+
+
+def paper_rows(
+    label: str,
+    build: Any,
+    published: dict[int, float],
+    sizes: tuple[int, ...],
+    costs: Any,
+    plans: tuple[tuple[int, int], ...],
+) -> list[dict[str, Any]]:
+    """One row per size, model and plan: the predictions beside Wukong's figure (``nan``
+    where it published none); with ``estimated stages`` when the costs left some to the
+    median."""
     rows = []
-    for size, published in WUKONG_GEMM.items():
-        collection = gemm(size)
+    for size in sizes:
+        collection = build(size)
         for model in ("lambda-2020", "lambda"):
-            for parallelism, batches in ((64, 4), (512, 1)):
-                row: dict[str, Any] = {"N": size, "Wukong s": published}
+            for parallelism, batches in plans:
+                row: dict[str, Any] = {label: size, "Wukong s": published.get(size, float("nan"))}
                 row.update(predicted(collection, model, parallelism, batches, costs))
+                if costs.unknown == "median":
+                    row["estimated stages"] = ", ".join(sorted(costs.estimated)) or "none"
                 rows.append(row)
     return rows
+
+
+def gemm_rows(measured_size: int = 4_000) -> list[dict[str, Any]]:
+    """GEMM at the paper's sizes, task costs measured on ``measured_size`` here."""
+    costs = measured_costs(gemm, (measured_size,))
+    return paper_rows("N", gemm, WUKONG_GEMM, tuple(WUKONG_GEMM), costs, ((64, 4), (512, 1)))
 
 
 #: Wukong's published svd_compressed (k=5) times of N x 100 arrays in 10,000 x 100 chunks:
@@ -145,33 +170,11 @@ def svd_compressed(rows: int) -> Any:
 def svd_compressed_rows(measured: tuple[int, ...] = (128_000, 1_280_000)) -> list[dict[str, Any]]:
     """svd_compressed at the paper's sizes, task costs measured here on the ``measured`` row
     counts (Dask's TSQR has stages that only a few chunks, or only many, have)."""
-    import dask
-
-    from dask_serverless import LocalCluster
-    from dask_serverless.simulation import costs_by_prefix
-
-    reports = []
-    with LocalCluster() as cluster:
-        for count in measured:
-            small = svd_compressed(count)
-            dask.compute(small, scheduler=cluster.get)
-            dask.compute(small, scheduler=cluster.get)
-            reports.append(cluster.last_run)
     # 8.1 M rows add a stage (``dot``) that no size measured here has: it costs the median
     # measured task, and the table says so.
-    costs = costs_by_prefix(*reports, unknown="median")
-    rows = []
-    for size in (128_000, 1_024_000, 8_100_000):
-        collection = svd_compressed(size)
-        for model in ("lambda-2020", "lambda"):
-            row: dict[str, Any] = {
-                "rows": size,
-                "Wukong s": WUKONG_SVD_COMPRESSED.get(size, float("nan")),
-            }
-            row.update(predicted(collection, model, 512, 1, costs))
-            row["estimated stages"] = ", ".join(sorted(costs.estimated)) or "none"
-            rows.append(row)
-    return rows
+    costs = measured_costs(svd_compressed, measured, unknown="median")
+    sizes = (128_000, 1_024_000, 8_100_000)
+    return paper_rows("rows", svd_compressed, WUKONG_SVD_COMPRESSED, sizes, costs, ((512, 1),))
 
 
 #: Wukong's published time of the SVD of a 256 k x 256 k array in 5,000 x 5,000 chunks.
@@ -192,31 +195,9 @@ def square_svd(size: int) -> Any:
 def square_svd_rows(measured: tuple[int, ...] = (10_000, 15_000)) -> list[dict[str, Any]]:
     """The square SVD at 50 k, 100 k and the paper's 256 k, task costs measured here on the
     ``measured`` sizes (2 x 2 and 3 x 3 chunks)."""
-    import dask
-
-    from dask_serverless import LocalCluster
-    from dask_serverless.simulation import costs_by_prefix
-
-    reports = []
-    with LocalCluster() as cluster:
-        for count in measured:
-            small = square_svd(count)
-            dask.compute(small, scheduler=cluster.get)
-            dask.compute(small, scheduler=cluster.get)
-            reports.append(cluster.last_run)
-    costs = costs_by_prefix(*reports, unknown="median")
-    rows = []
-    for size in (50_000, 100_000, 256_000):
-        collection = square_svd(size)
-        for model in ("lambda-2020", "lambda"):
-            row: dict[str, Any] = {
-                "N": size,
-                "Wukong s": WUKONG_SQUARE_SVD.get(size, float("nan")),
-            }
-            row.update(predicted(collection, model, 512, 1, costs))
-            row["estimated stages"] = ", ".join(sorted(costs.estimated)) or "none"
-            rows.append(row)
-    return rows
+    costs = measured_costs(square_svd, measured, unknown="median")
+    sizes = (50_000, 100_000, 256_000)
+    return paper_rows("N", square_svd, WUKONG_SQUARE_SVD, sizes, costs, ((512, 1),))
 
 
 EXPERIMENTS = {

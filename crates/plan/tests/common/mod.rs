@@ -43,21 +43,7 @@ pub fn chain(length: u32) -> Graph {
 /// A binary tree reduction of `leaves` leaves (a power of two): `leaf-i`, then `sum-L-i` at
 /// each level `L`, the root requested.
 pub fn tree_reduction(leaves: u32) -> Graph {
-    let mut keys: Vec<String> = (0..leaves).map(|leaf| format!("leaf-{leaf}")).collect();
-    let mut dependencies: Vec<Vec<u32>> = vec![vec![]; leaves as usize];
-    let mut level: Vec<u32> = (0..leaves).collect();
-    let mut depth = 1;
-    while level.len() > 1 {
-        let mut next = Vec::new();
-        for (index, pair) in level.chunks(2).enumerate() {
-            keys.push(format!("sum-{depth}-{index}"));
-            dependencies.push(pair.to_vec());
-            next.push(keys.len() as u32 - 1);
-        }
-        level = next;
-        depth += 1;
-    }
-    Graph::new(keys, dependencies, vec![], vec![level[0]]).unwrap()
+    Graph::tree_reduction(leaves)
 }
 
 /// `C = A @ B` on a `blocks x blocks` grid: `a-i-k` and `b-k-j` are sources,
