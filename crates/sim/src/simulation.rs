@@ -20,8 +20,8 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use dask_serverless_chaos::{Chaos, ChaosSpec, KillPoint};
 use dask_serverless_core::{
     BatchRecord, BatchResources, BatchSpec, BatchSteps, Driver, DriverAction, DriverEvent,
-    Executor, ExecutorAction, ExecutorEvent, FIRST_ATTEMPT, Micros, RecoveryPolicy, Report,
-    StoreTraffic, TaskRecord,
+    Executor, ExecutorAction, ExecutorEvent, FIRST_ATTEMPT, LEASE_RENEWAL, Micros, RecoveryPolicy,
+    Report, StoreTraffic, TaskRecord,
 };
 use dask_serverless_graph::TaskId;
 use dask_serverless_plan::{BatchId, Plan};
@@ -275,6 +275,8 @@ struct World<'a> {
     batch_records: Vec<BatchRecord>,
     task_records: Vec<TaskRecord>,
     client_traffic: StoreTraffic,
+    /// The lease's content: how often the client wrote it (functions compare contents).
+    lease_writes: u64,
     invocation_count: u64,
     cold_starts: u64,
     throttled: u64,
@@ -343,6 +345,7 @@ pub fn simulate(
         batch_records: Vec::new(),
         task_records: Vec::with_capacity(plan.task_count()),
         client_traffic: StoreTraffic::default(),
+        lease_writes: 0,
         invocation_count: 0,
         cold_starts: 0,
         throttled: 0,
@@ -402,6 +405,13 @@ impl World<'_> {
         (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
 
+    /// The client writes the run's lease: a new content, as the shells' lease carries the
+    /// time it was written.
+    fn write_lease(&mut self) {
+        self.lease_writes += 1;
+        self.client_traffic.write(16);
+    }
+
     fn run_is_live(&self) -> bool {
         self.completed_at.is_none() && self.failure.is_none()
     }
@@ -411,7 +421,7 @@ impl World<'_> {
             .round() as Micros;
         self.now = graph_us;
         // The client writes the run's lease, then starts the driver and uploads.
-        self.client_traffic.write(16);
+        self.write_lease();
         let actions = self.driver.handle(DriverEvent::Start, self.now);
         self.perform(actions);
         self.upload_started_at = self.now;
@@ -466,8 +476,8 @@ impl World<'_> {
                 }
                 Wake::Tick => {
                     if self.run_is_live() {
-                        if self.now - last_lease >= 2_000_000 {
-                            self.client_traffic.write(16);
+                        if self.now - last_lease >= LEASE_RENEWAL {
+                            self.write_lease();
                             last_lease = self.now;
                         }
                         let actions = self.driver.handle(DriverEvent::Tick, self.now);
@@ -587,7 +597,7 @@ impl World<'_> {
                     let duration = self.fan_in_time(&["upload fan-in", &batch.0.to_string()]);
                     self.schedule(duration, Wake::UploadFanIn { batch, released });
                 }
-                DriverAction::RenewLease => self.client_traffic.write(16),
+                DriverAction::RenewLease => self.write_lease(),
                 DriverAction::TasksFinished { records, .. } => {
                     self.task_records.extend(records);
                 }
@@ -950,7 +960,9 @@ impl World<'_> {
             ExecutorAction::CheckStop { done_key, .. } => {
                 let reads = 1 + u64::from(done_key.is_some());
                 let done_mark = done_key.and_then(|key| self.done_marks.get(&key).cloned());
-                let lease = self.run_is_live().then(|| b"lease".to_vec());
+                let lease = self
+                    .run_is_live()
+                    .then(|| self.lease_writes.to_le_bytes().to_vec());
                 self.invocations[index].traffic.read(reads, 0);
                 Outcome::after(
                     small(self, "check stop"),

@@ -208,3 +208,24 @@ fn refused_invocations_are_tried_again_after_backoff_and_cost_time() {
     assert!(throttled.total_us > calm.total_us);
     assert_eq!(throttled.recoveries, 0);
 }
+
+#[test]
+fn a_batch_running_longer_than_the_lease_timeout_still_finds_the_client_alive() {
+    // The client renews its lease every 2 s with a new content; a function looks at it once a
+    // second of tasks and takes the client for gone only when the content stayed the same for
+    // 15 s. Batches of 20 tasks of 1 s run 20 s each.
+    let graph = Graph::tree_reduction(64);
+    let plan = Plan::build(
+        &graph,
+        &PlanOptions {
+            parallelism: 2,
+            batches_per_function: 1,
+            ..PlanOptions::default()
+        },
+    );
+    let costs = TaskCosts::uniform(graph.len(), 1_000_000.0, 8);
+    let result = run(&plan, &costs, &SimulationOptions::default());
+    assert!(result.completed, "{:?}", result.failure);
+    assert_eq!(result.recoveries, 0);
+    assert!(result.total_us > 20_000_000, "{}", result.total_us);
+}
