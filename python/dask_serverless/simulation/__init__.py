@@ -25,8 +25,12 @@ What each task costs comes from ``task_costs``:
 * a mapping from key to ``(seconds, output bytes)``, or a callable of the key returning one;
   :func:`costs_by_prefix` makes one from a real run of the same operations on the same chunks
   (a small array measured here, a large one simulated);
-* nothing: every task takes :data:`DEFAULT_TASK_SECONDS`, and outputs are
-  :data:`DEFAULT_OUTPUT_BYTES`, except array chunks, whose size Dask's metadata gives.
+* ``"metadata"`` (the default for an array): each task costed from Dask's array metadata
+  alone, its chunks' shapes followed through its functions and each call costed by a cost per
+  operation calibrated on this machine (:mod:`dask_serverless.simulation.arrays`);
+* ``"constant"`` (the default for anything else): every task takes
+  :data:`DEFAULT_TASK_SECONDS`, and outputs are :data:`DEFAULT_OUTPUT_BYTES`, except an array's
+  own chunks, whose size Dask's metadata gives.
 
 The result is a :class:`~dask_serverless.report.RunReport` like a real run's (phases, one row
 per invocation and per task, the bill), so that ``save_html`` draws a simulated run's task
@@ -58,7 +62,9 @@ PLATFORMS = ("lambda", "lambda-2020", "local")
 DEFAULT_TASK_SECONDS = 0.001
 DEFAULT_OUTPUT_BYTES = 1_000
 
-TaskCostSource = RunReport | Mapping[Any, tuple[float, int]] | Callable[[Any], tuple[float, int]]
+TaskCostSource = (
+    str | RunReport | Mapping[Any, tuple[float, int]] | Callable[[Any], tuple[float, int]]
+)
 
 
 def platform_parameters(name: str = "lambda") -> dict[str, Any]:
@@ -169,10 +175,23 @@ def _task_costs(
     """Each task's seconds and output bytes, by task number."""
     keys = graph.keys
     if source is None:
+        import dask.array
+
+        source = "metadata" if isinstance(collection, dask.array.Array) else "constant"
+    if source == "metadata":
+        from dask_serverless.simulation.arrays import metadata_costs
+
+        return metadata_costs(collection, graph)
+    if source == "constant":
         chunk_sizes = _chunk_sizes(collection)
         return (
             [DEFAULT_TASK_SECONDS] * len(keys),
             [chunk_sizes.get(key, DEFAULT_OUTPUT_BYTES) for key in keys],
+        )
+    if isinstance(source, str):
+        raise ConfigurationError(
+            f"task_costs must be 'metadata', 'constant', a run report, a mapping or a callable, "
+            f"not {source!r}"
         )
     if isinstance(source, RunReport):
         return _measured_costs(source, keys)

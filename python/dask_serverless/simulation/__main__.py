@@ -29,6 +29,12 @@ def parse_arguments(arguments: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-concurrency", type=int)
     parser.add_argument("--parallelism", type=int)
     parser.add_argument("--small", action="store_true", help="the workload's small size")
+    parser.add_argument(
+        "--task-costs",
+        choices=("metadata", "constant"),
+        help="what tasks cost: from an array's metadata (the default for arrays) or a "
+        "constant (the default otherwise)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chaos", help="faults to inject, as LocalCluster(chaos=...)")
     parser.add_argument("--html", type=Path, help="also write the simulated run's page here")
@@ -69,6 +75,7 @@ def main(arguments: list[str] | None = None) -> int:
             memory_mb=options.memory_mb,
             max_concurrency=options.max_concurrency,
             parallelism=options.parallelism,
+            task_costs=options.task_costs,
             seed=options.seed,
             chaos=options.chaos,
         )

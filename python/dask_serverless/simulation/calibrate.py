@@ -2,6 +2,8 @@
 and simulated on the ``local`` model with the real run's own task costs; the table says how
 far the prediction is from the measurement, and the figures below it are what the records
 say of the platform (cold starts, waits, per-task and per-batch time outside the tasks).
+For an array workload, a second prediction costs its tasks from Dask's metadata alone
+(:mod:`dask_serverless.simulation.arrays`): what a graph never run here would get.
 
     python -m dask_serverless.simulation.calibrate [--small] [--workloads a,b] [--markdown F]
 """
@@ -21,6 +23,7 @@ from dask_serverless.simulation import simulate
 COLUMNS = (
     "workload", "tasks", "batches", "measured s", "predicted s", "error",
     "invocations measured", "predicted", "function store operations measured", "predicted",
+    "from metadata s", "error",
 )  # fmt: skip
 
 
@@ -50,16 +53,20 @@ def measure(name: str, small: bool, runs: int, cluster: Any) -> tuple[dict[str, 
         measured.append((time.perf_counter() - started, cluster.last_run))
     measured.sort(key=lambda entry: entry[0])
     seconds, report = measured[len(measured) // 2]
-    predicted = simulate(
-        built.collection,
-        "local",
-        memory_mb=cluster.memory_mb,
-        max_concurrency=cluster.max_concurrency,
-        parallelism=cluster.parallelism,
-        batches_per_function=cluster.batches_per_function,
-        timeout_s=cluster.timeout_s,
-        task_costs=report,
-    )
+    import dask.array
+
+    settings = {
+        "memory_mb": cluster.memory_mb,
+        "max_concurrency": cluster.max_concurrency,
+        "parallelism": cluster.parallelism,
+        "batches_per_function": cluster.batches_per_function,
+        "timeout_s": cluster.timeout_s,
+    }
+    predicted = simulate(built.collection, "local", task_costs=report, **settings)
+    from_metadata = float("nan")
+    if isinstance(built.collection, dask.array.Array):
+        simulated = simulate(built.collection, "local", task_costs="metadata", **settings)
+        from_metadata = simulated.total_seconds
     row = {
         "workload": name,
         "tasks": report["tasks"],
@@ -71,6 +78,8 @@ def measure(name: str, small: bool, runs: int, cluster: Any) -> tuple[dict[str, 
         "invocations predicted": predicted["invocations"],
         "store operations measured": _function_operations(report),
         "store operations predicted": _function_operations(predicted),
+        "from metadata s": from_metadata,
+        "metadata error": from_metadata / seconds - 1,
     }
     return row, report
 
@@ -139,7 +148,8 @@ def main(arguments: list[str] | None = None) -> int:
                 f"{row['predicted s']:.3f} s ({row['error']:+.1%}); invocations "
                 f"{row['invocations measured']} / {row['invocations predicted']}, store "
                 f"operations {row['store operations measured']} / "
-                f"{row['store operations predicted']}",
+                f"{row['store operations predicted']}; from metadata alone "
+                f"{row['from metadata s']:.3f} s ({row['metadata error']:+.1%})",
                 flush=True,
             )
     figures = platform_figures(reports)
@@ -150,7 +160,8 @@ def main(arguments: list[str] | None = None) -> int:
         for row in rows:
             values = list(row.values())
             cells = [
-                f"{value:+.1%}" if key == "error" else
+                "n/a" if isinstance(value, float) and value != value else
+                f"{value:+.1%}" if key.endswith("error") else
                 f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
                 if isinstance(value, int) else str(value)
                 for key, value in zip(row, values, strict=True)
