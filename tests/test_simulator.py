@@ -193,6 +193,24 @@ def test_calibration_compares_a_measured_run_with_its_simulation():
     assert abs(row["error"]) < 1.0, row
 
 
+def test_calibration_measures_the_local_models_per_task_times_on_large_runs():
+    from dask_serverless.simulation.calibrate import measured_parameters
+
+    with LocalCluster() as cluster:
+        dask.compute(tree_reduction(16), scheduler=cluster.get)
+        small = cluster.last_run
+        dask.compute(tree_reduction(8192), scheduler=cluster.get)
+        large = cluster.last_run
+    # Too few tasks to tell a per-task time from the fixed parts: the model's own stand.
+    assert measured_parameters([small]) == {}
+    parameters = measured_parameters([small, large])
+    assert set(parameters) == {"function_task_overhead_us", "client_graph_per_task_us"}
+    # Microseconds per task, as the platform model has them (a few, not milliseconds).
+    assert all(0.1 < value < 200 for value in parameters.values()), parameters
+    report = dask_serverless.simulate(tree_reduction(8192), "local", parameters=parameters)
+    assert report.succeeded
+
+
 def test_wukongs_tree_reduction_takes_longer_as_its_tasks_do():
     from dask_serverless.simulation.paper import WUKONG_TREE_REDUCTION, tree_reduction_rows
 

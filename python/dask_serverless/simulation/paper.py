@@ -3,13 +3,21 @@
 
     python -m dask_serverless.simulation.paper [--experiments tree-reduction]
 
-So far: the tree reduction of 1,024 numbers with 0, 100, 250 and 500 ms per task (Wukong's
-Figure of its TR workload: about 1.7, 2.9, 4.4 and 6.9 s), and GEMM of N x N arrays in
-2,000 x 2,000 chunks for N = 10,000 and 25,000 (about 13 s and 50-60 s), its task costs
-measured here on N = 4,000 (the same operations on the same chunks) with
-:func:`~dask_serverless.simulation.costs_by_prefix`. Each is simulated with the planner
-cut for 64 functions of 4 batches (``LambdaCluster``'s default), for 512 functions of one batch,
-and for 2,048 (a task per batch, as Wukong schedules them); the table keeps all three.
+The experiments (``--experiments``, comma-separated):
+
+* ``tree-reduction``: 1,024 numbers with 0, 100, 250 and 500 ms per task (Wukong: about 1.7,
+  2.9, 4.4 and 6.9 s), the graph cut for 64 functions of 4 batches (``LambdaCluster``'s
+  default), for 512 functions of one batch and for 2,048 (a task per batch, as Wukong);
+* ``gemm``: N x N in 2,000 x 2,000 chunks for N = 10,000 and 25,000 (about 13 s and 50-60 s);
+* ``svd-compressed``: ``svd_compressed(k=5)`` of N x 100 in 10,000 x 100 chunks up to 8.1 M
+  rows (0.4 s at 128 k to 3.3 s at 8.1 M);
+* ``square-svd``: the same of N x N in 5,000 x 5,000 chunks up to 256 k (about 88 s);
+* ``tsqr``: N x 128 up to 16.7 M rows in chunks of 65,536 rows.
+
+Task costs are measured here on a small array of the same operations and chunks
+(:func:`~dask_serverless.simulation.costs_by_prefix`), or come from the arrays' metadata
+alone (:mod:`dask_serverless.simulation.arrays`); each row says which, and whether the
+simulated runs succeeded.
 """
 
 from __future__ import annotations
@@ -204,7 +212,7 @@ def square_svd_rows() -> list[dict[str, Any]]:
 
 
 #: TSQR of N x 128 arrays up to 16.7 M rows (2^24), as Wukong's TSQR experiment, in chunks of
-#: 65,536 rows (64 MB; the chunking is ours: the issue names the sizes only).
+#: 65,536 rows (64 MB; the chunking is ours: only the sizes are Wukong's).
 TSQR_SIZES = (524_288, 2_097_152, 8_388_608, 16_777_216)
 TSQR_CHUNK_ROWS = 65_536
 
