@@ -116,7 +116,7 @@ def _function_name(function: Any) -> str:
     return getattr(function, "__name__", type(function).__name__)
 
 
-def _keyword(function: Any) -> dict:
+def _bound_keywords(function: Any) -> dict:
     """The keywords a ``functools.partial`` binds."""
     keywords: dict = {}
     while hasattr(function, "func") and not isinstance(function, type):
@@ -211,7 +211,7 @@ _CONCATENATIONS = {
 def apply(function: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, Call]:
     """A function call's output (abstract) and its cost features; a call no rule fits (or
     whose arguments a rule did not expect) counts as elementwise."""
-    kwargs = {**_keyword(function), **kwargs}
+    kwargs = {**_bound_keywords(function), **kwargs}
     arrays = [chunk for value in (*args, *kwargs.values()) for chunk in _chunks_in(value)]
     read = sum(chunk.nbytes for chunk in arrays)
     try:
