@@ -5,7 +5,6 @@ decisions as the local platform on the same plan, batch by batch."""
 from __future__ import annotations
 
 import json
-import operator
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import dask_serverless
 from dask_serverless import LocalCluster
 from dask_serverless.errors import ConfigurationError
 from dask_serverless.simulation import platform_parameters
-from dask_serverless.simulation.paper import tree_reduction
+from dask_serverless.simulation.paper import pairwise_sum, tree_reduction
 
 
 def test_a_simulated_run_is_a_run_report_with_records_cost_and_a_page(tmp_path):
@@ -112,15 +111,7 @@ def test_the_simulation_makes_the_local_platforms_protocol_decisions_batch_by_ba
         return number
 
     leaves = [delayed(staggered)(number, dask_key_name=f"leaf-{number}") for number in range(16)]
-    values = leaves
-    level = 0
-    while len(values) > 1:
-        level += 1
-        values = [
-            delayed(operator.add)(a, b, dask_key_name=f"add-{level}-{index}")
-            for index, (a, b) in enumerate(zip(values[::2], values[1::2], strict=True))
-        ]
-    total = values[0]
+    total = pairwise_sum(leaves)
     with LocalCluster(max_concurrency=4, batches_per_function=4) as cluster:
         # The workers import what tasks need first (a simulated task costs its own time only).
         assert dask.compute(delayed(sum)([1, 2]), scheduler=cluster.get)[0] == 3

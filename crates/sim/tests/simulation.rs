@@ -215,14 +215,7 @@ fn a_batch_running_longer_than_the_lease_timeout_still_finds_the_client_alive() 
     // second of tasks and takes the client for gone only when the content stayed the same for
     // 15 s. Batches of 20 tasks of 1 s run 20 s each.
     let graph = Graph::tree_reduction(64);
-    let plan = Plan::build(
-        &graph,
-        &PlanOptions {
-            parallelism: 2,
-            batches_per_function: 1,
-            ..PlanOptions::default()
-        },
-    );
+    let plan = plan(&graph, 2);
     let costs = TaskCosts::uniform(graph.len(), 1_000_000.0, 8);
     let result = run(&plan, &costs, &SimulationOptions::default());
     assert!(result.completed, "{:?}", result.failure);

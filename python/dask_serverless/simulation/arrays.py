@@ -39,7 +39,7 @@ import json
 import math
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -415,29 +415,32 @@ class _Evaluator:
         scope = dict(
             zip(input_keys, (self.node(item, local) for item in dependencies), strict=False)
         )
-        for key in _order(inner_graph):
+
+        def inner_dependencies(key: Any) -> list[Any]:
+            depends = getattr(inner_graph[key], "dependencies", ())
+            return [dependency for dependency in depends if dependency in inner_graph]
+
+        for key in _order(inner_graph, inner_dependencies):
             scope[key] = self.node(inner_graph[key], scope)
         return scope.get(output_key)
 
 
-def _order(graph: Mapping[Any, Any]) -> list[Any]:
-    """The keys of a graph, each after the keys of the same graph it depends on."""
+def _order(roots: Iterable[Any], dependencies_of: Callable[[Any], Iterable[Any]]) -> list[Any]:
+    """Every node reachable from ``roots``, each after the nodes it depends on."""
     ordered: list[Any] = []
     seen: set = set()
-    for root in graph:
+    for root in roots:
         stack: list[tuple[Any, bool]] = [(root, False)]
         while stack:
-            key, expanded = stack.pop()
+            node, expanded = stack.pop()
             if expanded:
-                ordered.append(key)
+                ordered.append(node)
                 continue
-            if key in seen:
+            if node in seen:
                 continue
-            seen.add(key)
-            stack.append((key, True))
-            node = graph[key]
-            depends = getattr(node, "dependencies", ())
-            stack.extend((dependency, False) for dependency in depends if dependency in graph)
+            seen.add(node)
+            stack.append((node, True))
+            stack.extend((dependency, False) for dependency in dependencies_of(node))
     return ordered
 
 
@@ -460,20 +463,7 @@ def evaluate(
 ) -> tuple[list[Any], list[list[Call]]]:
     """Each task's output (abstract) and calls, by task number."""
     layers = annotated_chunks(collection) if collection is not None else {}
-    order: list[int] = []
-    state = [0] * len(keys)
-    for root in range(len(keys)):
-        stack = [root]
-        while stack:
-            number = stack[-1]
-            if state[number] == 0:
-                state[number] = 1
-                stack.extend(dep for dep in dependencies[number] if state[dep] == 0)
-            else:
-                stack.pop()
-                if state[number] == 1:
-                    state[number] = 2
-                    order.append(number)
+    order = _order(range(len(keys)), dependencies.__getitem__)
     values: dict[Any, Any] = {}
     outputs: list[Any] = [None] * len(keys)
     calls: list[list[Call]] = [[] for _ in keys]

@@ -77,9 +77,17 @@ def predicted(collection: Any, model: str, parallelism: int, batches: int, costs
 
 def tree_reduction(count: int) -> Any:
     """A pairwise sum of ``count`` numbers, as Wukong's TR workload."""
-    values = [
-        delayed(operator.add)(number, 0, dask_key_name=f"leaf-{number}") for number in range(count)
-    ]
+    return pairwise_sum(
+        [
+            delayed(operator.add)(number, 0, dask_key_name=f"leaf-{number}")
+            for number in range(count)
+        ]
+    )
+
+
+def pairwise_sum(values: list[Any]) -> Any:
+    """The sum of delayed ``values`` (a power of two of them) as a tree of pairs, level by
+    level (keys ``add-LEVEL-INDEX``)."""
     level = 0
     while len(values) > 1:
         level += 1
