@@ -215,6 +215,18 @@ def test_wukongs_tree_reduction_takes_longer_as_its_tasks_do():
         assert times == sorted(times) and times[-1] - times[0] > 5.0, times
 
 
+def test_a_paper_row_says_when_a_simulated_run_failed_instead_of_passing_its_time_off():
+    from dask_serverless.simulation.paper import predicted
+
+    total = tree_reduction(16)
+    ok = predicted(total, "lambda", 4, 1, lambda key: (0.01, 8))
+    assert ok["outcome"] == "ok" and ok["cold s"] > 0
+    # Every invocation killed: the run fails, and the row says so with the failure.
+    failed = predicted(total, "lambda", 4, 1, lambda key: (0.01, 8), chaos="kill=1.0")
+    assert failed["outcome"].startswith("failed: "), failed
+    assert "killed" in failed["outcome"]
+
+
 def test_the_sensitivity_sweep_moves_time_and_cost_the_way_the_model_says(tmp_path):
     from dask_serverless.simulation import sensitivity
 

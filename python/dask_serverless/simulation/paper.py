@@ -45,9 +45,12 @@ PLANS = ((64, 4), (512, 1), (2048, 1))
 WARM_INSTANCES = 5_000
 
 
-def predicted(collection: Any, model: str, parallelism: int, batches: int, costs: Any) -> dict:
+def predicted(
+    collection: Any, model: str, parallelism: int, batches: int, costs: Any, **options: Any
+) -> dict:
     """A run's predicted time cold (one warm instance, as a new ``LambdaCluster`` leaves it)
-    and warm (every instance warm, as a repeated run finds them), and its cost cold."""
+    and warm (every instance warm, as a repeated run finds them), and its cost cold;
+    ``options`` go to :func:`simulate` (``chaos=``, say)."""
     reports = [
         simulate(
             collection,
@@ -57,6 +60,7 @@ def predicted(collection: Any, model: str, parallelism: int, batches: int, costs
             batches_per_function=batches,
             task_costs=costs,
             warm_instances=warm,
+            **options,
         )
         for warm in (1, WARM_INSTANCES)
     ]
