@@ -439,6 +439,7 @@ mod tests {
 
     #[test]
     fn only_what_dead_owners_left_is_removed() {
+        let _no_program_starts = crate::test_support::no_program_starts();
         let parent = tempfile::tempdir().unwrap();
         let directories = [parent.path().to_path_buf()];
 
@@ -536,6 +537,7 @@ mod tests {
 
     #[test]
     fn a_mark_is_held_until_dropped_and_leaves_no_temporary_file() {
+        let _no_program_starts = crate::test_support::no_program_starts();
         let directory = tempfile::tempdir().unwrap();
         let mark = OwnerMark::claim(directory.path()).unwrap();
         let names: Vec<String> = fs::read_dir(directory.path())
@@ -558,6 +560,7 @@ mod tests {
         let _mark = OwnerMark::claim(directory.path()).unwrap();
         let mark_path = directory.path().join(OWNER_FILE);
         // A program started now lists its descriptors: none is the mark.
+        let _starting = crate::test_support::starting_programs();
         let output = std::process::Command::new("/bin/sh")
             .args(["-c", "for fd in /proc/self/fd/*; do readlink \"$fd\"; done"])
             .output()

@@ -87,6 +87,33 @@ pub enum LocalPlatformError {
 }
 
 #[cfg(test)]
+pub(crate) mod test_support {
+    //! The unit tests run on threads of one process. A program started from one of them holds a
+    //! copy of every descriptor of the process from its fork to its exec (where close-on-exec
+    //! closes them), `flock` locks included: an owner mark dropped meanwhile stays locked for
+    //! that moment. Tests that start programs hold [`starting_programs`] while they do; tests
+    //! that need a dropped mark's lock free at once hold [`no_program_starts`].
+
+    use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+    static PROGRAM_STARTS: RwLock<()> = RwLock::new(());
+
+    /// Held while a test starts a program (several may at once).
+    pub(crate) fn starting_programs() -> RwLockReadGuard<'static, ()> {
+        PROGRAM_STARTS
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held while no program may be started by another test.
+    pub(crate) fn no_program_starts() -> RwLockWriteGuard<'static, ()> {
+        PROGRAM_STARTS
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     /// The handle is shared with other threads by embedders (e.g. the Python extension).
     #[test]

@@ -158,6 +158,7 @@ mod tests {
     #[tokio::test]
     async fn a_keeper_kills_its_group_when_the_lifeline_ends_and_not_before() {
         let lifeline = Lifeline::new().unwrap();
+        let starting = crate::test_support::starting_programs();
         let mut keeper = lifeline.keeper_command().unwrap().spawn().unwrap();
         let group = keeper.id().unwrap();
         // A member of the keeper's group that starts a process of its own.
@@ -168,6 +169,7 @@ mod tests {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
+        drop(starting);
         let member_id = member.id().unwrap();
         let mut output = member.stdout.take().unwrap();
         let mut line = Vec::new();
@@ -219,6 +221,8 @@ mod tests {
         let lifeline = Lifeline::of_this_process().unwrap();
         let write_end = lifeline.write_end.as_raw_fd();
         let read_end = lifeline.read_end.as_raw_fd();
+        // The child never execs: it holds every descriptor until it exits.
+        let _starting = crate::test_support::starting_programs();
         // SAFETY: the child only makes async-signal-safe calls (fcntl, _exit).
         let child = unsafe { libc::fork() };
         assert!(child >= 0, "fork failed");

@@ -261,10 +261,12 @@ mod tests {
 
     #[test]
     fn a_group_is_measured_without_its_leader_the_keeper() {
+        let starting = crate::test_support::starting_programs();
         let mut sleeper = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
+        drop(starting);
         let worker = sleeper.id();
         // A process being started (`exec` under way) still grows: wait until it runs `sleep`
         // and its resident memory holds still, so that two reads of it agree.
